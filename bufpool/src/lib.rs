@@ -1,0 +1,1 @@
+//! bufpool: the buffer pool.

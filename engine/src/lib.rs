@@ -1,0 +1,2 @@
+//! bufpool-engine: superblock, page allocation, checksums, checkpoint, B+-tree.
+#![forbid(unsafe_code)]
