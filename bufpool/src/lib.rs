@@ -1,1 +1,56 @@
-//! bufpool: the buffer pool.
+//! bufpool: a vmcache-style buffer pool.
+//!
+//! Every page id has a fixed address in one virtual reservation (`base + pid * PAGE_SIZE`);
+//! a hit is a state-word check and a pointer. All file I/O is O_DIRECT through the `io` crate,
+//! straight between disk and the page's own address. Eviction follows the locked
+//! shootdown → clear-uptodate → evict protocol of the 2004 `invalidate_inode_pages2` thread,
+//! with a bounded retry loop for concurrent refaults (`eviction.rs`). With the memfd backing
+//! the frames and the page-state table can be exported to other processes (`export.rs`).
+//!
+//! Reading order: `state` (the page-state word), `region` (memory), `replacer` (the clock),
+//! `eviction` (the protocol), `pool` (latching, fault-in, write-back), `guard`, `view`,
+//! `export`, `stats`.
+
+mod sync;
+
+pub mod eviction;
+pub mod state;
+
+#[cfg(not(loom))]
+mod config;
+mod error;
+#[cfg(not(loom))]
+mod export;
+#[cfg(not(loom))]
+mod guard;
+#[cfg(not(loom))]
+mod pool;
+#[cfg(not(loom))]
+mod region;
+#[cfg(not(loom))]
+mod replacer;
+#[cfg(not(loom))]
+mod stats;
+#[cfg(not(loom))]
+mod view;
+
+#[cfg(not(loom))]
+pub use config::{Backing, Config, EVICTION_BATCH_MAX, PageHooks};
+pub use error::{PoolError, Restart};
+#[cfg(not(loom))]
+pub use export::{EXPORT_READ_ATTEMPTS_MAX, Export, ExportedView, ViewError};
+#[cfg(not(loom))]
+pub use guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
+#[cfg(not(loom))]
+pub use pool::{OPTIMISTIC_RESTARTS_MAX, Pool};
+#[cfg(not(loom))]
+pub use stats::Stats;
+#[cfg(not(loom))]
+pub use view::PageView;
+
+/// Page size in bytes: the unit of I/O, residency and latching.
+pub const PAGE_SIZE: usize = 4096;
+
+/// A page's number in the data file; its bytes live at `base + id * PAGE_SIZE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct PageId(pub u64);

@@ -1,0 +1,148 @@
+//! Mmap export: other threads and processes map the pool's frames and page-state table
+//! read-only and read pages zero-copy with the same validated optimistic read as the pool.
+//!
+//! Invariants:
+//! 1. The exported fds are read-only open file descriptions of sealed memfds: whoever holds
+//!    them cannot write, map writable, punch holes or resize.
+//! 2. An `ExportedView` never stores to the state table; it never blocks the pool (no latch).
+//! 3. A read returns bytes only when validated against the page's version; a page that is not
+//!    uptodate yields `ViewError::Evicted` (the reader's process asks the pool to fault it in
+//!    through its own channel: the stress example uses its Unix socket).
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+
+use memmap2::{Mmap, MmapOptions};
+
+use crate::state::{EVICTED, LOCKED, LOCKED_EVICTED, PageState, state_of};
+use crate::view::PageView;
+use crate::{PAGE_SIZE, PageId, PoolError};
+
+/// Attempts of `ExportedView::read` before it reports `ViewError::Busy`.
+pub const EXPORT_READ_ATTEMPTS_MAX: u32 = 1 << 12;
+
+/// The fds that make an export. Send both to another process (SCM_RIGHTS) and open an
+/// `ExportedView` there.
+#[derive(Debug)]
+pub struct Export {
+    /// Read-only fd of the frame memfd (`page_count_max * PAGE_SIZE` bytes).
+    pub frames: OwnedFd,
+    /// Read-only fd of the page-state memfd (`page_count_max * 8` bytes).
+    pub states: OwnedFd,
+}
+
+/// Why an exported read returned no bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    #[error("page {} is not resident (evicted, or being faulted in or evicted)", .0.0)]
+    Evicted(PageId),
+    #[error("page {} is beyond the exported region", .0.0)]
+    OutOfRange(PageId),
+    #[error("page {} kept changing: gave up after {EXPORT_READ_ATTEMPTS_MAX} attempts", .0.0)]
+    Busy(PageId),
+    #[error("a read of page {} accessed bytes outside the page", .0.0)]
+    ViewOutOfRange(PageId),
+}
+
+/// A read-only, zero-copy view of an exported pool.
+pub struct ExportedView {
+    frames: Mmap,
+    states: Mmap,
+    page_count_max: u64,
+}
+
+impl ExportedView {
+    /// Maps an export (in this or another process).
+    pub fn open(export: Export) -> Result<ExportedView, PoolError> {
+        let frames = File::from(export.frames);
+        let states = File::from(export.states);
+        let length = |file: &File| {
+            file.metadata()
+                .map(|metadata| metadata.len())
+                .map_err(|source| PoolError::Os {
+                    call: "fstat(exported memfd)",
+                    source,
+                })
+        };
+        let page_count_max = length(&states)? / size_of::<PageState>() as u64;
+        if length(&frames)? != page_count_max * PAGE_SIZE as u64 {
+            return Err(PoolError::InvalidConfig(
+                "exported frame and state memfds disagree on the page count".into(),
+            ));
+        }
+        let map = |file: &File, len: u64| {
+            // SAFETY: the memfds are sealed against shrinking, so the mapping never loses its
+            // backing; we only read it, through atomic loads.
+            unsafe {
+                MmapOptions::new()
+                    .len(len as usize)
+                    .no_reserve_swap()
+                    .map(file)
+            }
+            .map_err(|source| PoolError::Os {
+                call: "mmap(exported memfd, read-only)",
+                source,
+            })
+        };
+        Ok(ExportedView {
+            frames: map(&frames, page_count_max * PAGE_SIZE as u64)?,
+            states: map(&states, page_count_max * size_of::<PageState>() as u64)?,
+            page_count_max,
+        })
+    }
+
+    pub fn page_count_max(&self) -> u64 {
+        self.page_count_max
+    }
+
+    fn state(&self, page: PageId) -> &PageState {
+        assert!(page.0 < self.page_count_max);
+        // SAFETY: in bounds; the mapping is 8-aligned and lives as long as self; PageState is
+        // a repr(transparent) AtomicU64 and we only load it (the mapping is read-only).
+        unsafe {
+            &*self
+                .states
+                .as_ptr()
+                .cast::<PageState>()
+                .add(page.0 as usize)
+        }
+    }
+
+    /// The validated optimistic read of the pool, without latches: waits out writers, reports
+    /// evicted pages.
+    pub fn read<R>(
+        &self,
+        page: PageId,
+        mut f: impl FnMut(&PageView<'_>) -> R,
+    ) -> Result<R, ViewError> {
+        if page.0 >= self.page_count_max {
+            return Err(ViewError::OutOfRange(page));
+        }
+        let state = self.state(page);
+        for attempt in 0..EXPORT_READ_ATTEMPTS_MAX {
+            let seen = state.load();
+            match state_of(seen) {
+                EVICTED | LOCKED_EVICTED => return Err(ViewError::Evicted(page)),
+                LOCKED => {
+                    if attempt > 16 {
+                        std::thread::yield_now();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            // SAFETY: the address lies in the read-only mapping of the frames, page aligned,
+            // mapped while self lives; eviction frees frames but never unmaps the range.
+            let view =
+                unsafe { PageView::new(self.frames.as_ptr().add(page.0 as usize * PAGE_SIZE)) };
+            let result = f(&view);
+            if state.validate(seen) {
+                if view.out_of_range() {
+                    return Err(ViewError::ViewOutOfRange(page));
+                }
+                return Ok(result);
+            }
+        }
+        Err(ViewError::Busy(page))
+    }
+}

@@ -1,0 +1,265 @@
+//! The virtual-memory region: one reservation holding every page at `base + pid * PAGE_SIZE`,
+//! with its two backings, the shared page-state table, and the dirty bitmap.
+//!
+//! Invariants:
+//! 1. The reservation is `page_count_max * PAGE_SIZE` bytes, MAP_NORESERVE, never remapped:
+//!    a page's address is fixed for the pool's life.
+//! 2. Only the eviction protocol and a failed fault-in free a page's frame (`Frames`), and
+//!    only while holding the page's exclusive latch.
+//! 3. The state table is a memfd mapped shared, so an export can map it read-only elsewhere.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::eviction::Frames;
+use crate::state::PageState;
+use crate::sync::{AtomicU64, Ordering};
+use crate::{Backing, PAGE_SIZE, PageId, PoolError};
+
+/// The page frames.
+pub(crate) struct Region {
+    map: MmapRaw,
+    page_count_max: u64,
+    /// The frame memfd (Memfd backing only).
+    memfd: Option<File>,
+}
+
+impl Region {
+    pub(crate) fn new(backing: Backing, page_count_max: u64) -> Result<Region, PoolError> {
+        let len = page_count_max * PAGE_SIZE as u64;
+        let (map, memfd) = match backing {
+            Backing::Anonymous => {
+                let map = MmapOptions::new()
+                    .len(len as usize)
+                    .no_reserve_swap()
+                    .map_anon()
+                    .map_err(|source| PoolError::Os {
+                        call: "mmap(anonymous region)",
+                        source,
+                    })?;
+                // Transparent huge pages would make one touch cost 2 MiB and defeat per-page
+                // MADV_DONTNEED accounting.
+                map.advise(memmap2::Advice::NoHugePage)
+                    .map_err(|source| PoolError::Os {
+                        call: "madvise(NOHUGEPAGE)",
+                        source,
+                    })?;
+                (MmapRaw::from(map), None)
+            }
+            Backing::Memfd => {
+                let memfd = create_memfd(c"bufpool-frames", len)?;
+                (map_shared(&memfd, len)?, Some(memfd))
+            }
+        };
+        Ok(Region {
+            map,
+            page_count_max,
+            memfd,
+        })
+    }
+
+    /// The fixed address of page `page`.
+    pub(crate) fn page_ptr(&self, page: PageId) -> *mut u8 {
+        assert!(
+            page.0 < self.page_count_max,
+            "page {} beyond the reservation",
+            page.0
+        );
+        // SAFETY: the offset is inside the reservation (asserted above).
+        unsafe { self.map.as_mut_ptr().add(page.0 as usize * PAGE_SIZE) }
+    }
+
+    pub(crate) fn memfd(&self) -> Option<&File> {
+        self.memfd.as_ref()
+    }
+}
+
+impl Frames for Region {
+    fn shoot_down(&self, page: PageId) -> Result<(), PoolError> {
+        match &self.memfd {
+            Some(memfd) => {
+                // SAFETY: plain syscall on our own fd; the range is one page inside the file.
+                let rc = unsafe {
+                    libc::fallocate(
+                        memfd.as_raw_fd(),
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        (page.0 * PAGE_SIZE as u64) as libc::off_t,
+                        PAGE_SIZE as libc::off_t,
+                    )
+                };
+                if rc != 0 {
+                    return Err(PoolError::last_os("fallocate(PUNCH_HOLE)"));
+                }
+            }
+            None => {
+                // SAFETY: the page lies inside our private mapping and its holder has the
+                // exclusive latch; DONTNEED only replaces its bytes by zeroes.
+                let rc = unsafe {
+                    libc::madvise(self.page_ptr(page).cast(), PAGE_SIZE, libc::MADV_DONTNEED)
+                };
+                if rc != 0 {
+                    return Err(PoolError::last_os("madvise(DONTNEED)"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_resident(&self, page: PageId) -> Result<bool, PoolError> {
+        let mut residency = 0u8;
+        // SAFETY: the address is page aligned and inside our mapping; the vector is one byte
+        // for one page. For a shared memfd mapping mincore reports the shmem page's presence
+        // (every process's refault counts); for private memory, a present PTE.
+        let rc = unsafe { libc::mincore(self.page_ptr(page).cast(), PAGE_SIZE, &mut residency) };
+        if rc != 0 {
+            return Err(PoolError::last_os("mincore"));
+        }
+        Ok(residency & 1 == 1)
+    }
+}
+
+/// The page-state table, in a shared memfd so an export can map it read-only.
+pub(crate) struct StateTable {
+    map: MmapRaw,
+    memfd: File,
+    page_count_max: u64,
+}
+
+impl StateTable {
+    pub(crate) fn new(page_count_max: u64) -> Result<StateTable, PoolError> {
+        let len = page_count_max * size_of::<PageState>() as u64;
+        let memfd = create_memfd(c"bufpool-page-states", len)?;
+        let map = map_shared(&memfd, len)?;
+        // A fresh memfd reads as zeroes: every page EVICTED, version 0.
+        Ok(StateTable {
+            map,
+            memfd,
+            page_count_max,
+        })
+    }
+
+    pub(crate) fn get(&self, page: PageId) -> &PageState {
+        assert!(
+            page.0 < self.page_count_max,
+            "page {} beyond the state table",
+            page.0
+        );
+        // SAFETY: in bounds (asserted); PageState is a repr(transparent) AtomicU64, the
+        // mapping is 8-aligned, lives as long as self, and is only accessed atomically.
+        unsafe { &*self.map.as_ptr().cast::<PageState>().add(page.0 as usize) }
+    }
+
+    pub(crate) fn memfd(&self) -> &File {
+        &self.memfd
+    }
+}
+
+/// One dirty bit per page, in a sparse anonymous mapping.
+pub(crate) struct DirtyBits {
+    map: MmapRaw,
+    page_count_max: u64,
+}
+
+impl DirtyBits {
+    pub(crate) fn new(page_count_max: u64) -> Result<DirtyBits, PoolError> {
+        let len = page_count_max.div_ceil(64) * 8;
+        let map = MmapOptions::new()
+            .len(len as usize)
+            .no_reserve_swap()
+            .map_anon()
+            .map_err(|source| PoolError::Os {
+                call: "mmap(dirty bits)",
+                source,
+            })?;
+        Ok(DirtyBits {
+            map: MmapRaw::from(map),
+            page_count_max,
+        })
+    }
+
+    fn word(&self, page: PageId) -> (&AtomicU64, u64) {
+        assert!(
+            page.0 < self.page_count_max,
+            "page {} beyond the dirty bitmap",
+            page.0
+        );
+        // SAFETY: in bounds (asserted); the mapping is 8-aligned, zero-initialised, lives as
+        // long as self, and is only accessed atomically.
+        let word = unsafe {
+            &*self
+                .map
+                .as_ptr()
+                .cast::<AtomicU64>()
+                .add(page.0 as usize / 64)
+        };
+        (word, 1 << (page.0 % 64))
+    }
+
+    /// Sets the bit; true if it was clear.
+    pub(crate) fn set(&self, page: PageId) -> bool {
+        let (word, bit) = self.word(page);
+        word.load(Ordering::Relaxed) & bit == 0 && word.fetch_or(bit, Ordering::Relaxed) & bit == 0
+    }
+
+    /// Clears the bit; true if it was set.
+    pub(crate) fn clear(&self, page: PageId) -> bool {
+        let (word, bit) = self.word(page);
+        word.fetch_and(!bit, Ordering::Relaxed) & bit != 0
+    }
+
+    pub(crate) fn get(&self, page: PageId) -> bool {
+        let (word, bit) = self.word(page);
+        word.load(Ordering::Relaxed) & bit != 0
+    }
+}
+
+/// A sealed memfd of `len` bytes: it can neither grow nor shrink, so a read-only export can
+/// trust its size.
+fn create_memfd(name: &CStr, len: u64) -> Result<File, PoolError> {
+    // SAFETY: `name` is a valid C string; the returned fd is checked and owned below.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(PoolError::last_os("memfd_create"));
+    }
+    // SAFETY: `fd` is a fresh, valid descriptor nobody else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(len).map_err(|source| PoolError::Os {
+        call: "ftruncate(memfd)",
+        source,
+    })?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: plain fcntl on our own fd.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(PoolError::last_os("fcntl(F_ADD_SEALS)"));
+    }
+    Ok(file)
+}
+
+fn map_shared(file: &File, len: u64) -> Result<MmapRaw, PoolError> {
+    MmapOptions::new()
+        .len(len as usize)
+        .no_reserve_swap()
+        .map_raw(file)
+        .map_err(|source| PoolError::Os {
+            call: "mmap(memfd, MAP_SHARED)",
+            source,
+        })
+}
+
+/// A new, read-only open file description of `file` (through /proc/self/fd): whoever holds
+/// it cannot write, map writable, punch or resize.
+pub(crate) fn reopen_read_only(file: &File) -> Result<OwnedFd, PoolError> {
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let reopened = std::fs::OpenOptions::new()
+        .read(true)
+        .open(&path)
+        .map_err(|source| PoolError::Os {
+            call: "open(/proc/self/fd, O_RDONLY)",
+            source,
+        })?;
+    Ok(OwnedFd::from(reopened))
+}

@@ -1,0 +1,302 @@
+//! The page-state word: one 64-bit atomic per page holding a state and a version.
+//!
+//! Bit layout (vmcache's, with the state values re-numbered so that an all-zero table, as a
+//! fresh memfd or anonymous mapping gives it, means "every page evicted"):
+//!
+//! ```text
+//!  63                                   8 7        0
+//! +--------------------------------------+----------+
+//! |            version (56 bits)         |  state   |
+//! +--------------------------------------+----------+
+//! state:   0          EVICTED         not resident; the next access faults it in
+//!          1..=250    shared count    that many shared latches held
+//!          251        UNLOCKED        resident, uptodate, no latch
+//!          252        MARKED          UNLOCKED, and the clock marked it as a victim candidate
+//!          253        LOCKED          exclusively latched, uptodate
+//!          254        LOCKED_EVICTED  exclusively latched, NOT uptodate (fault-in under way,
+//!                                     or eviction between "clear uptodate" and "unlock")
+//!          255        unused
+//! ```
+//!
+//! Invariants:
+//! 1. The version only grows. Every transition after which the page's bytes may differ from
+//!    what an optimistic reader saw bumps it: unlocking an exclusive latch, finishing a
+//!    fault-in, and eviction's "clear uptodate".
+//! 2. Shared latches, marking and clearing a mark never change the version.
+//! 3. An optimistic read is valid iff the version is unchanged and the state is UNLOCKED,
+//!    MARKED or shared; a LOCKED page may be mid-write and fails validation.
+//! 4. Only LOCKED and LOCKED_EVICTED are exclusive; only their holder stores the word.
+
+use crate::sync::{AtomicU64, Ordering, fence};
+
+/// The state byte values (see the module documentation for the layout).
+pub const EVICTED: u64 = 0;
+/// Highest shared-latch count; a further shared latcher waits.
+pub const SHARED_MAX: u64 = 250;
+pub const UNLOCKED: u64 = 251;
+pub const MARKED: u64 = 252;
+pub const LOCKED: u64 = 253;
+pub const LOCKED_EVICTED: u64 = 254;
+
+const STATE_BITS: u32 = 8;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+const VERSION_ONE: u64 = 1 << STATE_BITS;
+
+/// The state byte of a word.
+pub const fn state_of(word: u64) -> u64 {
+    word & STATE_MASK
+}
+
+/// The version of a word.
+pub const fn version_of(word: u64) -> u64 {
+    word >> STATE_BITS
+}
+
+/// `word`'s version with state `state`.
+pub const fn with_state(word: u64, state: u64) -> u64 {
+    (word & !STATE_MASK) | state
+}
+
+/// `word`'s version plus one, with state `state`.
+pub const fn bumped(word: u64, state: u64) -> u64 {
+    with_state(word.wrapping_add(VERSION_ONE), state)
+}
+
+/// True for the states an optimistic reader may read and validate against.
+pub const fn is_readable(word: u64) -> bool {
+    let state = state_of(word);
+    state == UNLOCKED || state == MARKED || (state >= 1 && state <= SHARED_MAX)
+}
+
+/// One page's state word. `#[repr(transparent)]` so a table of them can live in shared memory.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct PageState {
+    word: AtomicU64,
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<PageState>() == 8);
+
+impl PageState {
+    /// A page that is not resident.
+    pub fn new_evicted() -> PageState {
+        PageState {
+            word: AtomicU64::new(EVICTED),
+        }
+    }
+
+    /// A resident, uptodate, unlatched page (for models and tests).
+    pub fn new_unlocked() -> PageState {
+        PageState {
+            word: AtomicU64::new(UNLOCKED),
+        }
+    }
+
+    /// The current word (Acquire: the bytes a reader reads next are at least this new).
+    pub fn load(&self) -> u64 {
+        self.word.load(Ordering::Acquire)
+    }
+
+    /// Exclusive latch on an uptodate page: UNLOCKED/MARKED → LOCKED, same version.
+    pub fn try_lock_exclusive(&self, seen: u64) -> bool {
+        let state = state_of(seen);
+        if state != UNLOCKED && state != MARKED {
+            return false;
+        }
+        self.cas(seen, with_state(seen, LOCKED))
+    }
+
+    /// Fault-in latch: EVICTED → LOCKED_EVICTED, same version. The winner reads the page;
+    /// everybody else waits for it, so concurrent faulters do one read.
+    pub fn try_lock_evicted(&self, seen: u64) -> bool {
+        state_of(seen) == EVICTED && self.cas(seen, with_state(seen, LOCKED_EVICTED))
+    }
+
+    /// Shared latch: UNLOCKED/MARKED/shared(n < max) → shared(n + 1), same version.
+    pub fn try_lock_shared(&self, seen: u64) -> bool {
+        let state = state_of(seen);
+        let next = match state {
+            UNLOCKED | MARKED => 1,
+            shared if (1..SHARED_MAX).contains(&shared) => shared + 1,
+            _ => return false,
+        };
+        self.cas(seen, with_state(seen, next))
+    }
+
+    /// Releases one shared latch.
+    pub fn unlock_shared(&self) {
+        let mut seen = self.word.load(Ordering::Relaxed);
+        loop {
+            let state = state_of(seen);
+            assert!(
+                (1..=SHARED_MAX).contains(&state),
+                "unlock_shared in state {state}"
+            );
+            let next = if state == 1 { UNLOCKED } else { state - 1 };
+            match self.word.compare_exchange_weak(
+                seen,
+                with_state(seen, next),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => seen = now,
+            }
+        }
+    }
+
+    /// Releases an exclusive latch on an uptodate page, bumping the version (the holder may
+    /// have written).
+    pub fn unlock_exclusive(&self) {
+        let seen = self.word.load(Ordering::Relaxed);
+        assert_eq!(
+            state_of(seen),
+            LOCKED,
+            "unlock_exclusive of an unlocked page"
+        );
+        self.word.store(bumped(seen, UNLOCKED), Ordering::Release);
+    }
+
+    /// LOCKED → shared(1), bumping the version (downgrade after a write or a fault-in).
+    pub fn downgrade_to_shared(&self) {
+        let seen = self.word.load(Ordering::Relaxed);
+        let state = state_of(seen);
+        assert!(
+            state == LOCKED || state == LOCKED_EVICTED,
+            "downgrade in state {state}"
+        );
+        self.word.store(bumped(seen, 1), Ordering::Release);
+    }
+
+    /// Fault-in finished: LOCKED_EVICTED → LOCKED, bumping the version (the bytes arrived).
+    pub fn mark_uptodate(&self) {
+        let seen = self.word.load(Ordering::Relaxed);
+        assert_eq!(
+            state_of(seen),
+            LOCKED_EVICTED,
+            "mark_uptodate in wrong state"
+        );
+        self.word.store(bumped(seen, LOCKED), Ordering::Release);
+    }
+
+    /// Eviction's "clear uptodate": LOCKED → LOCKED_EVICTED, bumping the version, so every
+    /// optimistic reader that read the old bytes fails validation.
+    pub fn clear_uptodate(&self) {
+        let seen = self.word.load(Ordering::Relaxed);
+        assert_eq!(
+            state_of(seen),
+            LOCKED,
+            "clear_uptodate of a page not locked"
+        );
+        self.word
+            .store(bumped(seen, LOCKED_EVICTED), Ordering::SeqCst);
+    }
+
+    /// LOCKED_EVICTED → EVICTED, same version (end of an eviction or of a failed fault-in).
+    pub fn unlock_evicted(&self) {
+        let seen = self.word.load(Ordering::Relaxed);
+        assert_eq!(
+            state_of(seen),
+            LOCKED_EVICTED,
+            "unlock_evicted in wrong state"
+        );
+        self.word
+            .store(with_state(seen, EVICTED), Ordering::Release);
+    }
+
+    /// Clock: UNLOCKED → MARKED (a second chance: any access clears it).
+    pub fn try_mark(&self, seen: u64) -> bool {
+        state_of(seen) == UNLOCKED && self.cas(seen, with_state(seen, MARKED))
+    }
+
+    /// An access clears the clock mark: MARKED → UNLOCKED, same version.
+    pub fn clear_mark(&self, seen: u64) -> bool {
+        state_of(seen) == MARKED && self.cas(seen, with_state(seen, UNLOCKED))
+    }
+
+    /// Validates an optimistic read that started at `seen`: the bytes read in between belong
+    /// to `seen`'s version iff this returns true.
+    pub fn validate(&self, seen: u64) -> bool {
+        // Orders the reader's byte loads before the re-load of the word (seqlock pattern).
+        fence(Ordering::Acquire);
+        let now = self.word.load(Ordering::Relaxed);
+        version_of(now) == version_of(seen) && is_readable(now)
+    }
+
+    fn cas(&self, seen: u64, next: u64) -> bool {
+        let won = self
+            .word
+            .compare_exchange(seen, next, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if won && state_of(next) >= LOCKED {
+            // A writer's byte stores must not become visible before the lock (seqlock).
+            fence(Ordering::Release);
+        }
+        won
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_zeroed_word_is_evicted() {
+        let state = PageState::new_evicted();
+        assert_eq!(state_of(state.load()), EVICTED);
+        assert!(!is_readable(state.load()));
+    }
+
+    #[test]
+    fn exclusive_unlock_bumps_version_shared_does_not() {
+        let state = PageState::new_unlocked();
+        let start = state.load();
+        assert!(state.try_lock_shared(start));
+        assert!(state.try_lock_shared(state.load()));
+        assert!(!state.try_lock_exclusive(state.load()));
+        state.unlock_shared();
+        state.unlock_shared();
+        assert_eq!(state.load(), start);
+        assert!(state.try_lock_exclusive(start));
+        assert!(!state.validate(start));
+        state.unlock_exclusive();
+        let after = state.load();
+        assert_eq!(version_of(after), version_of(start) + 1);
+        assert!(!state.validate(start));
+        assert!(state.validate(after));
+    }
+
+    #[test]
+    fn eviction_and_fault_in_bump_version() {
+        let state = PageState::new_unlocked();
+        let start = state.load();
+        assert!(state.try_mark(start));
+        assert!(state.validate(start), "marking keeps the version");
+        assert!(state.try_lock_exclusive(state.load()));
+        state.clear_uptodate();
+        state.unlock_evicted();
+        let evicted = state.load();
+        assert_eq!(state_of(evicted), EVICTED);
+        assert!(!state.validate(start));
+        assert!(!state.try_lock_shared(evicted));
+        assert!(state.try_lock_evicted(evicted));
+        assert!(!state.try_lock_evicted(evicted), "one faulter wins");
+        state.mark_uptodate();
+        state.unlock_exclusive();
+        assert_eq!(version_of(state.load()), version_of(start) + 3);
+    }
+
+    #[test]
+    fn shared_count_saturates() {
+        let state = PageState::new_unlocked();
+        for _ in 0..SHARED_MAX {
+            assert!(state.try_lock_shared(state.load()));
+        }
+        assert!(!state.try_lock_shared(state.load()));
+        for _ in 0..SHARED_MAX {
+            state.unlock_shared();
+        }
+        assert_eq!(state_of(state.load()), UNLOCKED);
+    }
+}

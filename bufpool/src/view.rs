@@ -1,0 +1,184 @@
+//! `PageView`: read access to a page whose bytes may change concurrently.
+//!
+//! Every byte is read through Relaxed atomic loads of the aligned 8-byte words that hold it,
+//! so a concurrent writer is a race the memory model allows, never undefined behaviour.
+//! Safe code never gets a `&[u8]` into such a page: values are copied out, and only count once
+//! the read is validated against the page's version. Accesses outside the page never panic:
+//! they return zero / copy nothing and mark the view inconsistent, which fails validation.
+
+use std::cell::Cell;
+use std::cmp::Ordering as CmpOrdering;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::PAGE_SIZE;
+
+const WORD: usize = size_of::<u64>();
+
+pub struct PageView<'a> {
+    base: *const u8,
+    out_of_range: Cell<bool>,
+    _page: PhantomData<&'a [u8]>,
+}
+
+impl<'a> PageView<'a> {
+    /// # Safety
+    /// `base` is 8-aligned and `PAGE_SIZE` bytes from it stay mapped and readable for `'a`;
+    /// they are only ever written by plain or atomic stores (never freed while `'a` lasts).
+    pub(crate) unsafe fn new(base: *const u8) -> PageView<'a> {
+        assert!(base as usize % WORD == 0, "page view base not 8-aligned");
+        PageView {
+            base,
+            out_of_range: Cell::new(false),
+            _page: PhantomData,
+        }
+    }
+
+    /// True if some access fell outside the page (the result must be discarded).
+    pub(crate) fn out_of_range(&self) -> bool {
+        self.out_of_range.get()
+    }
+
+    pub fn len(&self) -> usize {
+        PAGE_SIZE
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    fn word(&self, index: usize) -> [u8; WORD] {
+        debug_assert!(index < PAGE_SIZE / WORD);
+        // SAFETY: index < PAGE_SIZE / 8, so the word lies in the page, 8-aligned (new's contract);
+        // the page stays mapped for 'a; AtomicU64 has u64's layout.
+        let word = unsafe { &*self.base.add(index * WORD).cast::<AtomicU64>() };
+        word.load(Ordering::Relaxed).to_ne_bytes()
+    }
+
+    fn in_range(&self, offset: usize, len: usize) -> bool {
+        let fits = offset.checked_add(len).is_some_and(|end| end <= PAGE_SIZE);
+        if !fits {
+            self.out_of_range.set(true);
+        }
+        fits
+    }
+
+    /// Copies `out.len()` bytes starting at `offset` (nothing if the range leaves the page).
+    pub fn copy_to(&self, offset: usize, out: &mut [u8]) {
+        if !self.in_range(offset, out.len()) {
+            return;
+        }
+        let mut done = 0;
+        while done < out.len() {
+            let position = offset + done;
+            let within = position % WORD;
+            let take = (WORD - within).min(out.len() - done);
+            let word = self.word(position / WORD);
+            out[done..done + take].copy_from_slice(&word[within..within + take]);
+            done += take;
+        }
+    }
+
+    fn load_le<const N: usize>(&self, offset: usize) -> [u8; N] {
+        let mut bytes = [0u8; N];
+        self.copy_to(offset, &mut bytes);
+        bytes
+    }
+
+    pub fn u8_at(&self, offset: usize) -> u8 {
+        u8::from_le_bytes(self.load_le(offset))
+    }
+
+    pub fn u16_at(&self, offset: usize) -> u16 {
+        u16::from_le_bytes(self.load_le(offset))
+    }
+
+    pub fn u32_at(&self, offset: usize) -> u32 {
+        u32::from_le_bytes(self.load_le(offset))
+    }
+
+    pub fn u64_at(&self, offset: usize) -> u64 {
+        u64::from_le_bytes(self.load_le(offset))
+    }
+
+    /// Compares page bytes `[offset, offset + len)` with `key`, as `<[u8]>::cmp` would.
+    pub fn compare(&self, offset: usize, len: usize, key: &[u8]) -> CmpOrdering {
+        if !self.in_range(offset, len) {
+            return CmpOrdering::Equal;
+        }
+        let common = len.min(key.len());
+        let mut done = 0;
+        while done < common {
+            let position = offset + done;
+            let within = position % WORD;
+            let take = (WORD - within).min(common - done);
+            let word = self.word(position / WORD);
+            match word[within..within + take].cmp(&key[done..done + take]) {
+                CmpOrdering::Equal => done += take,
+                unequal => return unequal,
+            }
+        }
+        len.cmp(&key.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(align(4096))]
+    struct Page([u8; PAGE_SIZE]);
+
+    fn sample() -> Box<Page> {
+        let mut page = Box::new(Page([0; PAGE_SIZE]));
+        for (index, byte) in page.0.iter_mut().enumerate() {
+            *byte = (index % 251) as u8;
+        }
+        page
+    }
+
+    #[test]
+    fn reads_match_plain_slice() {
+        let page = sample();
+        // SAFETY: the box is page aligned and outlives the view.
+        let view = unsafe { PageView::new(page.0.as_ptr()) };
+        for offset in [0, 1, 5, 7, 8, 13, 4088] {
+            let plain = &page.0[offset..offset + 8];
+            assert_eq!(
+                view.u64_at(offset),
+                u64::from_le_bytes(plain.try_into().unwrap())
+            );
+            assert_eq!(
+                view.u32_at(offset),
+                u32::from_le_bytes(plain[..4].try_into().unwrap())
+            );
+            assert_eq!(
+                view.u16_at(offset),
+                u16::from_le_bytes(plain[..2].try_into().unwrap())
+            );
+            assert_eq!(view.u8_at(offset), plain[0]);
+        }
+        let mut out = [0u8; 100];
+        view.copy_to(3, &mut out);
+        assert_eq!(&out[..], &page.0[3..103]);
+        assert_eq!(view.compare(3, 100, &page.0[3..103]), CmpOrdering::Equal);
+        assert_eq!(view.compare(3, 100, &page.0[3..102]), CmpOrdering::Greater);
+        assert_eq!(view.compare(3, 10, &[255; 10]), CmpOrdering::Less);
+        assert!(!view.out_of_range());
+    }
+
+    #[test]
+    fn out_of_range_never_panics_and_is_flagged() {
+        let page = sample();
+        // SAFETY: the box is page aligned and outlives the view.
+        let view = unsafe { PageView::new(page.0.as_ptr()) };
+        assert_eq!(view.u64_at(4090), 0);
+        assert!(view.out_of_range());
+        // SAFETY: as above.
+        let view = unsafe { PageView::new(page.0.as_ptr()) };
+        let mut out = [7u8; 4];
+        view.copy_to(usize::MAX - 1, &mut out);
+        assert_eq!(out, [7; 4]);
+        assert!(view.out_of_range());
+    }
+}
