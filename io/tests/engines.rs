@@ -128,6 +128,7 @@ fn reading_past_the_end_of_the_file_is_unexpected_eof() {
         // SAFETY: `buf` is live and exclusive for each call.
         unsafe { engine.write_at(&file, 0, buf.as_ptr(), PAGE) }.expect("write");
         // Straddling the end: one page arrives, then EOF.
+        // SAFETY: the buffer is live, owned by this test and not touched during the call.
         let straddling = unsafe { engine.read_at(&file, 0, buf.as_ptr(), 2 * PAGE) };
         match straddling {
             Err(IoError::UnexpectedEof {
@@ -241,7 +242,7 @@ fn the_streaming_queue_keeps_its_depth_and_returns_every_request() {
         let mut queue = engine.queue(&file, 8).expect("queue");
         let mut completions = Vec::new();
         let mut next_page = 0usize;
-        let mut seen = vec![false; 64];
+        let mut seen = [false; 64];
         // At most 64 pushes and 64 completions; each round reaps at least one.
         for _round in 0..128 {
             while next_page < 64 && queue.in_flight() < queue.depth() {

@@ -26,8 +26,10 @@ fn injected_eio_on_a_read_arrives_typed_with_op_and_offset() {
         // SAFETY: `buf` is live and exclusive for every call below.
         unsafe { engine.write_at(&file, 0, buf.as_ptr(), PAGE) }.expect("write");
         faults.fail_nth_read(2, Fault::Eio);
+        // SAFETY: the buffer is live, owned by this test and not touched during the call.
         unsafe { engine.read_at(&file, 0, buf.as_ptr(), PAGE) }.expect("first read is fine");
         let error =
+            // SAFETY: the buffer is live, owned by this test and not touched during the call.
             unsafe { engine.read_at(&file, 0, buf.as_ptr(), PAGE) }.expect_err("second read fails");
         assert_eq!(
             error.raw_os_error(),
@@ -46,6 +48,7 @@ fn injected_eio_on_a_read_arrives_typed_with_op_and_offset() {
             ),
             "{choice:?}: {error:?}"
         );
+        // SAFETY: the buffer is live, owned by this test and not touched during the call.
         unsafe { engine.read_at(&file, 0, buf.as_ptr(), PAGE) }.expect("the fault was one-shot");
     }
 }
