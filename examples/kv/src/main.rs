@@ -1,1 +1,97 @@
-fn main() {}
+//! `kv`: the example key-value store on bufpool.
+//!
+//! * `kv` or `kv demo`: load a data set larger than the buffer pool (once, under ./kv-data/),
+//!   run a mixed workload for a few seconds, print throughput, latency and pool statistics.
+//! * `kv get|put|delete|scan --db PATH`: the store at a shell.
+//! * `kv bench`: the vmcache random-lookup shape (and read/update/scan/mixed workloads) on
+//!   bufpool, or side by side on LMDB, redb and a std BTreeMap (`--engine`), optionally under
+//!   a cgroup memory cap (`--cgroup-mb`).
+//!
+//! Every failure is one line on stderr (`kv: error: ...`) and exit status 1.
+#![forbid(unsafe_code)]
+// Until bufpool-engine lands, the shell commands and their errors are compiled out.
+#![cfg_attr(not(feature = "engine"), allow(dead_code))]
+
+mod bench;
+mod dataset;
+mod demo;
+mod error;
+mod memory_cap;
+mod proc_stats;
+mod report;
+mod shell;
+mod store;
+mod workload;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{KvError, one_line};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kv",
+    version,
+    about = "The example key-value store on the bufpool buffer pool",
+    long_about = "The example key-value store on the bufpool buffer pool.\n\n\
+                  With no command, runs the demo on ./kv-data/demo.db."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load a data set larger than the pool (first run only), run a mixed workload, report.
+    Demo(demo::DemoArgs),
+    /// Print the value of a key.
+    Get(shell::GetArgs),
+    /// Insert or replace a key's value.
+    Put(shell::PutArgs),
+    /// Remove a key.
+    Delete(shell::DeleteArgs),
+    /// Print records in key order (tab-separated key and value).
+    Scan(shell::ScanArgs),
+    /// Measure a workload on bufpool or a peer engine.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli
+        .command
+        .unwrap_or_else(|| Command::Demo(demo::DemoArgs::default())))
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kv: error: {}", one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), KvError> {
+    match command {
+        Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        shell_command => run_shell(shell_command),
+    }
+}
+
+#[cfg(feature = "engine")]
+fn run_shell(command: Command) -> Result<(), KvError> {
+    match command {
+        Command::Get(args) => shell::get(&args),
+        Command::Put(args) => shell::put(&args),
+        Command::Delete(args) => shell::delete(&args),
+        Command::Scan(args) => shell::scan(&args),
+        Command::Demo(_) | Command::Bench(_) => unreachable!("dispatched by run"),
+    }
+}
+
+#[cfg(not(feature = "engine"))]
+fn run_shell(_command: Command) -> Result<(), KvError> {
+    Err(KvError::EngineNotBuilt { engine: "bufpool" })
+}

@@ -1,0 +1,258 @@
+//! `kv bench`: load (or reuse) a data set in one engine, run a workload, report.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::dataset::Dataset;
+use crate::error::KvError;
+use crate::memory_cap::{self, MemoryCap};
+use crate::report::{Report, duration_from_seconds};
+use crate::store::{self, EngineKind, OpenOptions, Store};
+use crate::workload::{self, RunConfig, Workload};
+
+/// Where `kv` keeps its own databases when no `--db` is given.
+pub const DEFAULT_DATA_DIR: &str = "kv-data";
+
+/// `kv bench` arguments. The defaults are the vmcache random-lookup shape.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Records in the data set.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Key size in bytes (at least 8: the big-endian record index, then filler).
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Value size in bytes (at least 16).
+    #[arg(long, default_value_t = 120)]
+    pub value_size: usize,
+    /// Memory budget in MiB: bufpool's frame budget and redb's cache size.
+    #[arg(long, default_value_t = 1024)]
+    pub pool_mb: u64,
+    /// Bench threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Unmeasured seconds of the same workload first (e.g. to warm a reused database).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+    #[arg(long, value_enum, default_value_t = Workload::Read)]
+    pub workload: Workload,
+    /// Keys per lookup: more than 1 looks them up with one multi_get.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Records per scan.
+    #[arg(long, default_value_t = 100)]
+    pub scan_length: usize,
+    #[arg(long, value_enum, default_value_t = EngineKind::Bufpool)]
+    pub engine: EngineKind,
+    /// Database path (default ./kv-data/bench-ENGINE.*, replaced on each run unless --reuse).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Skip loading when the database already holds this exact data set.
+    #[arg(long)]
+    pub reuse: bool,
+    /// Cap this process (page cache included) at this many MiB with a cgroup memory limit.
+    #[arg(long)]
+    pub cgroup_mb: Option<u64>,
+    /// Seed of the values and of the lookup streams.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print one JSON object as the last line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A store ready for a run, and how it got there.
+pub struct Prepared {
+    pub store: Box<dyn Store>,
+    pub loaded: bool,
+    pub load_seconds: f64,
+}
+
+/// What to do with a database that already exists at the path.
+#[derive(Debug, Clone, Copy)]
+pub struct ExistingPolicy {
+    /// Keep it if it holds this data set.
+    pub reuse: bool,
+    /// The path is kv's own default: an unusable database there may be replaced.
+    pub owned: bool,
+}
+
+pub fn run(args: &BenchArgs) -> Result<(), KvError> {
+    let dataset = Dataset::new(args.records, args.key_size, args.value_size, args.seed)?;
+    let config = run_config(args)?;
+    let memory_cap = match args.cgroup_mb {
+        Some(limit_mib) => MemoryCap::apply(limit_mib),
+        None => MemoryCap::uncapped(),
+    };
+    if args.cgroup_mb.is_some() {
+        eprintln!("kv: {}", memory_cap.explain());
+    }
+    let (path, owned) = match &args.db {
+        Some(path) => (path.clone(), false),
+        None => (
+            Path::new(DEFAULT_DATA_DIR).join(args.engine.default_file_name()),
+            true,
+        ),
+    };
+    let options = OpenOptions {
+        engine: args.engine,
+        path: path.clone(),
+        memory_bytes: args.pool_mb << 20,
+        threads: args.threads,
+    };
+    let policy = ExistingPolicy {
+        reuse: args.reuse,
+        owned,
+    };
+    let mut prepared = prepare(&options, &dataset, policy, &memory_cap)?;
+    if !args.workload.writes() {
+        prepared.store.seal_read_only();
+    }
+    let measurement = workload::run(prepared.store.as_ref(), &dataset, &config)?;
+    let report = Report {
+        engine: args.engine,
+        dataset: &dataset,
+        config: &config,
+        measurement: &measurement,
+        memory_budget_mib: args.pool_mb,
+        memory_cap: &memory_cap,
+        load_seconds: prepared.load_seconds,
+        loaded: prepared.loaded,
+        database: database_label(args.engine, &path),
+    };
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    prepared.store.close()
+}
+
+fn run_config(args: &BenchArgs) -> Result<RunConfig, KvError> {
+    if args.threads == 0 || args.batch == 0 || args.scan_length == 0 {
+        return Err(KvError::InvalidArgument(
+            "--threads, --batch and --scan-length must be at least 1".into(),
+        ));
+    }
+    let seconds_valid = args.seconds.is_finite() && args.seconds > 0.0;
+    let warmup_valid = args.warmup.is_finite() && args.warmup >= 0.0;
+    if !seconds_valid || !warmup_valid {
+        return Err(KvError::InvalidArgument(
+            "--seconds must be positive and finite, --warmup not negative".into(),
+        ));
+    }
+    if args.pool_mb == 0 {
+        return Err(KvError::InvalidArgument(
+            "--pool-mb must be at least 1".into(),
+        ));
+    }
+    Ok(RunConfig {
+        workload: args.workload,
+        threads: args.threads,
+        warmup: duration_from_seconds(args.warmup),
+        measure: duration_from_seconds(args.seconds),
+        batch: args.batch,
+        scan_length: args.scan_length,
+        seed: args.seed,
+    })
+}
+
+/// Opens the database at `options.path`, reusing or (re)loading it per `policy`.
+pub fn prepare(
+    options: &OpenOptions,
+    dataset: &Dataset,
+    policy: ExistingPolicy,
+    memory_cap: &MemoryCap,
+) -> Result<Prepared, KvError> {
+    let engine = options.engine;
+    if engine.is_persistent() && options.path.exists() {
+        if policy.reuse {
+            if let Some(store) = open_matching(options, dataset, memory_cap)? {
+                return Ok(Prepared {
+                    store,
+                    loaded: false,
+                    load_seconds: 0.0,
+                });
+            }
+            if !policy.owned {
+                return Err(KvError::DatasetMismatch {
+                    path: options.path.clone(),
+                    found: "another data set (or an unfinished load)".into(),
+                    requested: dataset.describe(),
+                });
+            }
+        } else if !policy.owned {
+            return Err(KvError::DatabaseExists {
+                path: options.path.clone(),
+            });
+        }
+        store::remove_files(engine, &options.path)?;
+    }
+    if let Some(parent) = options.path.parent() {
+        if !parent.as_os_str().is_empty() && engine.is_persistent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| KvError::io(format!("mkdir {}", parent.display()), error))?;
+        }
+    }
+    let store = store::open(options)?;
+    let load_seconds = load(store.as_ref(), dataset)?;
+    Ok(Prepared {
+        store,
+        loaded: true,
+        load_seconds,
+    })
+}
+
+/// Opens an existing database; `Some` if it holds exactly `dataset`.
+fn open_matching(
+    options: &OpenOptions,
+    dataset: &Dataset,
+    memory_cap: &MemoryCap,
+) -> Result<Option<Box<dyn Store>>, KvError> {
+    if memory_cap.is_capped() {
+        // Start cold inside the cap, not on page cache charged to another group.
+        let mut files = vec![options.path.clone()];
+        if options.engine == EngineKind::Lmdb {
+            files.push(store::lmdb_lock_path(&options.path));
+        }
+        for failure in memory_cap::drop_page_cache(&files) {
+            eprintln!("kv: could not drop the page cache of {failure}");
+        }
+    }
+    let store = store::open(options)?;
+    let found = store.description()?;
+    if found.as_deref() == Some(dataset.describe().as_str()) {
+        return Ok(Some(store));
+    }
+    store.close()?;
+    Ok(None)
+}
+
+/// Loads `dataset` with a progress bar on stderr; returns the seconds it took.
+pub fn load(store: &dyn Store, dataset: &Dataset) -> Result<f64, KvError> {
+    let progress = ProgressBar::new(dataset.records);
+    let style = ProgressStyle::with_template(
+        "{msg} [{bar:40}] {human_pos}/{human_len} records ({per_sec}, eta {eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    progress.set_style(style.progress_chars("=> "));
+    progress.set_message(format!("loading {}", store.engine().name()));
+    let start = Instant::now();
+    store.load(dataset, &progress)?;
+    let seconds = start.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    Ok(seconds)
+}
+
+fn database_label(engine: EngineKind, path: &Path) -> String {
+    if engine.is_persistent() {
+        path.display().to_string()
+    } else {
+        "(memory)".into()
+    }
+}

@@ -1,0 +1,113 @@
+//! bufpool-engine: the B+-tree on the buffer pool, the engine this example exists for.
+//! The data set lives in the tree `data`, its description in the tree `meta`.
+
+use std::path::{Path, PathBuf};
+
+use bufpool_engine::{Direction, Engine, EngineOptions, Tree};
+use indicatif::ProgressBar;
+
+use super::{EngineKind, PoolCounters, Store, tick};
+use crate::dataset::{DESCRIPTION_KEY, Dataset};
+use crate::error::KvError;
+
+pub const DATA_TREE: &str = "data";
+pub const META_TREE: &str = "meta";
+
+pub struct BufpoolStore {
+    engine: Engine,
+    data: Tree,
+    meta: Tree,
+}
+
+impl BufpoolStore {
+    /// Opens or creates the database at `path` with a frame budget of `pool_bytes`.
+    pub fn open_or_create(path: &Path, pool_bytes: u64) -> Result<BufpoolStore, KvError> {
+        let options = EngineOptions {
+            pool_bytes,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::open_or_create(path, options)?;
+        let data = engine.tree(DATA_TREE)?;
+        let meta = engine.tree(META_TREE)?;
+        Ok(BufpoolStore { engine, data, meta })
+    }
+}
+
+impl Store for BufpoolStore {
+    fn engine(&self) -> EngineKind {
+        EngineKind::Bufpool
+    }
+
+    fn description(&self) -> Result<Option<String>, KvError> {
+        let found = self.meta.get(DESCRIPTION_KEY)?;
+        Ok(found.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    fn load(&self, dataset: &Dataset, progress: &ProgressBar) -> Result<(), KvError> {
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        for index in 0..dataset.records {
+            dataset.key_into(index, &mut key);
+            dataset.value_into(index, 0, &mut value);
+            self.data.put(&key, &value)?;
+            tick(progress, index);
+        }
+        progress.set_position(dataset.records);
+        // The data first, then the description: a load cut short is never taken as complete.
+        self.engine.checkpoint()?;
+        self.meta
+            .put(DESCRIPTION_KEY, dataset.describe().as_bytes())?;
+        self.engine.checkpoint()?;
+        Ok(())
+    }
+
+    fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<bool, KvError> {
+        Ok(self.data.get_into(key, value)?)
+    }
+
+    fn multi_get(&self, keys: &[&[u8]], values: &mut Vec<Option<Vec<u8>>>) -> Result<(), KvError> {
+        *values = self.data.multi_get(keys)?;
+        Ok(())
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        Ok(self.data.put(key, value)?)
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<usize, KvError> {
+        let bounds = (std::ops::Bound::Included(start), std::ops::Bound::Unbounded);
+        let mut visited = 0;
+        for entry in self.data.range(bounds, Direction::Forward).take(limit) {
+            let (key, value) = entry?;
+            visit(&key, &value);
+            visited += 1;
+        }
+        Ok(visited)
+    }
+
+    fn flush(&self) -> Result<(), KvError> {
+        Ok(self.engine.checkpoint()?)
+    }
+
+    fn pool_counters(&self) -> Option<PoolCounters> {
+        let stats = self.engine.pool_stats();
+        Some(PoolCounters {
+            hits: stats.hits,
+            misses: stats.misses,
+            evictions: stats.evictions,
+            refault_retries: stats.refault_retries,
+            page_reads: stats.reads,
+            resident_bytes: stats.resident_bytes,
+        })
+    }
+
+    fn close(self: Box<Self>) -> Result<(), KvError> {
+        let BufpoolStore { engine, data, meta } = *self;
+        drop((data, meta));
+        Ok(engine.close()?)
+    }
+}

@@ -1,0 +1,201 @@
+//! The engines `kv bench` drives, behind one small trait, so every engine runs the same
+//! workload code on the same data set.
+
+pub mod btreemap;
+#[cfg(feature = "engine")]
+pub mod bufpool;
+#[cfg(feature = "peers")]
+pub mod lmdb;
+#[cfg(feature = "peers")]
+pub mod redb;
+
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+
+use crate::dataset::Dataset;
+use crate::error::KvError;
+
+/// Records per write transaction (or progress-bar step) while loading.
+pub const LOAD_BATCH_RECORDS: u64 = 100_000;
+
+/// Which engine a bench runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// bufpool-engine: the B+-tree on the bufpool buffer pool.
+    Bufpool,
+    /// LMDB through heed (feature `peers`).
+    Lmdb,
+    /// redb (feature `peers`).
+    Redb,
+    /// A std BTreeMap in memory: no persistence, no latches; the ceiling.
+    Btreemap,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Bufpool => "bufpool",
+            EngineKind::Lmdb => "lmdb",
+            EngineKind::Redb => "redb",
+            EngineKind::Btreemap => "btreemap",
+        }
+    }
+
+    /// The file name of this engine's bench database under `./kv-data/`.
+    pub fn default_file_name(self) -> &'static str {
+        match self {
+            EngineKind::Bufpool => "bench-bufpool.db",
+            EngineKind::Lmdb => "bench-lmdb.mdb",
+            EngineKind::Redb => "bench-redb.redb",
+            EngineKind::Btreemap => "bench-btreemap.none",
+        }
+    }
+
+    /// Whether the engine keeps its data in a file.
+    pub fn is_persistent(self) -> bool {
+        self != EngineKind::Btreemap
+    }
+}
+
+/// Counters of a buffer pool (bufpool only; the peers' caches do not expose them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolCounters {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub refault_retries: u64,
+    /// Pages read from the data file.
+    pub page_reads: u64,
+    /// Bytes of frames currently resident.
+    pub resident_bytes: u64,
+}
+
+/// What every engine offers the bench. Shared across bench threads.
+pub trait Store: Send + Sync {
+    fn engine(&self) -> EngineKind;
+
+    /// The data set description stored by a completed `load`, if any.
+    fn description(&self) -> Result<Option<String>, KvError>;
+
+    /// Inserts records `0..dataset.records` in ascending key order, advancing `progress`,
+    /// then stores the description and makes everything durable.
+    fn load(&self, dataset: &Dataset, progress: &ProgressBar) -> Result<(), KvError>;
+
+    /// Copies the value of `key` into `value` (cleared first); `Ok(true)` if found.
+    fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<bool, KvError>;
+
+    /// Looks up all `keys` at once; `values[i]` is the value of `keys[i]`.
+    fn multi_get(&self, keys: &[&[u8]], values: &mut Vec<Option<Vec<u8>>>) -> Result<(), KvError>;
+
+    /// Inserts or replaces.
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), KvError>;
+
+    /// Visits up to `limit` records from `start` upwards; returns how many it visited.
+    fn scan(
+        &self,
+        start: &[u8],
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<usize, KvError>;
+
+    /// Makes written data durable (checkpoint, sync).
+    fn flush(&self) -> Result<(), KvError>;
+
+    /// Buffer-pool counters, where the engine has them.
+    fn pool_counters(&self) -> Option<PoolCounters>;
+
+    /// Called before a workload without writes: the engine may drop its write path.
+    fn seal_read_only(&mut self) {}
+
+    /// Makes everything durable and closes.
+    fn close(self: Box<Self>) -> Result<(), KvError> {
+        self.flush()
+    }
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub engine: EngineKind,
+    pub path: PathBuf,
+    /// The memory budget: bufpool's frame budget, redb's cache size.
+    pub memory_bytes: u64,
+    /// Bench threads (LMDB needs a reader slot each).
+    pub threads: usize,
+}
+
+/// Opens (creating if missing) the store `options` describe.
+pub fn open(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
+    match options.engine {
+        EngineKind::Bufpool => open_bufpool(options),
+        EngineKind::Btreemap => Ok(Box::new(btreemap::BTreeMapStore::new())),
+        EngineKind::Lmdb | EngineKind::Redb => open_peer(options),
+    }
+}
+
+#[cfg(feature = "engine")]
+fn open_bufpool(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
+    Ok(Box::new(bufpool::BufpoolStore::open_or_create(
+        &options.path,
+        options.memory_bytes,
+    )?))
+}
+
+#[cfg(not(feature = "engine"))]
+fn open_bufpool(_options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
+    Err(KvError::EngineNotBuilt { engine: "bufpool" })
+}
+
+#[cfg(feature = "peers")]
+fn open_peer(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
+    match options.engine {
+        EngineKind::Lmdb => Ok(Box::new(lmdb::LmdbStore::open(
+            &options.path,
+            options.threads,
+        )?)),
+        EngineKind::Redb => Ok(Box::new(redb::RedbStore::open(
+            &options.path,
+            options.memory_bytes,
+        )?)),
+        EngineKind::Bufpool | EngineKind::Btreemap => unreachable!("not a peer"),
+    }
+}
+
+#[cfg(not(feature = "peers"))]
+fn open_peer(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
+    Err(KvError::EngineNotBuilt {
+        engine: options.engine.name(),
+    })
+}
+
+/// Removes a store's files (the bench's own default databases only).
+pub fn remove_files(engine: EngineKind, path: &Path) -> Result<(), KvError> {
+    let mut paths = vec![path.to_path_buf()];
+    if engine == EngineKind::Lmdb {
+        paths.push(lmdb_lock_path(path));
+    }
+    for path in paths {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(KvError::io(format!("remove {}", path.display()), error)),
+        }
+    }
+    Ok(())
+}
+
+/// LMDB's lock file next to a `MDB_NOSUBDIR` data file.
+pub fn lmdb_lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-lock");
+    PathBuf::from(name)
+}
+
+/// Advances `progress` by one record, redrawing only every few thousand records.
+pub fn tick(progress: &ProgressBar, index: u64) {
+    const PROGRESS_STEP_RECORDS: u64 = 4096;
+    if (index + 1) % PROGRESS_STEP_RECORDS == 0 {
+        progress.inc(PROGRESS_STEP_RECORDS);
+    }
+}
