@@ -17,6 +17,7 @@
 
 use crate::state::{LOCKED, MARKED, PageState, state_of};
 use crate::sync::yield_now;
+use crate::view::PageView;
 use crate::{PageId, PoolError};
 
 /// Step 5's bound: shootdowns repeated for one victim before giving up on freeing its frame
@@ -46,10 +47,11 @@ pub enum Step {
     Unlock,
 }
 
-/// A test hook called after each step of each victim (e.g. to touch the page between
-/// shoot-down and clear, forcing the refault race).
+/// A test hook called after each step of each victim, with a view of the victim's address
+/// (reading it after `Step::ShootDown` touches the address: the refault race, forced). Step 5
+/// reports each of its repeated shootdowns as `Step::ShootDown` too.
 pub trait EvictionProbe: Send + Sync {
-    fn after_step(&self, page: PageId, step: Step);
+    fn after_step(&self, page: PageId, step: Step, bytes: &PageView<'_>);
 }
 
 /// What step 5 concluded.
@@ -200,6 +202,7 @@ pub fn step_5_retry_for_refaults<E: EvictionEnv>(
         }
         env.frames().shoot_down(page)?;
         env.count_shootdown(true);
+        env.probe(page, Step::ShootDown);
         // Let the refaulting reader finish: it fails validation and stops touching the page.
         yield_now();
     }

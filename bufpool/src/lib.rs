@@ -31,7 +31,6 @@ mod region;
 mod replacer;
 #[cfg(not(loom))]
 mod stats;
-#[cfg(not(loom))]
 mod view;
 
 #[cfg(not(loom))]
@@ -45,7 +44,6 @@ pub use guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 pub use pool::{OPTIMISTIC_RESTARTS_MAX, Pool};
 #[cfg(not(loom))]
 pub use stats::Stats;
-#[cfg(not(loom))]
 pub use view::PageView;
 
 /// Page size in bytes: the unit of I/O, residency and latching.

@@ -751,7 +751,9 @@ impl EvictionEnv for Evictor<'_> {
 
     fn probe(&self, page: PageId, step: Step) {
         if let Some(probe) = &self.0.config.eviction_probe {
-            probe.after_step(page, step);
+            // SAFETY: the page's address is page aligned and mapped for the pool's life.
+            let view = unsafe { PageView::new(self.0.page_ptr(page)) };
+            probe.after_step(page, step, &view);
         }
     }
 }

@@ -1,0 +1,133 @@
+//! Write-back under injected I/O faults (EIO, ENOSPC, short writes): the page stays dirty and
+//! resident, the error reaches the caller, a later flush succeeds and the data is on disk.
+
+mod common;
+
+use bufpool::{Backing, PageId, Pool, PoolError};
+use bufpool_io::{DirectFile, Fault, FaultInjector, OpenOptions};
+use common::{config, data_path, page_bytes, read_stamp};
+
+fn pool_with_faults(
+    name: &str,
+    page_count: u64,
+    frame_count: u64,
+) -> (Pool, FaultInjector, std::path::PathBuf) {
+    let path = data_path(name);
+    let options = OpenOptions {
+        create: true,
+        ..OpenOptions::default()
+    };
+    let faults = FaultInjector::new();
+    let mut config = config(Backing::Memfd, frame_count);
+    config.io.faults = Some(faults.clone());
+    let pool = Pool::open(DirectFile::open(&path, &options).unwrap(), config).unwrap();
+    for page in 0..page_count {
+        pool.allocate()
+            .unwrap()
+            .copy_from_slice(&page_bytes(page, 0));
+    }
+    pool.flush().unwrap();
+    (pool, faults, path)
+}
+
+fn assert_on_disk(path: &std::path::Path, page_count: u64, generation_of: impl Fn(u64) -> u64) {
+    let pool = Pool::open(
+        DirectFile::open(path, &OpenOptions::default()).unwrap(),
+        config(Backing::Anonymous, 16),
+    )
+    .unwrap();
+    for page in 0..page_count {
+        assert_eq!(read_stamp(&pool, page), (page, generation_of(page)));
+    }
+}
+
+fn os_error(error: &PoolError) -> Option<i32> {
+    match error {
+        PoolError::Io(io) => io.raw_os_error(),
+        _ => None,
+    }
+}
+
+#[test]
+fn flush_error_keeps_page_dirty_until_a_later_flush() {
+    let cases = [
+        ("eio", vec![(1, Fault::Eio)], libc::EIO),
+        ("enospc", vec![(1, Fault::Enospc)], libc::ENOSPC),
+        (
+            "short",
+            vec![(1, Fault::Short { bytes: 512 }), (2, Fault::Enospc)],
+            libc::ENOSPC,
+        ),
+    ];
+    for (name, plan, errno) in cases {
+        let (pool, faults, path) = pool_with_faults(&format!("flush-{name}"), 4, 16);
+        pool.exclusive(PageId(2))
+            .unwrap()
+            .copy_from_slice(&page_bytes(2, 1));
+        for (n, fault) in plan {
+            faults.fail_nth_write(n, fault);
+        }
+        let error = pool.flush().unwrap_err();
+        assert_eq!(os_error(&error), Some(errno), "{name}: {error}");
+        assert_eq!(pool.stats().dirty_pages, 1, "{name}");
+        assert_eq!(
+            read_stamp(&pool, 2),
+            (2, 1),
+            "{name}: the page kept its bytes"
+        );
+        pool.flush().unwrap();
+        assert_eq!(pool.stats().dirty_pages, 0);
+        drop(pool);
+        assert_on_disk(&path, 4, |page| u64::from(page == 2));
+    }
+}
+
+#[test]
+fn eviction_write_back_error_reaches_the_faulting_caller_and_nothing_is_lost() {
+    let page_count = 64;
+    let (pool, faults, path) = pool_with_faults("evict-enospc", page_count, 16);
+    for page in 0..16 {
+        pool.exclusive(PageId(page))
+            .unwrap()
+            .copy_from_slice(&page_bytes(page, 1));
+    }
+    faults.fail_all_writes(Some(Fault::Enospc));
+    let mut surfaced = 0;
+    for page in 16..page_count {
+        match pool.read(PageId(page), |view| view.u64_at(0)) {
+            Ok(id) => assert_eq!(id, page),
+            Err(error) => {
+                assert_eq!(os_error(&error), Some(libc::ENOSPC), "{error}");
+                surfaced += 1;
+            }
+        }
+    }
+    assert!(surfaced > 0, "the disk-full write-backs never surfaced");
+    let stats = pool.stats();
+    assert!(stats.dirty_pages > 0, "{stats:?}");
+    for page in 0..16 {
+        assert_eq!(
+            read_stamp(&pool, page),
+            (page, 1),
+            "dirty page {page} lost its bytes"
+        );
+    }
+    faults.fail_all_writes(None);
+    pool.flush().unwrap();
+    assert_eq!(pool.stats().dirty_pages, 0);
+    drop(pool);
+    assert_on_disk(&path, page_count, |page| u64::from(page < 16));
+}
+
+#[test]
+fn failed_fault_in_leaves_the_page_evicted_and_a_retry_reads_it() {
+    let (pool, faults, _path) = pool_with_faults("read-eio", 64, 16);
+    // Push page 0 out, then fail its next read.
+    for page in 1..64 {
+        read_stamp(&pool, page);
+    }
+    faults.fail_nth_read(1, Fault::Eio);
+    let error = pool.read(PageId(0), |view| view.u64_at(0)).unwrap_err();
+    assert_eq!(os_error(&error), Some(libc::EIO), "{error}");
+    assert_eq!(read_stamp(&pool, 0), (0, 0));
+}
