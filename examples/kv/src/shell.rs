@@ -39,6 +39,7 @@ pub struct PutArgs {
     #[arg(long)]
     pub create: bool,
     pub key: String,
+    /// The value; `-` reads it from stdin (for values too large or too binary for argv).
     pub value: String,
 }
 
@@ -103,7 +104,7 @@ pub use commands::{delete, get, put, scan};
 /// The commands themselves, on the engine.
 #[cfg(feature = "engine")]
 mod commands {
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::ops::Bound;
 
     use super::{DbArgs, DeleteArgs, GetArgs, PutArgs, ScanArgs, parse_bytes, show_bytes};
@@ -129,6 +130,18 @@ mod commands {
             });
         }
         Ok(())
+    }
+
+    /// Reads a value from stdin, at most one byte past the limit (enough to reject it).
+    fn read_stdin_value() -> Result<Vec<u8>, KvError> {
+        let limit = bufpool_engine::MAX_VALUE_SIZE as u64 + 1;
+        let mut value = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(limit)
+            .read_to_end(&mut value)
+            .map_err(|error| KvError::io("read the value from stdin", error))?;
+        Ok(value)
     }
 
     fn open(args: &DbArgs, create: bool) -> Result<bufpool_engine::Engine, KvError> {
@@ -180,7 +193,11 @@ mod commands {
 
     pub fn put(args: &PutArgs) -> Result<(), KvError> {
         let key = parse_bytes(&args.key, args.db.hex)?;
-        let value = parse_bytes(&args.value, args.db.hex)?;
+        let value = if args.value == "-" {
+            read_stdin_value()?
+        } else {
+            parse_bytes(&args.value, args.db.hex)?
+        };
         check_key(&key)?;
         check_value(&value)?;
         let engine = open(&args.db, args.create)?;
