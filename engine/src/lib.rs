@@ -1,2 +1,34 @@
-//! bufpool-engine: superblock, page allocation, checksums, checkpoint, B+-tree.
+//! bufpool-engine: what a storage service embeds on the bufpool buffer pool.
+//!
+//! An engine file holds named B+-trees with variable-length keys and values. Pages carry a
+//! CRC32C checksum (stamped on write-back, verified on fault-in) and a reserved LSN; the
+//! superblock is kept in two alternating copies; freed pages are reused once no optimistic
+//! reader can still see them. Lookups use optimistic lock coupling on the pool's page
+//! versions; writers latch only the leaf, and parent and node for a split or merge.
+//!
+//! Layers, top down: [`engine`] (open/create/checkpoint) and [`catalog`] (named trees) →
+//! `tree` (the B+-tree) → `node` (slotted node layout), `overflow` (large values),
+//! `allocator` (free list) → `page` (header, checksum) and `superblock`.
 #![forbid(unsafe_code)]
+
+mod allocator;
+pub mod catalog;
+pub mod engine;
+mod error;
+pub mod node;
+mod overflow;
+pub mod page;
+mod page_view;
+mod shared;
+pub mod superblock;
+mod tree;
+
+pub use engine::{Engine, EngineOptions};
+pub use error::EngineError;
+pub use node::MAX_KEY_SIZE;
+pub use tree::{Direction, RangeIter, Tree};
+
+/// Largest value. Values longer than `node::MAX_INLINE_PAYLOAD` minus their key live on
+/// overflow pages.
+pub const MAX_VALUE_SIZE: usize = 1 << 20;
+const _: () = assert!(MAX_KEY_SIZE >= 1024 && MAX_VALUE_SIZE >= 16 * 1024);

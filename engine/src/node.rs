@@ -1,0 +1,740 @@
+//! Slotted B+-tree nodes: the byte layout and every operation on it.
+//!
+//! Read functions are generic over [`PageBytes`], so the same binary search runs on a
+//! latched page (`[u8]`) and on an optimistic `PageView` (atomic loads, validated later).
+//! On garbage (a page that changed underneath) they stay in bounds and terminate: counts
+//! are clamped to [`MAX_SLOTS`], searches are binary, lengths are clamped. Write functions
+//! take `&mut [u8]` under an exclusive latch and `assert!` their preconditions.
+//!
+//! Layout after the page header (little endian):
+//!
+//! | offset | size | field                                                        |
+//! |--------|------|--------------------------------------------------------------|
+//! | 16     | 2    | slot count                                                   |
+//! | 18     | 2    | heap start: lowest byte of the cell heap (cells grow down)   |
+//! | 20     | 2    | garbage: bytes of dead cells inside the heap                 |
+//! | 22     | 2    | level: 0 for a leaf, height above the leaves for inner nodes |
+//! | 24     | 8    | upper: (inner) child for keys >= the last separator          |
+//! | 32     | 8·n  | slots, sorted by key: key head u32, cell offset u16, key length u16 |
+//!
+//! The key head is the key's first 4 bytes read big-endian (zero padded), so most
+//! comparisons of a binary search touch only the slot array. Cells:
+//!
+//! * leaf: value word u32 (bit 31: value on overflow pages; bits 0..31: value length),
+//!   key, then the value bytes or the first overflow page id (u64);
+//! * inner: child page id u64, key. Child `i` holds the keys `k` with
+//!   `separator[i-1] <= k < separator[i]`; `upper` holds the keys `>= separator[n-1]`.
+
+use std::cmp::Ordering;
+
+use crate::page::{PAGE_HEADER_SIZE, PAGE_SIZE, PageBytes, PageKind, init_header, kind_of};
+
+const COUNT_OFFSET: usize = PAGE_HEADER_SIZE;
+const HEAP_START_OFFSET: usize = 18;
+const GARBAGE_OFFSET: usize = 20;
+const LEVEL_OFFSET: usize = 22;
+const UPPER_OFFSET: usize = 24;
+const SLOTS_OFFSET: usize = 32;
+const SLOT_SIZE: usize = 8;
+/// Bytes available for slots and cells.
+pub const CAPACITY: usize = PAGE_SIZE - SLOTS_OFFSET;
+pub const MAX_SLOTS: usize = CAPACITY / SLOT_SIZE;
+
+const LEAF_PREFIX: usize = 4;
+const INNER_PREFIX: usize = 8;
+const OVERFLOW_FLAG: u32 = 1 << 31;
+const OVERFLOW_REF_SIZE: usize = 8;
+
+/// Longest key.
+pub const MAX_KEY_SIZE: usize = 1024;
+/// Key plus value up to this size stay in the leaf; longer values go to overflow pages.
+/// Chosen so that no cell (with its slot) exceeds a third of [`CAPACITY`]: then a full
+/// node split in two by bytes always leaves room for any cell in either half.
+pub const MAX_INLINE_PAYLOAD: usize = 1280;
+const MAX_CELL_SIZE: usize = SLOT_SIZE + LEAF_PREFIX + MAX_INLINE_PAYLOAD;
+const _: () = assert!(MAX_CELL_SIZE * 3 <= CAPACITY);
+const _: () = assert!(SLOT_SIZE + INNER_PREFIX + MAX_KEY_SIZE <= MAX_CELL_SIZE);
+const _: () = assert!(MAX_KEY_SIZE + OVERFLOW_REF_SIZE <= MAX_INLINE_PAYLOAD);
+const _: () = assert!(PAGE_SIZE <= u16::MAX as usize);
+
+/// A node is underfull (a merge candidate) below this many used bytes.
+pub const UNDERFULL_BYTES: usize = CAPACITY / 4;
+
+/// The key's first 4 bytes as a big-endian number: orders like the keys' prefixes.
+#[inline]
+pub fn key_head(key: &[u8]) -> u32 {
+    let mut bytes = [0u8; 4];
+    let n = key.len().min(4);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u32::from_be_bytes(bytes)
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading (generic: stable or optimistic bytes)
+// ---------------------------------------------------------------------------------------
+
+#[inline]
+pub fn count<P: PageBytes + ?Sized>(page: &P) -> usize {
+    (page.u16_at(COUNT_OFFSET) as usize).min(MAX_SLOTS)
+}
+
+#[inline]
+pub fn level<P: PageBytes + ?Sized>(page: &P) -> u16 {
+    page.u16_at(LEVEL_OFFSET)
+}
+
+#[inline]
+pub fn is_leaf<P: PageBytes + ?Sized>(page: &P) -> bool {
+    kind_of(page) == Some(PageKind::Leaf)
+}
+
+#[inline]
+pub fn upper<P: PageBytes + ?Sized>(page: &P) -> u64 {
+    page.u64_at(UPPER_OFFSET)
+}
+
+/// A slot: the key head, where its cell starts and how long its key is.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    head: u32,
+    cell: usize,
+    key_len: usize,
+}
+
+#[inline]
+fn slot<P: PageBytes + ?Sized>(page: &P, index: usize) -> Slot {
+    let word = page.u64_at(SLOTS_OFFSET + index * SLOT_SIZE);
+    Slot {
+        head: word as u32,
+        cell: (word >> 32) as u16 as usize,
+        key_len: (word >> 48) as usize,
+    }
+}
+
+#[inline]
+fn prefix_size<P: PageBytes + ?Sized>(page: &P) -> usize {
+    if is_leaf(page) {
+        LEAF_PREFIX
+    } else {
+        INNER_PREFIX
+    }
+}
+
+#[inline]
+fn compare_slot<P: PageBytes + ?Sized>(
+    page: &P,
+    index: usize,
+    prefix: usize,
+    key: &[u8],
+    head: u32,
+) -> Ordering {
+    let slot = slot(page, index);
+    match slot.head.cmp(&head) {
+        Ordering::Equal => page.compare(slot.cell + prefix, slot.key_len, key),
+        unequal => unequal,
+    }
+}
+
+/// The first slot whose key is `>= key`, and whether it is equal.
+#[inline]
+pub fn lower_bound<P: PageBytes + ?Sized>(page: &P, key: &[u8]) -> (usize, bool) {
+    let prefix = prefix_size(page);
+    let head = key_head(key);
+    let (mut low, mut high) = (0, count(page));
+    while low < high {
+        let middle = (low + high) / 2;
+        match compare_slot(page, middle, prefix, key, head) {
+            Ordering::Less => low = middle + 1,
+            Ordering::Greater => high = middle,
+            Ordering::Equal => return (middle, true),
+        }
+    }
+    (low, false)
+}
+
+/// Inner node: the index of the child holding `key` (`count` means `upper`).
+#[inline]
+pub fn child_index<P: PageBytes + ?Sized>(page: &P, key: &[u8]) -> usize {
+    match lower_bound(page, key) {
+        (index, true) => index + 1,
+        (index, false) => index,
+    }
+}
+
+/// Inner node: the index of the child holding the largest key `< key`.
+#[inline]
+pub fn child_index_before<P: PageBytes + ?Sized>(page: &P, key: &[u8]) -> usize {
+    lower_bound(page, key).0
+}
+
+/// Inner node: the child page at `index` (`count` or beyond means `upper`).
+#[inline]
+pub fn child_at<P: PageBytes + ?Sized>(page: &P, index: usize) -> u64 {
+    if index >= count(page) {
+        upper(page)
+    } else {
+        page.u64_at(slot(page, index).cell)
+    }
+}
+
+/// Appends the key of slot `index` to `out` (cleared first).
+pub fn copy_key<P: PageBytes + ?Sized>(page: &P, index: usize, out: &mut Vec<u8>) {
+    let slot = slot(page, index);
+    out.clear();
+    out.resize(slot.key_len, 0);
+    page.copy_to(slot.cell + prefix_size(page), out);
+}
+
+/// Where a leaf entry's value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueRef {
+    Inline { offset: usize, len: usize },
+    Overflow { first: u64, len: usize },
+}
+
+/// Leaf node: where the value of slot `index` is. Lengths are clamped to what can be
+/// real, so garbage cannot make a reader allocate without bound.
+#[inline]
+pub fn value_ref<P: PageBytes + ?Sized>(page: &P, index: usize) -> ValueRef {
+    let slot = slot(page, index);
+    let word = page.u32_at(slot.cell);
+    let tail = slot.cell + LEAF_PREFIX + slot.key_len;
+    if word & OVERFLOW_FLAG != 0 {
+        let len = ((word & !OVERFLOW_FLAG) as usize).min(crate::MAX_VALUE_SIZE);
+        ValueRef::Overflow {
+            first: page.u64_at(tail),
+            len,
+        }
+    } else {
+        ValueRef::Inline {
+            offset: tail,
+            len: (word as usize).min(PAGE_SIZE),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing (latched bytes)
+// ---------------------------------------------------------------------------------------
+
+fn read_u16(bytes: &[u8], offset: usize) -> usize {
+    u16::from_le_bytes([bytes[offset], bytes[offset + 1]]) as usize
+}
+
+fn write_u16(bytes: &mut [u8], offset: usize, value: usize) {
+    assert!(value <= u16::MAX as usize);
+    bytes[offset..offset + 2].copy_from_slice(&(value as u16).to_le_bytes());
+}
+
+/// Formats `bytes` as an empty node (leaf if `level == 0`).
+pub fn init(bytes: &mut [u8], level: u16) {
+    assert_eq!(bytes.len(), PAGE_SIZE);
+    init_header(
+        bytes,
+        if level == 0 {
+            PageKind::Leaf
+        } else {
+            PageKind::Inner
+        },
+    );
+    reset_node_header(bytes, level);
+}
+
+fn reset_node_header(bytes: &mut [u8], level: u16) {
+    write_u16(bytes, COUNT_OFFSET, 0);
+    write_u16(bytes, HEAP_START_OFFSET, PAGE_SIZE);
+    write_u16(bytes, GARBAGE_OFFSET, 0);
+    write_u16(bytes, LEVEL_OFFSET, level as usize);
+    set_upper(bytes, 0);
+}
+
+pub fn set_upper(bytes: &mut [u8], child: u64) {
+    bytes[UPPER_OFFSET..UPPER_OFFSET + 8].copy_from_slice(&child.to_le_bytes());
+}
+
+fn free_contiguous(bytes: &[u8]) -> usize {
+    read_u16(bytes, HEAP_START_OFFSET) - (SLOTS_OFFSET + count(bytes) * SLOT_SIZE)
+}
+
+fn free_total(bytes: &[u8]) -> usize {
+    free_contiguous(bytes) + read_u16(bytes, GARBAGE_OFFSET)
+}
+
+/// Bytes in use by slots and live cells.
+pub fn used(bytes: &[u8]) -> usize {
+    CAPACITY - free_total(bytes)
+}
+
+fn cell_len(bytes: &[u8], index: usize) -> usize {
+    let slot = slot(bytes, index);
+    if is_leaf(bytes) {
+        let word = bytes.u32_at(slot.cell);
+        let tail = if word & OVERFLOW_FLAG != 0 {
+            OVERFLOW_REF_SIZE
+        } else {
+            word as usize
+        };
+        LEAF_PREFIX + slot.key_len + tail
+    } else {
+        INNER_PREFIX + slot.key_len
+    }
+}
+
+/// A leaf value as stored: inline bytes or a reference to an overflow chain.
+#[derive(Debug, Clone, Copy)]
+pub enum LeafValue<'a> {
+    Inline(&'a [u8]),
+    Overflow { first: u64, len: usize },
+}
+
+/// Bytes a leaf entry takes, its slot included.
+pub fn leaf_entry_size(key_len: usize, value: &LeafValue<'_>) -> usize {
+    let tail = match value {
+        LeafValue::Inline(bytes) => bytes.len(),
+        LeafValue::Overflow { .. } => OVERFLOW_REF_SIZE,
+    };
+    SLOT_SIZE + LEAF_PREFIX + key_len + tail
+}
+
+/// Bytes an inner entry takes, its slot included.
+pub fn inner_entry_size(key_len: usize) -> usize {
+    SLOT_SIZE + INNER_PREFIX + key_len
+}
+
+/// Whether an entry of `entry_size` bytes fits (after compaction if need be).
+pub fn fits(bytes: &[u8], entry_size: usize) -> bool {
+    count(bytes) < MAX_SLOTS && free_total(bytes) >= entry_size
+}
+
+/// Whether slot `index`'s entry can be replaced by one of `entry_size` bytes.
+pub fn fits_replacing(bytes: &[u8], index: usize, entry_size: usize) -> bool {
+    free_total(bytes) + cell_len(bytes, index) + SLOT_SIZE >= entry_size
+}
+
+/// Inserts a leaf entry at `index` (from [`lower_bound`]). Precondition: [`fits`].
+pub fn insert_leaf(bytes: &mut [u8], index: usize, key: &[u8], value: LeafValue<'_>) {
+    assert!(is_leaf(bytes));
+    let (word, tail_inline, tail_ref) = match value {
+        LeafValue::Inline(value) => (value.len() as u32, value, [0u8; 8]),
+        LeafValue::Overflow { first, len } => {
+            (len as u32 | OVERFLOW_FLAG, &[][..], first.to_le_bytes())
+        }
+    };
+    assert!(word & !OVERFLOW_FLAG <= crate::MAX_VALUE_SIZE as u32);
+    let tail: &[u8] = if word & OVERFLOW_FLAG != 0 {
+        &tail_ref
+    } else {
+        tail_inline
+    };
+    insert_cell(bytes, index, key, &word.to_le_bytes(), tail);
+}
+
+/// Inserts an inner entry (separator `key`, `child` for keys below it) at `index`.
+pub fn insert_inner(bytes: &mut [u8], index: usize, key: &[u8], child: u64) {
+    assert!(!is_leaf(bytes));
+    insert_cell(bytes, index, key, &child.to_le_bytes(), &[]);
+}
+
+/// Inner node: points slot `index` (or `upper` for `index == count`) at `child`.
+pub fn set_child(bytes: &mut [u8], index: usize, child: u64) {
+    assert!(!is_leaf(bytes) && index <= count(bytes));
+    if index == count(bytes) {
+        set_upper(bytes, child);
+    } else {
+        let cell = slot(bytes, index).cell;
+        bytes[cell..cell + 8].copy_from_slice(&child.to_le_bytes());
+    }
+}
+
+fn insert_cell(bytes: &mut [u8], index: usize, key: &[u8], prefix: &[u8], tail: &[u8]) {
+    let n = count(bytes);
+    let cell_size = prefix.len() + key.len() + tail.len();
+    assert!(index <= n && key.len() <= MAX_KEY_SIZE);
+    assert!(
+        fits(bytes, SLOT_SIZE + cell_size),
+        "insert_cell without room"
+    );
+    if free_contiguous(bytes) < SLOT_SIZE + cell_size {
+        compact(bytes);
+    }
+    let cell = read_u16(bytes, HEAP_START_OFFSET) - cell_size;
+    bytes[cell..cell + prefix.len()].copy_from_slice(prefix);
+    bytes[cell + prefix.len()..cell + prefix.len() + key.len()].copy_from_slice(key);
+    bytes[cell + prefix.len() + key.len()..cell + cell_size].copy_from_slice(tail);
+    write_u16(bytes, HEAP_START_OFFSET, cell);
+    let at = SLOTS_OFFSET + index * SLOT_SIZE;
+    bytes.copy_within(at..SLOTS_OFFSET + n * SLOT_SIZE, at + SLOT_SIZE);
+    write_slot(bytes, index, key_head(key), cell, key.len());
+    write_u16(bytes, COUNT_OFFSET, n + 1);
+}
+
+fn write_slot(bytes: &mut [u8], index: usize, head: u32, cell: usize, key_len: usize) {
+    let word = head as u64 | (cell as u64) << 32 | (key_len as u64) << 48;
+    let at = SLOTS_OFFSET + index * SLOT_SIZE;
+    bytes[at..at + SLOT_SIZE].copy_from_slice(&word.to_le_bytes());
+}
+
+/// Leaf: overwrites the inline value of slot `index` with one of the same length, in place
+/// (no garbage, no slot moves). Returns false if the stored value is not inline of that length.
+pub fn overwrite_inline(bytes: &mut [u8], index: usize, value: &[u8]) -> bool {
+    assert!(is_leaf(bytes) && index < count(bytes));
+    match value_ref(bytes, index) {
+        ValueRef::Inline { offset, len } if len == value.len() => {
+            bytes[offset..offset + len].copy_from_slice(value);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Removes slot `index`; its cell becomes garbage.
+pub fn remove(bytes: &mut [u8], index: usize) {
+    let n = count(bytes);
+    assert!(index < n);
+    let garbage = read_u16(bytes, GARBAGE_OFFSET) + cell_len(bytes, index);
+    write_u16(bytes, GARBAGE_OFFSET, garbage);
+    let at = SLOTS_OFFSET + index * SLOT_SIZE;
+    bytes.copy_within(at + SLOT_SIZE..SLOTS_OFFSET + n * SLOT_SIZE, at);
+    write_u16(bytes, COUNT_OFFSET, n - 1);
+}
+
+/// Appends slot `index` of `source` (same kind) after the last slot of `dest`.
+fn append_from(dest: &mut [u8], source: &[u8], index: usize) {
+    let slot = slot(source, index);
+    let len = cell_len(source, index);
+    let n = count(dest);
+    let cell = read_u16(dest, HEAP_START_OFFSET) - len;
+    assert!(
+        cell >= SLOTS_OFFSET + (n + 1) * SLOT_SIZE,
+        "append_from without room"
+    );
+    dest[cell..cell + len].copy_from_slice(&source[slot.cell..slot.cell + len]);
+    write_u16(dest, HEAP_START_OFFSET, cell);
+    write_slot(dest, n, slot.head, cell, slot.key_len);
+    write_u16(dest, COUNT_OFFSET, n + 1);
+}
+
+fn append_range(dest: &mut [u8], source: &[u8], range: std::ops::Range<usize>) {
+    for index in range {
+        append_from(dest, source, index);
+    }
+}
+
+/// Rewrites the heap without garbage.
+fn compact(bytes: &mut [u8]) {
+    let scratch: [u8; PAGE_SIZE] = (&*bytes).try_into().unwrap();
+    let upper = upper(&scratch[..]);
+    reset_node_header(bytes, level(&scratch[..]));
+    set_upper(bytes, upper);
+    append_range(bytes, &scratch, 0..count(&scratch[..]));
+}
+
+/// Where to split: left keeps slots `0..m`. Balances bytes, so each half holds at most
+/// half the total plus half the largest entry.
+fn split_point(bytes: &[u8]) -> usize {
+    let n = count(bytes);
+    let total: usize = (0..n).map(|i| cell_len(bytes, i) + SLOT_SIZE).sum();
+    let mut left = 0;
+    for index in 0..n {
+        let size = cell_len(bytes, index) + SLOT_SIZE;
+        if 2 * (left + size) > total {
+            // Put this entry on the side that ends up closer to half.
+            let with_it = left + size - total / 2;
+            let without_it = total / 2 - left;
+            let m = if with_it < without_it {
+                index + 1
+            } else {
+                index
+            };
+            return m.clamp(1, n - 1);
+        }
+        left += size;
+    }
+    n - 1
+}
+
+/// The shortest key `s` with `left_last < s <= right_first`.
+pub fn shortest_separator(left_last: &[u8], right_first: &[u8], out: &mut Vec<u8>) {
+    assert!(left_last < right_first);
+    let common = left_last
+        .iter()
+        .zip(right_first)
+        .take_while(|(a, b)| a == b)
+        .count();
+    out.clear();
+    out.extend_from_slice(&right_first[..common + 1]);
+}
+
+fn key_of(bytes: &[u8], index: usize) -> &[u8] {
+    let slot = slot(bytes, index);
+    let start = slot.cell + prefix_size(bytes);
+    &bytes[start..start + slot.key_len]
+}
+
+/// The separator a [`split`] of this node would produce (to check the parent has room
+/// before splitting).
+pub fn split_separator(bytes: &[u8], separator: &mut Vec<u8>) {
+    let m = split_point(bytes);
+    if level(bytes) == 0 {
+        shortest_separator(key_of(bytes, m - 1), key_of(bytes, m), separator);
+    } else {
+        separator.clear();
+        separator.extend_from_slice(key_of(bytes, m));
+    }
+}
+
+/// Moves the upper half of `left` into `right` (fresh, any content). Afterwards every key
+/// in `left` is `< separator <= ` every key in `right`. For inner nodes the middle
+/// separator moves up: it is returned and `left.upper` becomes its child.
+pub fn split(left: &mut [u8], right: &mut [u8], separator: &mut Vec<u8>) {
+    let n = count(left);
+    assert!(n >= 2, "split of a node with {n} entries");
+    let scratch: [u8; PAGE_SIZE] = (&*left).try_into().unwrap();
+    let level = level(&scratch[..]);
+    let m = split_point(&scratch);
+    split_separator(&scratch, separator);
+    init(right, level);
+    reset_node_header(left, level);
+    append_range(left, &scratch, 0..m);
+    if level == 0 {
+        append_range(right, &scratch, m..n);
+    } else {
+        set_upper(left, child_at(&scratch[..], m));
+        append_range(right, &scratch, m + 1..n);
+        set_upper(right, upper(&scratch[..]));
+    }
+}
+
+/// Bytes one node holding both `left` and `right` (and, for inner nodes, the separator
+/// between them) would use.
+pub fn merged_size(left: &[u8], right: &[u8], separator_len: usize) -> usize {
+    let pulled_down = if is_leaf(left) {
+        0
+    } else {
+        inner_entry_size(separator_len)
+    };
+    used(left) + used(right) + pulled_down
+}
+
+/// Whether `left` and `right` (adjacent siblings, `separator` between them in the parent)
+/// fit in one node.
+pub fn can_merge(left: &[u8], right: &[u8], separator_len: usize) -> bool {
+    merged_size(left, right, separator_len) <= CAPACITY && count(left) + count(right) < MAX_SLOTS
+}
+
+/// Moves every entry of `left` in front of `right`'s; `left` is then unused. For inner
+/// nodes the parent's separator comes down between them, pointing at `left.upper`.
+pub fn merge_into_right(left: &[u8], right: &mut [u8], separator: &[u8]) {
+    assert!(can_merge(left, right, separator.len()));
+    assert_eq!(level(left), level(right));
+    let scratch: [u8; PAGE_SIZE] = (&*right).try_into().unwrap();
+    let level = level(&scratch[..]);
+    reset_node_header(right, level);
+    append_range(right, left, 0..count(left));
+    if level > 0 {
+        let n = count(right);
+        insert_inner(right, n, separator, upper(left));
+    }
+    append_range(right, &scratch, 0..count(&scratch[..]));
+    set_upper(right, upper(&scratch[..]));
+}
+
+/// Copies a whole node (e.g. into the fixed root page, or out of it on a root split).
+pub fn copy_node(dest: &mut [u8], source: &[u8]) {
+    dest.copy_from_slice(source);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf() -> Vec<u8> {
+        let mut page = vec![0u8; PAGE_SIZE];
+        init(&mut page, 0);
+        page
+    }
+
+    fn put(page: &mut [u8], key: &[u8], value: &[u8]) -> bool {
+        let value = LeafValue::Inline(value);
+        let (index, found) = lower_bound(page, key);
+        if found {
+            if !fits_replacing(page, index, leaf_entry_size(key.len(), &value)) {
+                return false;
+            }
+            remove(page, index);
+        } else if !fits(page, leaf_entry_size(key.len(), &value)) {
+            return false;
+        }
+        insert_leaf(page, index, key, value);
+        true
+    }
+
+    fn entries(page: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        (0..count(page))
+            .map(|i| {
+                let ValueRef::Inline { offset, len } = value_ref(page, i) else {
+                    panic!("overflow")
+                };
+                (
+                    key_of(page, i).to_vec(),
+                    page[offset..offset + len].to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    fn pseudo_random(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    #[test]
+    fn leaf_keeps_entries_sorted_until_full_and_finds_them() {
+        let mut page = leaf();
+        let mut model = std::collections::BTreeMap::new();
+        let mut seed = 42;
+        loop {
+            let n = pseudo_random(&mut seed);
+            let key = (n % 5000).to_be_bytes()[4..].to_vec();
+            let value = vec![n as u8; (n % 40) as usize];
+            if !put(&mut page, &key, &value) {
+                break;
+            }
+            model.insert(key, value);
+        }
+        assert!(model.len() > 50);
+        assert_eq!(entries(&page), model.into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn short_keys_that_share_a_head_compare_by_full_key() {
+        let mut page = leaf();
+        for key in [&b"ab"[..], b"ab\0", b"a", b"", b"ab\0\0\x01", b"b"] {
+            assert!(put(&mut page, key, key));
+        }
+        let keys: Vec<_> = entries(&page).into_iter().map(|(k, _)| k).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(lower_bound(&page[..], b"ab\0"), (3, true));
+        assert_eq!(lower_bound(&page[..], b"aa"), (2, false));
+    }
+
+    #[test]
+    fn removing_and_reinserting_compacts_garbage() {
+        let mut page = leaf();
+        let mut index = 0u32;
+        while put(&mut page, &index.to_be_bytes(), &[1; 50]) {
+            index += 1;
+        }
+        for key in (0..index).step_by(2) {
+            let (slot, found) = lower_bound(&page[..], &key.to_be_bytes());
+            assert!(found);
+            remove(&mut page, slot);
+        }
+        // The freed space is garbage, reachable only through compaction.
+        let mut added = 0;
+        for key in (0..index).step_by(2) {
+            if put(&mut page, &key.to_be_bytes(), &[2; 50]) {
+                added += 1;
+            }
+        }
+        assert_eq!(added, index.div_ceil(2));
+        assert_eq!(count(&page[..]), index as usize);
+    }
+
+    #[test]
+    fn leaf_split_balances_and_separates() {
+        let mut left = leaf();
+        let mut index = 0u32;
+        while put(&mut left, &(index * 3).to_be_bytes(), &[7; 100]) {
+            index += 1;
+        }
+        let before = entries(&left);
+        let mut right = vec![0u8; PAGE_SIZE];
+        let mut separator = Vec::new();
+        split(&mut left, &mut right, &mut separator);
+        let (l, r) = (entries(&left), entries(&right));
+        assert!(l.len().abs_diff(r.len()) <= 1);
+        assert!(l.last().unwrap().0 < separator && separator <= r[0].0);
+        assert_eq!([l, r].concat(), before);
+        // The new halves take any largest entry.
+        let big = vec![9u8; MAX_INLINE_PAYLOAD - 8];
+        assert!(fits(&left, leaf_entry_size(8, &LeafValue::Inline(&big))));
+        assert!(fits(&right, leaf_entry_size(8, &LeafValue::Inline(&big))));
+    }
+
+    #[test]
+    fn inner_split_moves_the_middle_separator_up_and_children_follow() {
+        let mut page = vec![0u8; PAGE_SIZE];
+        init(&mut page, 1);
+        let mut n = 0u64;
+        while fits(&page, inner_entry_size(8)) {
+            insert_inner(&mut page, n as usize, &(n * 10).to_be_bytes(), 1000 + n);
+            n += 1;
+        }
+        set_upper(&mut page, 9999);
+        let probe = |page: &[u8], key: u64| child_at(page, child_index(page, &key.to_be_bytes()));
+        let expected: Vec<u64> = (0..n * 10 + 20).map(|k| probe(&page, k)).collect();
+        let mut right = vec![0u8; PAGE_SIZE];
+        let mut separator = Vec::new();
+        split(&mut page, &mut right, &mut separator);
+        for key in 0..n * 10 + 20 {
+            let side = if key.to_be_bytes()[..] < separator[..] {
+                &page
+            } else {
+                &right
+            };
+            assert_eq!(probe(side, key), expected[key as usize], "key {key}");
+        }
+        // Merging back restores the original routing.
+        merge_into_right(&page, &mut right, &separator);
+        for key in 0..n * 10 + 20 {
+            assert_eq!(probe(&right, key), expected[key as usize]);
+        }
+    }
+
+    #[test]
+    fn leaf_merge_concatenates_in_order() {
+        let (mut left, mut right) = (leaf(), leaf());
+        for key in 0u32..10 {
+            put(&mut left, &key.to_be_bytes(), b"l");
+            put(&mut right, &(key + 100).to_be_bytes(), b"r");
+        }
+        let expected = [entries(&left), entries(&right)].concat();
+        merge_into_right(&left, &mut right, b"");
+        assert_eq!(entries(&right), expected);
+    }
+
+    #[test]
+    fn child_index_routes_equal_keys_right_and_before_routes_left() {
+        let mut page = vec![0u8; PAGE_SIZE];
+        init(&mut page, 1);
+        insert_inner(&mut page, 0, b"m", 1);
+        set_upper(&mut page, 2);
+        assert_eq!(child_index(&page[..], b"a"), 0);
+        assert_eq!(child_index(&page[..], b"m"), 1);
+        assert_eq!(child_index_before(&page[..], b"m"), 0);
+        assert_eq!(child_index_before(&page[..], b"z"), 1);
+        assert_eq!(child_at(&page[..], 1), 2);
+    }
+
+    #[test]
+    fn garbage_bytes_never_panic_readers() {
+        let mut seed = 7;
+        for _ in 0..200 {
+            let page: Vec<u8> = (0..PAGE_SIZE)
+                .map(|_| pseudo_random(&mut seed) as u8)
+                .collect();
+            let key = pseudo_random(&mut seed).to_be_bytes();
+            let (index, _) = lower_bound(&page[..], &key);
+            let _ = child_at(&page[..], child_index(&page[..], &key));
+            let _ = value_ref(&page[..], index);
+            let mut out = Vec::new();
+            copy_key(&page[..], index.min(MAX_SLOTS - 1), &mut out);
+            assert!(out.len() <= u16::MAX as usize);
+        }
+    }
+}

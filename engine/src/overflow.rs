@@ -1,0 +1,89 @@
+//! Overflow pages: values too large for a leaf live in a chain of pages.
+//!
+//! Each page: header, next page u64 at 16 (0 ends the chain), chunk length u32 at 24,
+//! data from 32. A chain is written before the leaf entry that points at it and never
+//! changed afterwards: replacing or deleting the value retires the whole chain through the
+//! allocator (epoch-deferred), so a reader pinned while it follows a chain never sees its
+//! pages reused.
+
+use bufpool::PageId;
+
+use crate::EngineError;
+use crate::page::{self, PAGE_HEADER_SIZE, PAGE_SIZE, PageBytes, PageKind};
+use crate::shared::Shared;
+
+const NEXT_OFFSET: usize = PAGE_HEADER_SIZE;
+const LEN_OFFSET: usize = 24;
+const DATA_OFFSET: usize = 32;
+/// Value bytes per overflow page.
+pub const DATA_PER_PAGE: usize = PAGE_SIZE - DATA_OFFSET;
+
+/// Writes `value` into a new chain, back to front (one latch at a time); returns its
+/// first page. `allocated` receives every page id used.
+pub(crate) fn write(
+    shared: &Shared,
+    value: &[u8],
+    allocated: &mut Vec<u64>,
+) -> Result<u64, EngineError> {
+    assert!(!value.is_empty());
+    let mut next = 0u64;
+    for chunk in value.chunks(DATA_PER_PAGE).rev() {
+        let mut guard = shared.allocator.allocate(&shared.pool)?;
+        page::init_header(&mut guard, PageKind::Overflow);
+        guard[NEXT_OFFSET..NEXT_OFFSET + 8].copy_from_slice(&next.to_le_bytes());
+        guard[LEN_OFFSET..LEN_OFFSET + 4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
+        guard[DATA_OFFSET..DATA_OFFSET + chunk.len()].copy_from_slice(chunk);
+        next = guard.page_id().0;
+        allocated.push(next);
+    }
+    Ok(next)
+}
+
+/// Reads a chain of `len` bytes into `out` (cleared first). The caller is pinned.
+pub(crate) fn read_into(
+    shared: &Shared,
+    first: u64,
+    len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), EngineError> {
+    out.clear();
+    out.resize(len, 0);
+    let mut page = first;
+    for start in (0..len).step_by(DATA_PER_PAGE) {
+        let expected = (len - start).min(DATA_PER_PAGE);
+        let target = &mut out[start..start + expected];
+        let (kind, next, chunk) = shared.pool.read(PageId(page), |view| {
+            view.copy_to(DATA_OFFSET, target);
+            (
+                page::kind_of(view),
+                view.u64_at(NEXT_OFFSET),
+                view.u32_at(LEN_OFFSET) as usize,
+            )
+        })?;
+        if kind != Some(PageKind::Overflow) || chunk != expected {
+            return Err(shared.corrupted(page, "overflow chain does not match its value length"));
+        }
+        page = next;
+    }
+    Ok(())
+}
+
+/// Frees the chain of a value of `len` bytes starting at `first`.
+pub(crate) fn retire(
+    shared: &Shared,
+    first: u64,
+    len: usize,
+    epoch: &crossbeam_epoch::Guard,
+) -> Result<(), EngineError> {
+    let mut page = first;
+    for _ in 0..len.div_ceil(DATA_PER_PAGE) {
+        let guard = shared.pool.exclusive(PageId(page))?;
+        if page::kind_of(&guard[..]) != Some(PageKind::Overflow) {
+            return Err(shared.corrupted(page, "freeing an overflow chain that is not one"));
+        }
+        let next = guard.u64_at(NEXT_OFFSET);
+        shared.allocator.retire(guard, epoch);
+        page = next;
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Finding the node for a key: optimistic lock coupling, with latched fallbacks.
+//!
+//! Optimistic descent reads each node through a `PageView` and trusts nothing it read
+//! until the node's version validates: a child page id is only followed after the parent
+//! validated, and the parent is validated again after the child's version was taken, so
+//! the child was the parent's child at that moment. Any conflict is a [`Abort::Restart`].
+//! After [`OPTIMISTIC_ATTEMPTS`] restarts a caller falls back to latch coupling, which
+//! cannot restart, so every operation finishes.
+
+use bufpool::{ExclusiveGuard, OptimisticGuard, PageId, Restart, SharedGuard};
+
+use crate::EngineError;
+use crate::node;
+use crate::page::{KIND_OFFSET, PageBytes, PageKind};
+use crate::shared::Shared;
+
+/// Optimistic tries of one operation before it takes latches instead.
+pub(crate) const OPTIMISTIC_ATTEMPTS: u32 = 32;
+/// No tree is deeper (each inner level at least doubles the fan-out below it).
+pub(crate) const MAX_HEIGHT: usize = 40;
+
+/// Why an optimistic attempt stopped.
+#[derive(Debug)]
+pub(crate) enum Abort {
+    Restart,
+    Failed(EngineError),
+}
+
+impl From<Restart> for Abort {
+    fn from(_: Restart) -> Abort {
+        Abort::Restart
+    }
+}
+
+impl From<bufpool::PoolError> for Abort {
+    fn from(error: bufpool::PoolError) -> Abort {
+        Abort::Failed(error.into())
+    }
+}
+
+impl From<EngineError> for Abort {
+    fn from(error: EngineError) -> Abort {
+        Abort::Failed(error)
+    }
+}
+
+/// A tree as the internal functions see it.
+#[derive(Clone, Copy)]
+pub(crate) struct TreeCtx<'a> {
+    pub shared: &'a Shared,
+    pub root: u64,
+}
+
+/// Which child to follow at each inner level.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Route<'k> {
+    /// The child holding this key.
+    Key(&'k [u8]),
+    /// The child holding the largest key below this one.
+    Before(&'k [u8]),
+    /// The rightmost child.
+    Last,
+}
+
+impl Route<'_> {
+    #[inline]
+    fn index<P: PageBytes + ?Sized>(&self, page: &P) -> usize {
+        match *self {
+            Route::Key(key) => node::child_index(page, key),
+            Route::Before(key) => node::child_index_before(page, key),
+            Route::Last => node::count(page),
+        }
+    }
+}
+
+/// The tightest separators around the leaf a scan descended to: its keys are
+/// `>= lower` and `< upper` (absent: unbounded on that side).
+#[derive(Debug, Default)]
+pub(crate) struct Fences {
+    pub lower: Option<Vec<u8>>,
+    pub upper: Option<Vec<u8>>,
+}
+
+impl Fences {
+    fn record<P: PageBytes + ?Sized>(&mut self, page: &P, index: usize) {
+        let count = node::count(page);
+        if index < count {
+            node::copy_key(page, index, self.upper.get_or_insert_with(Vec::new));
+        }
+        if index > 0 {
+            node::copy_key(
+                page,
+                index.min(count) - 1,
+                self.lower.get_or_insert_with(Vec::new),
+            );
+        }
+    }
+}
+
+struct Step {
+    kind: u8,
+    level: u16,
+    child: u64,
+}
+
+/// Descends optimistically until a leaf or a node at `stop_level`; returns it with its
+/// version taken (validated once). With `fences`, records the separators around the path.
+pub(crate) fn descend<'p>(
+    tree: TreeCtx<'p>,
+    route: Route<'_>,
+    stop_level: u16,
+    mut fences: Option<&mut Fences>,
+) -> Result<OptimisticGuard<'p>, Abort> {
+    let pool = &tree.shared.pool;
+    if let Some(fences) = fences.as_deref_mut() {
+        *fences = Fences::default();
+    }
+    let mut current = pool.optimistic(PageId(tree.root))?;
+    for _ in 0..MAX_HEIGHT {
+        let step = current.peek(|view| {
+            let kind = view.u8_at(KIND_OFFSET);
+            let level = node::level(view);
+            if kind != PageKind::Inner as u8 || level <= stop_level {
+                return Step {
+                    kind,
+                    level,
+                    child: 0,
+                };
+            }
+            let index = route.index(view);
+            if let Some(fences) = fences.as_deref_mut() {
+                fences.record(view, index);
+            }
+            Step {
+                kind,
+                level,
+                child: node::child_at(view, index),
+            }
+        });
+        match PageKind::from_byte(step.kind) {
+            // The caller validates after reading the node.
+            Some(PageKind::Leaf) => return Ok(current),
+            Some(PageKind::Inner) if step.level <= stop_level => return Ok(current),
+            Some(PageKind::Inner) => current.validate()?,
+            _ => {
+                current.validate()?;
+                return Err(not_a_node(tree.shared, current.page_id().0).into());
+            }
+        }
+        let child = pool.optimistic(PageId(step.child))?;
+        current.validate()?;
+        current = child;
+    }
+    Err(too_deep(tree).into())
+}
+
+pub(crate) fn not_a_node(shared: &Shared, page: u64) -> EngineError {
+    shared.corrupted(page, "a tree points at a page that is not a tree node")
+}
+
+fn too_deep(tree: TreeCtx<'_>) -> EngineError {
+    tree.shared
+        .corrupted(tree.root, format!("tree deeper than {MAX_HEIGHT} levels"))
+}
+
+fn check_node(shared: &Shared, page: u64, bytes: &[u8]) -> Result<bool, EngineError> {
+    match crate::page::kind_of(bytes) {
+        Some(PageKind::Leaf) => Ok(true),
+        Some(PageKind::Inner) => Ok(false),
+        _ => Err(not_a_node(shared, page)),
+    }
+}
+
+/// Shared-latch coupling down to the leaf on `route` (the fallback of readers).
+pub(crate) fn descend_shared<'p>(
+    tree: TreeCtx<'p>,
+    route: Route<'_>,
+    mut fences: Option<&mut Fences>,
+) -> Result<SharedGuard<'p>, EngineError> {
+    let pool = &tree.shared.pool;
+    if let Some(fences) = fences.as_deref_mut() {
+        *fences = Fences::default();
+    }
+    let mut current = pool.shared(PageId(tree.root))?;
+    for _ in 0..MAX_HEIGHT {
+        if check_node(tree.shared, current.page_id().0, &current)? {
+            return Ok(current);
+        }
+        let index = route.index(&current[..]);
+        if let Some(fences) = fences.as_deref_mut() {
+            fences.record(&current[..], index);
+        }
+        let child = node::child_at(&current[..], index);
+        current = pool.shared(PageId(child))?;
+    }
+    Err(too_deep(tree))
+}
+
+/// Exclusive-latch coupling down to the leaf holding `key` (the fallback of writers).
+pub(crate) fn descend_exclusive<'p>(
+    tree: TreeCtx<'p>,
+    key: &[u8],
+) -> Result<ExclusiveGuard<'p>, EngineError> {
+    let pool = &tree.shared.pool;
+    let mut current = pool.exclusive(PageId(tree.root))?;
+    for _ in 0..MAX_HEIGHT {
+        if check_node(tree.shared, current.page_id().0, &current)? {
+            return Ok(current);
+        }
+        let child = node::child_at(&current[..], node::child_index(&current[..], key));
+        current = pool.exclusive(PageId(child))?;
+    }
+    Err(too_deep(tree))
+}
+
+/// Finds `target` on the path of `key`: returns (parent, target) with versions taken, or
+/// `None` if the path no longer leads through `target` (someone else split or merged it).
+/// For the root, parent is `None`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn find_with_parent<'p>(
+    tree: TreeCtx<'p>,
+    target: u64,
+    key: &[u8],
+) -> Result<Option<(Option<OptimisticGuard<'p>>, OptimisticGuard<'p>)>, Abort> {
+    let pool = &tree.shared.pool;
+    let mut parent: Option<OptimisticGuard<'p>> = None;
+    let mut current = pool.optimistic(PageId(tree.root))?;
+    for _ in 0..MAX_HEIGHT {
+        if current.page_id().0 == target {
+            return Ok(Some((parent, current)));
+        }
+        let step = current.peek(|view| {
+            let kind = view.u8_at(KIND_OFFSET);
+            let child = if kind == PageKind::Inner as u8 {
+                node::child_at(view, node::child_index(view, key))
+            } else {
+                0
+            };
+            Step {
+                kind,
+                level: 0,
+                child,
+            }
+        });
+        current.validate()?;
+        match PageKind::from_byte(step.kind) {
+            Some(PageKind::Leaf) => return Ok(None),
+            Some(PageKind::Inner) => {}
+            _ => return Err(not_a_node(tree.shared, current.page_id().0).into()),
+        }
+        let child = pool.optimistic(PageId(step.child))?;
+        current.validate()?;
+        parent = Some(std::mem::replace(&mut current, child));
+    }
+    Err(too_deep(tree).into())
+}

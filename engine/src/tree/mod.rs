@@ -1,0 +1,189 @@
+//! The B+-tree: a named tree's handle and its public operations.
+//!
+//! Layers inside: [`descend`] finds nodes (optimistic lock coupling, latched fallbacks),
+//! [`read`] does point lookups, [`write`] inserts, deletes, splits and merges, [`scan`]
+//! iterates ranges, [`bulk`] builds a tree from sorted records. The root page of a tree
+//! never moves (a root split moves its contents down), so the catalog entry of a tree
+//! never changes after creation.
+
+pub(crate) mod bulk;
+pub(crate) mod descend;
+pub(crate) mod read;
+pub(crate) mod scan;
+pub(crate) mod write;
+
+use std::ops::RangeBounds;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::EngineError;
+use crate::shared::Shared;
+pub use scan::RangeIter;
+
+use descend::TreeCtx;
+
+/// Scan order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Reverse,
+}
+
+/// One open tree, shared by all its handles.
+#[derive(Debug)]
+pub(crate) struct TreeState {
+    pub name: String,
+    pub root: u64,
+    /// Records in the tree.
+    pub len: AtomicU64,
+    /// `len` as last written to the catalog.
+    pub persisted_len: AtomicU64,
+}
+
+/// A named B+-tree: a cheap handle (`Clone + Send + Sync`).
+#[derive(Clone)]
+pub struct Tree {
+    shared: Arc<Shared>,
+    state: Arc<TreeState>,
+}
+
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tree")
+            .field("name", &self.state.name)
+            .field("root", &self.state.root)
+            .finish()
+    }
+}
+
+pub(crate) fn check_key(key: &[u8]) -> Result<(), EngineError> {
+    if key.len() > crate::MAX_KEY_SIZE {
+        return Err(EngineError::KeyTooLarge {
+            len: key.len(),
+            max: crate::MAX_KEY_SIZE,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_value(value: &[u8]) -> Result<(), EngineError> {
+    if value.len() > crate::MAX_VALUE_SIZE {
+        return Err(EngineError::ValueTooLarge {
+            len: value.len(),
+            max: crate::MAX_VALUE_SIZE,
+        });
+    }
+    Ok(())
+}
+
+impl Tree {
+    pub(crate) fn new(shared: Arc<Shared>, state: Arc<TreeState>) -> Tree {
+        Tree { shared, state }
+    }
+
+    fn ctx(&self) -> TreeCtx<'_> {
+        TreeCtx {
+            shared: &self.shared,
+            root: self.state.root,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        let mut value = Vec::new();
+        Ok(self.get_into(key, &mut value)?.then_some(value))
+    }
+
+    /// Copies the value of `key` into `out` (cleared first); `Ok(true)` if found. Does not
+    /// allocate once `out` has the capacity.
+    pub fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, EngineError> {
+        check_key(key)?;
+        read::get_into(self.ctx(), key, out)
+    }
+
+    /// Looks up many keys: first finds every key's leaf and faults all evicted ones in with
+    /// one I/O submission (overlapped misses), then reads the values.
+    pub fn multi_get(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, EngineError> {
+        keys.iter().try_for_each(|key| check_key(key))?;
+        read::multi_get(self.ctx(), keys)
+    }
+
+    /// Inserts or replaces.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
+        check_key(key)?;
+        check_value(value)?;
+        let _writer = self
+            .shared
+            .writers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if write::put(self.ctx(), key, value)? {
+            self.state.len.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Removes `key`; `Ok(true)` if it was present.
+    pub fn delete(&self, key: &[u8]) -> Result<bool, EngineError> {
+        check_key(key)?;
+        let _writer = self
+            .shared
+            .writers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let removed = write::delete(self.ctx(), key)?;
+        if removed {
+            self.state.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(removed)
+    }
+
+    /// The records with keys in `range`, in key order or reversed. Each step reads one
+    /// leaf; writers running meanwhile are seen or not per leaf (no snapshot).
+    pub fn range<R: RangeBounds<[u8]>>(&self, range: R, direction: Direction) -> RangeIter<'_> {
+        RangeIter::new(
+            self.ctx(),
+            range.start_bound(),
+            range.end_bound(),
+            direction,
+        )
+    }
+
+    /// Every record, in key order.
+    pub fn iter(&self) -> RangeIter<'_> {
+        self.range::<std::ops::RangeFull>(.., Direction::Forward)
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> Result<u64, EngineError> {
+        Ok(self.state.len.load(Ordering::Relaxed))
+    }
+
+    pub fn is_empty(&self) -> Result<bool, EngineError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Fast path for loading an empty tree: builds packed leaves and inner nodes bottom up
+    /// from records in strictly ascending key order, then installs them at the root in
+    /// one step. Fails with `UnsortedLoad` (nothing installed) on out-of-order keys, and with
+    /// `LoadIntoNonEmpty` if the tree holds records. Returns the number loaded.
+    pub fn load_sorted<I, K, V>(&self, records: I) -> Result<u64, EngineError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let _writer = self
+            .shared
+            .writers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let loaded = bulk::load_sorted(self.ctx(), records, self.len()?)?;
+        self.state.len.fetch_add(loaded, Ordering::Relaxed);
+        Ok(loaded)
+    }
+}

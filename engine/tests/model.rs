@@ -1,0 +1,228 @@
+//! Model-based test: random operations on a tree and on a `BTreeMap`, compared after each
+//! step, with a frame budget small enough that pages are evicted and faulted back; the
+//! file is closed and reopened along the way and must hold exactly the model's data.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bufpool_engine::{Direction, Engine, EngineError, Tree};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn random_key(rng: &mut SmallRng) -> Vec<u8> {
+    match rng.random_range(0..100) {
+        // Mostly a small key space, so puts replace and deletes hit.
+        0..85 => format!("k{:05}", rng.random_range(0..3000u32)).into_bytes(),
+        85..95 => (0..rng.random_range(0..12))
+            .map(|_| rng.random_range(0..4u8))
+            .collect(),
+        _ => {
+            let mut key = vec![b'L'; rng.random_range(100..=bufpool_engine::MAX_KEY_SIZE)];
+            key.push(rng.random_range(0..8u8));
+            key
+        }
+    }
+}
+
+fn random_value(rng: &mut SmallRng) -> Vec<u8> {
+    let len = match rng.random_range(0..100) {
+        0..80 => rng.random_range(0..150),
+        80..96 => rng.random_range(150..1400),
+        // Overflow pages, up to several of them.
+        _ => rng.random_range(1400..20_000),
+    };
+    let seed: u8 = rng.random();
+    (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
+}
+
+fn random_bound(rng: &mut SmallRng) -> Bound<Vec<u8>> {
+    match rng.random_range(0..3) {
+        0 => Bound::Unbounded,
+        1 => Bound::Included(random_key(rng)),
+        _ => Bound::Excluded(random_key(rng)),
+    }
+}
+
+fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    bound.as_ref().map(|key| key.as_slice())
+}
+
+fn check_range(tree: &Tree, model: &Model, rng: &mut SmallRng) {
+    let (start, end) = (random_bound(rng), random_bound(rng));
+    let inverted = match (&start, &end) {
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => s > e,
+        _ => false,
+    };
+    let equal_excluded =
+        matches!((&start, &end), (Bound::Excluded(s), Bound::Excluded(e)) if s == e);
+    let direction = if rng.random() {
+        Direction::Forward
+    } else {
+        Direction::Reverse
+    };
+    let limit = rng.random_range(1..400);
+    let got: Vec<_> = tree
+        .range((as_slice(&start), as_slice(&end)), direction)
+        .take(limit)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    if inverted || equal_excluded {
+        // BTreeMap panics on such ranges; the tree yields nothing.
+        assert!(got.is_empty());
+        return;
+    }
+    let range = model.range::<Vec<u8>, _>((start, end));
+    let expected: Vec<_> = match direction {
+        Direction::Forward => range
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        Direction::Reverse => range
+            .rev()
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    assert_eq!(got.len(), expected.len(), "range length");
+    assert!(got == expected, "range contents differ");
+}
+
+fn check_all(tree: &Tree, model: &Model) {
+    let got: Vec<_> = tree.iter().collect::<Result<_, _>>().unwrap();
+    assert_eq!(got.len(), model.len());
+    assert!(
+        got.iter()
+            .zip(model)
+            .all(|(a, (k, v))| &a.0 == k && &a.1 == v),
+        "contents differ"
+    );
+    assert_eq!(tree.len().unwrap(), model.len() as u64);
+}
+
+fn run(seed: u64, operations: usize, frames: u64) {
+    let path = common::test_path(&format!("model-{seed}"));
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut model = Model::new();
+    let mut engine = Engine::create(&path, common::options_with_frames(frames)).unwrap();
+    let mut tree = engine.tree("model").unwrap();
+    let mut buffer = Vec::new();
+    for step in 0..operations {
+        match rng.random_range(0..100) {
+            0..45 => {
+                let (key, value) = (random_key(&mut rng), random_value(&mut rng));
+                tree.put(&key, &value).unwrap();
+                model.insert(key, value);
+            }
+            45..65 => {
+                let key = random_key(&mut rng);
+                assert_eq!(tree.delete(&key).unwrap(), model.remove(&key).is_some());
+            }
+            65..90 => {
+                let key = random_key(&mut rng);
+                let found = tree.get_into(&key, &mut buffer).unwrap();
+                assert_eq!(
+                    found.then_some(&buffer),
+                    model.get(&key),
+                    "get at step {step}"
+                );
+            }
+            90..97 => check_range(&tree, &model, &mut rng),
+            97..99 => {
+                let keys: Vec<Vec<u8>> = (0..rng.random_range(1..20))
+                    .map(|_| random_key(&mut rng))
+                    .collect();
+                let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+                let got = tree.multi_get(&refs).unwrap();
+                for (key, value) in keys.iter().zip(got) {
+                    assert_eq!(value.as_ref(), model.get(key));
+                }
+            }
+            _ => {
+                // Close and reopen: exactly the same data.
+                engine.close().unwrap();
+                engine = Engine::open(&path, common::options_with_frames(frames)).unwrap();
+                tree = engine.tree("model").unwrap();
+                check_all(&tree, &model);
+            }
+        }
+    }
+    check_all(&tree, &model);
+    let stats = engine.pool_stats();
+    assert!(
+        stats.evictions > 0 && stats.misses > 0,
+        "the budget must force eviction: {stats:?}"
+    );
+    engine.close().unwrap();
+    let engine = Engine::open(&path, common::options_with_frames(frames)).unwrap();
+    check_all(&engine.tree("model").unwrap(), &model);
+    // Deleting everything merges the tree back down; freed pages are reused afterwards.
+    let tree = engine.tree("model").unwrap();
+    for key in model.keys() {
+        assert!(tree.delete(key).unwrap());
+    }
+    assert_eq!(tree.iter().count(), 0);
+    let (pages_before, _) = engine.page_counts();
+    for (key, value) in &model {
+        tree.put(key, value).unwrap();
+    }
+    check_all(&tree, &model);
+    let (pages_after, _) = engine.page_counts();
+    assert!(
+        pages_after <= pages_before + pages_before / 4,
+        "freed pages not reused: {pages_before} -> {pages_after}"
+    );
+    engine.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn random_operations_match_a_btreemap() {
+    for seed in 0..6 {
+        run(seed, 3000, 64);
+    }
+}
+
+#[test]
+#[ignore = "long: many seeds, more operations"]
+fn random_operations_match_a_btreemap_long() {
+    for seed in 100..160 {
+        run(seed, 30_000, 64);
+    }
+}
+
+#[test]
+fn oversized_keys_and_values_are_refused() {
+    let path = common::test_path("limits");
+    let engine = Engine::create(&path, common::options_with_frames(256)).unwrap();
+    let tree = engine.tree("t").unwrap();
+    let big_key = vec![1u8; bufpool_engine::MAX_KEY_SIZE + 1];
+    let big_value = vec![2u8; bufpool_engine::MAX_VALUE_SIZE + 1];
+    assert!(
+        matches!(tree.put(&big_key, b"v"), Err(EngineError::KeyTooLarge { len, .. }) if len == big_key.len())
+    );
+    assert!(matches!(
+        tree.put(b"k", &big_value),
+        Err(EngineError::ValueTooLarge { .. })
+    ));
+    assert!(matches!(
+        tree.get(&big_key),
+        Err(EngineError::KeyTooLarge { .. })
+    ));
+    // The largest key with a 16 KiB value, and the largest value, work.
+    let max_key = vec![3u8; bufpool_engine::MAX_KEY_SIZE];
+    let value_16k = vec![4u8; 16 * 1024];
+    tree.put(&max_key, &value_16k).unwrap();
+    let max_value: Vec<u8> = (0..bufpool_engine::MAX_VALUE_SIZE)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    tree.put(b"max", &max_value).unwrap();
+    assert_eq!(tree.get(&max_key).unwrap(), Some(value_16k));
+    assert_eq!(tree.get(b"max").unwrap(), Some(max_value));
+    assert_eq!(tree.len().unwrap(), 2);
+    engine.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
