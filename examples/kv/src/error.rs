@@ -5,7 +5,6 @@ use std::path::PathBuf;
 /// Everything that can go wrong in `kv`.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
-    #[cfg(feature = "engine")]
     #[error(transparent)]
     Engine(#[from] bufpool_engine::EngineError),
     #[cfg(feature = "peers")]
@@ -14,6 +13,7 @@ pub enum KvError {
     #[cfg(feature = "peers")]
     #[error("redb: {0}")]
     Redb(#[from] redb::Error),
+    #[cfg(not(feature = "peers"))]
     #[error("engine `{engine}` is not built into this kv: rebuild with `--features peers`")]
     EngineNotBuilt { engine: &'static str },
     #[error("{path}: no such database (pass --create to make one)")]

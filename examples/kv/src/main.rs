@@ -9,8 +9,6 @@
 //!
 //! Every failure is one line on stderr (`kv: error: ...`) and exit status 1.
 #![forbid(unsafe_code)]
-// Until bufpool-engine lands, the shell commands and their errors are compiled out.
-#![cfg_attr(not(feature = "engine"), allow(dead_code))]
 
 mod bench;
 mod dataset;
@@ -76,22 +74,9 @@ fn run(command: Command) -> Result<(), KvError> {
     match command {
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
-        shell_command => run_shell(shell_command),
-    }
-}
-
-#[cfg(feature = "engine")]
-fn run_shell(command: Command) -> Result<(), KvError> {
-    match command {
         Command::Get(args) => shell::get(&args),
         Command::Put(args) => shell::put(&args),
         Command::Delete(args) => shell::delete(&args),
         Command::Scan(args) => shell::scan(&args),
-        Command::Demo(_) | Command::Bench(_) => unreachable!("dispatched by run"),
     }
-}
-
-#[cfg(not(feature = "engine"))]
-fn run_shell(_command: Command) -> Result<(), KvError> {
-    Err(KvError::EngineNotBuilt { engine: "bufpool" })
 }

@@ -98,11 +98,9 @@ pub fn show_bytes(bytes: &[u8], hex: bool) -> String {
     }
 }
 
-#[cfg(feature = "engine")]
 pub use commands::{delete, get, put, scan};
 
 /// The commands themselves, on the engine.
-#[cfg(feature = "engine")]
 mod commands {
     use std::io::{Read, Write};
     use std::ops::Bound;

@@ -305,7 +305,11 @@ fn bench_runs_every_workload_on_the_btreemap_ceiling() {
         let json = bench_json(&dir, &["--engine", "btreemap", "--workload", workload]);
         assert_eq!(json["workload"], workload);
         let looks_up = workload == "read" || workload == "mixed";
-        assert_eq!(json["lookups_per_s"].as_f64().unwrap() > 0.0, looks_up, "{json}");
+        assert_eq!(
+            json["lookups_per_s"].as_f64().unwrap() > 0.0,
+            looks_up,
+            "{json}"
+        );
     }
 }
 

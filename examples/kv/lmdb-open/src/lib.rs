@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use heed::{Env, EnvFlags, EnvOpenOptions, WithoutTls};
+use heed::{Env, EnvFlags, EnvOpenOptions, WithTls};
 
 /// The settings the `kv` bench opens LMDB with, as its expert users would for a
 /// random-lookup benchmark (see `store/lmdb.rs` in `kv` for the why of each).
@@ -25,9 +25,10 @@ pub struct LmdbSettings {
 }
 
 /// Opens (creating if needed) the LMDB environment in the single file `path`
-/// (`MDB_NOSUBDIR`), with read transactions not tied to threads (`MDB_NOTLS`).
-pub fn open_env(path: &Path, settings: LmdbSettings) -> heed::Result<Env<WithoutTls>> {
-    let mut options = EnvOpenOptions::new().read_txn_without_tls();
+/// (`MDB_NOSUBDIR`). Read transactions use thread-local reader slots (no `MDB_NOTLS`): each
+/// thread keeps its slot between transactions, so beginning one takes no lock.
+pub fn open_env(path: &Path, settings: LmdbSettings) -> heed::Result<Env<WithTls>> {
+    let mut options = EnvOpenOptions::new();
     options
         .map_size(settings.map_size_bytes)
         .max_readers(settings.max_readers)

@@ -1,7 +1,7 @@
 //! bufpool-engine: the B+-tree on the buffer pool, the engine this example exists for.
 //! The data set lives in the tree `data`, its description in the tree `meta`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bufpool_engine::{Direction, Engine, EngineOptions, Tree};
 use indicatif::ProgressBar;

@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use heed::types::Bytes;
-use heed::{CommitOrAbort, Database, Env, PutFlags, WithoutTls};
+use heed::{CommitOrAbort, Database, Env, PutFlags, WithTls};
 use indicatif::ProgressBar;
 use kv_lmdb_open::{LmdbSettings, open_env};
 
@@ -28,7 +28,7 @@ const MAP_SIZE_BYTES: usize = 1 << 40;
 const SPARE_READERS: u32 = 126;
 
 pub struct LmdbStore {
-    env: Env<WithoutTls>,
+    env: Env<WithTls>,
     data: Database<'static, Bytes, Bytes>,
     meta: Database<'static, Bytes, Bytes>,
 }

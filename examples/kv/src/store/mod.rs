@@ -2,7 +2,6 @@
 //! workload code on the same data set.
 
 pub mod btreemap;
-#[cfg(feature = "engine")]
 pub mod bufpool;
 #[cfg(feature = "peers")]
 pub mod lmdb;
@@ -16,7 +15,8 @@ use indicatif::ProgressBar;
 use crate::dataset::Dataset;
 use crate::error::KvError;
 
-/// Records per write transaction (or progress-bar step) while loading.
+/// Records per write transaction while the peers load.
+#[cfg(feature = "peers")]
 pub const LOAD_BATCH_RECORDS: u64 = 100_000;
 
 /// Which engine a bench runs on.
@@ -122,29 +122,20 @@ pub struct OpenOptions {
     /// The memory budget: bufpool's frame budget, redb's cache size.
     pub memory_bytes: u64,
     /// Bench threads (LMDB needs a reader slot each).
+    #[cfg_attr(not(feature = "peers"), allow(dead_code))]
     pub threads: usize,
 }
 
 /// Opens (creating if missing) the store `options` describe.
 pub fn open(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
     match options.engine {
-        EngineKind::Bufpool => open_bufpool(options),
+        EngineKind::Bufpool => Ok(Box::new(bufpool::BufpoolStore::open_or_create(
+            &options.path,
+            options.memory_bytes,
+        )?)),
         EngineKind::Btreemap => Ok(Box::new(btreemap::BTreeMapStore::new())),
         EngineKind::Lmdb | EngineKind::Redb => open_peer(options),
     }
-}
-
-#[cfg(feature = "engine")]
-fn open_bufpool(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
-    Ok(Box::new(bufpool::BufpoolStore::open_or_create(
-        &options.path,
-        options.memory_bytes,
-    )?))
-}
-
-#[cfg(not(feature = "engine"))]
-fn open_bufpool(_options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
-    Err(KvError::EngineNotBuilt { engine: "bufpool" })
 }
 
 #[cfg(feature = "peers")]
