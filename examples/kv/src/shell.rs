@@ -245,7 +245,7 @@ mod commands {
             let limit = args.limit.unwrap_or(u64::MAX);
             let mut out = std::io::stdout().lock();
             for entry in tree
-                .range(bounds, direction)
+                .range::<[u8], _>(bounds, direction)
                 .take(usize::try_from(limit).unwrap_or(usize::MAX))
             {
                 let (key, value) = entry?;
