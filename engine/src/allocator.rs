@@ -88,11 +88,11 @@ impl Allocator {
         Ok(pool.allocate()?)
     }
 
-    /// Frees a page: marks it free now, makes its id reusable once every reader pinned
-    /// now is gone.
-    pub fn retire(&self, mut page: ExclusiveGuard<'_>, epoch: &crossbeam_epoch::Guard) {
-        page.fill(0);
-        page::init_header(&mut page, PageKind::Free);
+    /// Frees a page: its id becomes reusable once every reader pinned now is gone. The
+    /// bytes stay as they are until then: a pinned reader following an overflow chain must
+    /// still find it intact (node readers are turned away by the version bump of this
+    /// latch's release, and re-validate the parent).
+    pub fn retire(&self, page: ExclusiveGuard<'_>, epoch: &crossbeam_epoch::Guard) {
         let id = page.page_id().0;
         drop(page);
         self.lock().pending.insert(id);

@@ -36,8 +36,6 @@ pub enum PageKind {
     Inner = 3,
     Overflow = 4,
     FreeList = 5,
-    /// A page on the free list.
-    Free = 6,
 }
 
 impl PageKind {
@@ -49,7 +47,6 @@ impl PageKind {
             3 => PageKind::Inner,
             4 => PageKind::Overflow,
             5 => PageKind::FreeList,
-            6 => PageKind::Free,
             _ => return None,
         })
     }

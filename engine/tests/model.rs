@@ -66,7 +66,7 @@ fn check_range(tree: &Tree, model: &Model, rng: &mut SmallRng) {
     };
     let limit = rng.random_range(1..400);
     let got: Vec<_> = tree
-        .range((as_slice(&start), as_slice(&end)), direction)
+        .range::<[u8], _>((as_slice(&start), as_slice(&end)), direction)
         .take(limit)
         .collect::<Result<_, _>>()
         .unwrap();

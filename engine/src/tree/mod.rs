@@ -142,20 +142,28 @@ impl Tree {
         Ok(removed)
     }
 
-    /// The records with keys in `range`, in key order or reversed. Each step reads one
+    /// The records with keys in `range`, in key order or reversed. Bounds may be byte
+    /// slices, vectors or arrays (`a..b`, `a..=b`, `..b`, `(Bound, Bound)`; for the whole
+    /// tree use [`Tree::iter`] or `range::<[u8], _>(.., direction)`). Each step reads one
     /// leaf; writers running meanwhile are seen or not per leaf (no snapshot).
-    pub fn range<R: RangeBounds<[u8]>>(&self, range: R, direction: Direction) -> RangeIter<'_> {
-        RangeIter::new(
-            self.ctx(),
-            range.start_bound(),
-            range.end_bound(),
-            direction,
-        )
+    pub fn range<K, R>(&self, range: R, direction: Direction) -> RangeIter<'_>
+    where
+        K: AsRef<[u8]> + ?Sized,
+        R: RangeBounds<K>,
+    {
+        let start = range.start_bound().map(|key| key.as_ref());
+        let end = range.end_bound().map(|key| key.as_ref());
+        RangeIter::new(self.ctx(), start, end, direction)
     }
 
     /// Every record, in key order.
     pub fn iter(&self) -> RangeIter<'_> {
-        self.range::<std::ops::RangeFull>(.., Direction::Forward)
+        RangeIter::new(
+            self.ctx(),
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+            Direction::Forward,
+        )
     }
 
     /// Number of records.
