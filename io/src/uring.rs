@@ -61,7 +61,13 @@ pub(crate) fn probe(entries: u32) -> Result<RingFlags, UringSetupError> {
         RingFlags::default(),
     ];
     let mut last_error = None;
-    for flags in candidates {
+    // Tuning knob (benchmarks): BUFPOOL_IO_RING_SETUP=defer|coop|plain starts the search there.
+    let first = match std::env::var("BUFPOOL_IO_RING_SETUP").as_deref() {
+        Ok("coop") => 1,
+        Ok("plain") => 2,
+        _ => 0,
+    };
+    for flags in candidates.into_iter().skip(first) {
         match build(entries.min(8), flags) {
             Ok(_ring) => return Ok(flags),
             Err(error) if error.raw_os_error() == Some(libc::EINVAL) => last_error = Some(error),
