@@ -32,9 +32,12 @@ impl MemfdPage {
         // SAFETY: `raw` is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: plain syscall on our descriptor.
+        let truncated = unsafe { libc::ftruncate(fd.as_raw_fd(), PAGE as libc::off_t) };
         assert_eq!(
-            unsafe { libc::ftruncate(fd.as_raw_fd(), PAGE as libc::off_t) },
-            0
+            truncated,
+            0,
+            "ftruncate: {}",
+            std::io::Error::last_os_error()
         );
         // SAFETY: mapping one page of our memfd; the result is checked.
         let ptr = unsafe {
