@@ -57,6 +57,23 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A panic is a bug in kv or an engine, but it still reports as one line, like every error.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|at| format!(" at {at}"))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        eprintln!(
+            "kv: error: internal error{location}: {}",
+            message.replace('\n', " ")
+        );
+    }));
     let cli = Cli::parse();
     match run(cli
         .command
