@@ -169,6 +169,21 @@ fn missing_database_is_a_one_line_error() {
 }
 
 #[test]
+fn a_file_that_is_not_a_database_is_a_one_line_error_and_left_alone() {
+    let dir = test_dir("not-ours");
+    let text = "shopping list: apples, pears\n".repeat(500);
+    fs::write(dir.join("notes.txt"), &text).unwrap();
+    for command in [
+        vec!["get", "--db", "notes.txt", "apples"],
+        vec!["put", "--db", "notes.txt", "apples", "3"],
+        vec!["put", "--db", "notes.txt", "--create", "apples", "3"],
+    ] {
+        one_line_error(kv(&dir, &command));
+    }
+    assert_eq!(fs::read_to_string(dir.join("notes.txt")).unwrap(), text);
+}
+
+#[test]
 fn oversized_key_or_value_is_a_one_line_error_and_the_database_stays_intact() {
     let dir = test_dir("oversized");
     put(&dir, "limits.db", "kept", "value");
