@@ -19,7 +19,7 @@ use crate::guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 use crate::region::{DirtyBits, Region, StateTable, reopen_read_only};
 use crate::replacer::ResidentSet;
 use crate::state::{
-    EVICTED, LOCKED, LOCKED_EVICTED, MARKED, PageState, UNLOCKED, state_of, with_state,
+    EVICTED, LOCKED, LOCKED_EVICTED, MARKED, PageState, SHARED_MAX, UNLOCKED, state_of, with_state,
 };
 use crate::stats::{Counter, Counters, Stats};
 use crate::view::PageView;
@@ -109,6 +109,7 @@ impl Pool {
         })
     }
 
+    #[inline]
     pub fn page_count(&self) -> u64 {
         self.page_count.load(Ordering::Acquire)
     }
@@ -122,10 +123,12 @@ impl Pool {
         &self.io
     }
 
+    #[inline]
     pub(crate) fn state(&self, page: PageId) -> &PageState {
         self.states.get(page)
     }
 
+    #[inline]
     pub(crate) fn page_ptr(&self, page: PageId) -> *mut u8 {
         self.region.page_ptr(page)
     }
@@ -138,6 +141,7 @@ impl Pool {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn mark_dirty(&self, page: PageId) {
         if self.dirty.set(page) {
             self.counters.add(Counter::DirtyPagesAdded, 1);
@@ -184,7 +188,22 @@ impl Pool {
     }
 
     /// Exclusive latch; faults the page in if it is evicted.
+    #[inline]
     pub fn exclusive(&self, page: PageId) -> Result<ExclusiveGuard<'_>, PoolError> {
+        if page.0 < self.page_count() {
+            let state = self.state(page);
+            let seen = state.load();
+            if state_of(seen) == UNLOCKED && state.try_lock_exclusive(seen) {
+                self.counters.add(Counter::Hits, 1);
+                // SAFETY: the CAS took the exclusive latch.
+                return Ok(unsafe { ExclusiveGuard::new(self, page) });
+            }
+        }
+        self.exclusive_slow(page)
+    }
+
+    #[inline(never)]
+    fn exclusive_slow(&self, page: PageId) -> Result<ExclusiveGuard<'_>, PoolError> {
         self.check_range(page)?;
         let state = self.state(page);
         for round in 0..LATCH_WAIT_ROUNDS_MAX {
@@ -208,7 +227,22 @@ impl Pool {
     }
 
     /// Shared latch; faults the page in if it is evicted.
+    #[inline]
     pub fn shared(&self, page: PageId) -> Result<SharedGuard<'_>, PoolError> {
+        if page.0 < self.page_count() {
+            let state = self.state(page);
+            let seen = state.load();
+            if state_of(seen) == UNLOCKED && state.try_lock_shared(seen) {
+                self.counters.add(Counter::Hits, 1);
+                // SAFETY: the CAS took a shared latch.
+                return Ok(unsafe { SharedGuard::new(self, page) });
+            }
+        }
+        self.shared_slow(page)
+    }
+
+    #[inline(never)]
+    fn shared_slow(&self, page: PageId) -> Result<SharedGuard<'_>, PoolError> {
         self.check_range(page)?;
         let state = self.state(page);
         for round in 0..LATCH_WAIT_ROUNDS_MAX {
@@ -275,7 +309,33 @@ impl Pool {
     /// Validated optimistic read: runs `f` on a `PageView`, validates the version, restarts on
     /// conflict (at most `OPTIMISTIC_RESTARTS_MAX` times, then under a shared latch). The
     /// result is only returned when validated.
+    #[inline]
     pub fn read<R>(
+        &self,
+        page: PageId,
+        mut f: impl FnMut(&PageView<'_>) -> R,
+    ) -> Result<R, PoolError> {
+        // Fast path: a resident, unmarked page, one attempt, no call out of line.
+        if page.0 < self.page_count() {
+            let state = self.state(page);
+            let seen = state.load();
+            let current = state_of(seen);
+            if current == UNLOCKED || (1..=SHARED_MAX).contains(&current) {
+                // SAFETY: the address is page aligned and mapped for the pool's life.
+                let view = unsafe { PageView::new(self.page_ptr(page)) };
+                let result = f(&view);
+                if state.validate(seen) && !view.out_of_range() {
+                    self.counters.add(Counter::Hits, 1);
+                    return Ok(result);
+                }
+            }
+        }
+        self.read_slow(page, f)
+    }
+
+    /// `read` after the fast path failed: restarts, fault-in, marks, then the shared latch.
+    #[inline(never)]
+    fn read_slow<R>(
         &self,
         page: PageId,
         mut f: impl FnMut(&PageView<'_>) -> R,

@@ -62,6 +62,7 @@ impl Region {
     }
 
     /// The fixed address of page `page`.
+    #[inline]
     pub(crate) fn page_ptr(&self, page: PageId) -> *mut u8 {
         assert!(
             page.0 < self.page_count_max,
@@ -141,6 +142,7 @@ impl StateTable {
         })
     }
 
+    #[inline]
     pub(crate) fn get(&self, page: PageId) -> &PageState {
         assert!(
             page.0 < self.page_count_max,
@@ -180,6 +182,7 @@ impl DirtyBits {
         })
     }
 
+    #[inline]
     fn word(&self, page: PageId) -> (&AtomicU64, u64) {
         assert!(
             page.0 < self.page_count_max,
@@ -199,6 +202,7 @@ impl DirtyBits {
     }
 
     /// Sets the bit; true if it was clear.
+    #[inline]
     pub(crate) fn set(&self, page: PageId) -> bool {
         let (word, bit) = self.word(page);
         word.load(Ordering::Relaxed) & bit == 0 && word.fetch_or(bit, Ordering::Relaxed) & bit == 0

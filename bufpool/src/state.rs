@@ -43,26 +43,31 @@ const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 const VERSION_ONE: u64 = 1 << STATE_BITS;
 
 /// The state byte of a word.
+#[inline]
 pub const fn state_of(word: u64) -> u64 {
     word & STATE_MASK
 }
 
 /// The version of a word.
+#[inline]
 pub const fn version_of(word: u64) -> u64 {
     word >> STATE_BITS
 }
 
 /// `word`'s version with state `state`.
+#[inline]
 pub const fn with_state(word: u64, state: u64) -> u64 {
     (word & !STATE_MASK) | state
 }
 
 /// `word`'s version plus one, with state `state`.
+#[inline]
 pub const fn bumped(word: u64, state: u64) -> u64 {
     with_state(word.wrapping_add(VERSION_ONE), state)
 }
 
 /// True for the states an optimistic reader may read and validate against.
+#[inline]
 pub const fn is_readable(word: u64) -> bool {
     let state = state_of(word);
     state == UNLOCKED || state == MARKED || (state >= 1 && state <= SHARED_MAX)
@@ -94,11 +99,13 @@ impl PageState {
     }
 
     /// The current word (Acquire: the bytes a reader reads next are at least this new).
+    #[inline]
     pub fn load(&self) -> u64 {
         self.word.load(Ordering::Acquire)
     }
 
     /// Exclusive latch on an uptodate page: UNLOCKED/MARKED → LOCKED, same version.
+    #[inline]
     pub fn try_lock_exclusive(&self, seen: u64) -> bool {
         let state = state_of(seen);
         if state != UNLOCKED && state != MARKED {
@@ -114,6 +121,7 @@ impl PageState {
     }
 
     /// Shared latch: UNLOCKED/MARKED/shared(n < max) → shared(n + 1), same version.
+    #[inline]
     pub fn try_lock_shared(&self, seen: u64) -> bool {
         let state = state_of(seen);
         let next = match state {
@@ -125,6 +133,7 @@ impl PageState {
     }
 
     /// Releases one shared latch.
+    #[inline]
     pub fn unlock_shared(&self) {
         let mut seen = self.word.load(Ordering::Relaxed);
         loop {
@@ -148,6 +157,7 @@ impl PageState {
 
     /// Releases an exclusive latch on an uptodate page, bumping the version (the holder may
     /// have written).
+    #[inline]
     pub fn unlock_exclusive(&self) {
         let seen = self.word.load(Ordering::Relaxed);
         assert_eq!(
@@ -211,12 +221,14 @@ impl PageState {
     }
 
     /// An access clears the clock mark: MARKED → UNLOCKED, same version.
+    #[inline]
     pub fn clear_mark(&self, seen: u64) -> bool {
         state_of(seen) == MARKED && self.cas(seen, with_state(seen, UNLOCKED))
     }
 
     /// Validates an optimistic read that started at `seen`: the bytes read in between belong
     /// to `seen`'s version iff this returns true.
+    #[inline]
     pub fn validate(&self, seen: u64) -> bool {
         // Orders the reader's byte loads before the re-load of the word (seqlock pattern).
         fence(Ordering::Acquire);
@@ -224,6 +236,7 @@ impl PageState {
         version_of(now) == version_of(seen) && is_readable(now)
     }
 
+    #[inline]
     fn cas(&self, seen: u64, next: u64) -> bool {
         let won = self
             .word

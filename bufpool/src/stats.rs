@@ -1,7 +1,10 @@
-//! Sharded event counters: each thread adds to its own cache-line-padded shard (Relaxed), so
-//! counting costs no shared cache line on the hot path; `Pool::stats` sums the shards.
+//! Per-thread event counters: each live thread owns a cache-line-padded slot that only it
+//! writes (a plain Relaxed load + store, no locked instruction), so counting a hit costs about
+//! a nanosecond and no shared cache line; `Pool::stats` sums the slots.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crossbeam_utils::CachePadded;
 
@@ -45,35 +48,92 @@ pub(crate) enum Counter {
 }
 
 const COUNTER_COUNT: usize = 10;
-const SHARD_COUNT: usize = 16;
+/// Single-writer slots: each live thread owns one and bumps it with a plain load + store.
+const OWNED_SLOT_COUNT: usize = 128;
+/// Shared slots for threads beyond `OWNED_SLOT_COUNT` (bumped with fetch_add).
+const SHARED_SLOT_COUNT: usize = 8;
 
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+/// Slot ownership, process-wide (a thread uses the same slot index in every pool).
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+static FREE_SLOTS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// This thread's slot; returned to `FREE_SLOTS` when the thread exits.
+struct SlotLease(usize);
+
+impl SlotLease {
+    fn take() -> SlotLease {
+        let free = FREE_SLOTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        SlotLease(free.unwrap_or_else(|| NEXT_SLOT.fetch_add(1, Ordering::Relaxed)))
+    }
+}
+
+impl Drop for SlotLease {
+    fn drop(&mut self) {
+        if self.0 < OWNED_SLOT_COUNT {
+            FREE_SLOTS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(self.0);
+        }
+    }
+}
 
 thread_local! {
-    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARD_COUNT;
+    /// This thread's slot index (`usize::MAX` until first use): const-initialised and
+    /// without a destructor, so reading it is a single thread-pointer-relative load.
+    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Holds the lease so the slot is returned when the thread exits.
+    static LEASE: SlotLease = SlotLease::take();
+}
+
+/// This thread's slot, leased on first use.
+#[inline]
+fn slot() -> usize {
+    let slot = SLOT.get();
+    if slot != usize::MAX {
+        return slot;
+    }
+    // During thread teardown the lease may be gone: count in a shared slot then.
+    let leased = LEASE.try_with(|lease| lease.0).unwrap_or(OWNED_SLOT_COUNT);
+    SLOT.set(leased);
+    leased
 }
 
 pub(crate) struct Counters {
-    shards: Box<[CachePadded<[AtomicU64; COUNTER_COUNT]>]>,
+    slots: Box<[CachePadded<[AtomicU64; COUNTER_COUNT]>]>,
 }
 
 impl Counters {
     pub(crate) fn new() -> Counters {
-        let shards = (0..SHARD_COUNT)
+        let slots = (0..OWNED_SLOT_COUNT + SHARED_SLOT_COUNT)
             .map(|_| CachePadded::new(Default::default()))
             .collect();
-        Counters { shards }
+        Counters { slots }
     }
 
+    #[inline]
     pub(crate) fn add(&self, counter: Counter, amount: u64) {
-        let shard = SHARD.with(|shard| *shard);
-        self.shards[shard][counter as usize].fetch_add(amount, Ordering::Relaxed);
+        let slot = slot();
+        if slot < OWNED_SLOT_COUNT {
+            // Only this thread writes this slot: no read-modify-write needed.
+            let cell = &self.slots[slot][counter as usize];
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(amount),
+                Ordering::Relaxed,
+            );
+        } else {
+            let shared = OWNED_SLOT_COUNT + slot % SHARED_SLOT_COUNT;
+            self.slots[shared][counter as usize].fetch_add(amount, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn sum(&self, counter: Counter) -> u64 {
-        self.shards
+        self.slots
             .iter()
-            .map(|shard| shard[counter as usize].load(Ordering::Relaxed))
+            .map(|slot| slot[counter as usize].load(Ordering::Relaxed))
             .fold(0u64, u64::wrapping_add)
     }
 

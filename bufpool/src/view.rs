@@ -35,6 +35,7 @@ impl<'a> PageView<'a> {
     }
 
     /// True if some access fell outside the page (the result must be discarded).
+    #[inline]
     pub(crate) fn out_of_range(&self) -> bool {
         self.out_of_range.get()
     }
@@ -47,14 +48,23 @@ impl<'a> PageView<'a> {
         false
     }
 
+    /// Word `index` of the page, its bytes in address order.
+    #[inline]
     fn word(&self, index: usize) -> [u8; WORD] {
+        self.word_le(index).to_le_bytes()
+    }
+
+    /// Word `index` of the page read as little endian (byte at the lowest address lowest).
+    #[inline]
+    fn word_le(&self, index: usize) -> u64 {
         debug_assert!(index < PAGE_SIZE / WORD);
         // SAFETY: index < PAGE_SIZE / 8, so the word lies in the page, 8-aligned (new's contract);
         // the page stays mapped for 'a; AtomicU64 has u64's layout.
         let word = unsafe { &*self.base.add(index * WORD).cast::<AtomicU64>() };
-        word.load(Ordering::Relaxed).to_ne_bytes()
+        u64::from_le(word.load(Ordering::Relaxed))
     }
 
+    #[inline]
     fn in_range(&self, offset: usize, len: usize) -> bool {
         let fits = offset.checked_add(len).is_some_and(|end| end <= PAGE_SIZE);
         if !fits {
@@ -64,41 +74,71 @@ impl<'a> PageView<'a> {
     }
 
     /// Copies `out.len()` bytes starting at `offset` (nothing if the range leaves the page).
+    #[inline]
     pub fn copy_to(&self, offset: usize, out: &mut [u8]) {
         if !self.in_range(offset, out.len()) {
             return;
         }
-        let mut done = 0;
-        while done < out.len() {
-            let position = offset + done;
-            let within = position % WORD;
-            let take = (WORD - within).min(out.len() - done);
-            let word = self.word(position / WORD);
-            out[done..done + take].copy_from_slice(&word[within..within + take]);
-            done += take;
+        let end = offset + out.len();
+        // Head: up to the next word boundary.
+        let head = ((WORD - offset % WORD) % WORD).min(out.len());
+        if head > 0 {
+            let word = self.word(offset / WORD);
+            let within = offset % WORD;
+            out[..head].copy_from_slice(&word[within..within + head]);
+        }
+        // Body: whole words, one atomic load each.
+        let first_word = (offset + head) / WORD;
+        let mut body = out[head..].chunks_exact_mut(WORD);
+        for (index, chunk) in (first_word..).zip(&mut body) {
+            chunk.copy_from_slice(&self.word(index));
+        }
+        // Tail: a partial word.
+        let tail = body.into_remainder();
+        if !tail.is_empty() {
+            let index = end / WORD;
+            let length = tail.len();
+            tail.copy_from_slice(&self.word(index)[..length]);
         }
     }
 
-    fn load_le<const N: usize>(&self, offset: usize) -> [u8; N] {
-        let mut bytes = [0u8; N];
-        self.copy_to(offset, &mut bytes);
-        bytes
+    /// `width` (1..=8) bytes at `offset` as a little-endian integer, from at most two words.
+    #[inline]
+    fn load_le(&self, offset: usize, width: usize) -> u64 {
+        if !self.in_range(offset, width) {
+            return 0;
+        }
+        let index = offset / WORD;
+        let shift = (offset % WORD) * 8;
+        let mut value = self.word_le(index) >> shift;
+        if shift > 0 && shift / 8 + width > WORD {
+            value |= self.word_le(index + 1) << (64 - shift);
+        }
+        if width < WORD {
+            value & ((1u64 << (width * 8)) - 1)
+        } else {
+            value
+        }
     }
 
+    #[inline]
     pub fn u8_at(&self, offset: usize) -> u8 {
-        u8::from_le_bytes(self.load_le(offset))
+        self.load_le(offset, 1) as u8
     }
 
+    #[inline]
     pub fn u16_at(&self, offset: usize) -> u16 {
-        u16::from_le_bytes(self.load_le(offset))
+        self.load_le(offset, 2) as u16
     }
 
+    #[inline]
     pub fn u32_at(&self, offset: usize) -> u32 {
-        u32::from_le_bytes(self.load_le(offset))
+        self.load_le(offset, 4) as u32
     }
 
+    #[inline]
     pub fn u64_at(&self, offset: usize) -> u64 {
-        u64::from_le_bytes(self.load_le(offset))
+        self.load_le(offset, 8)
     }
 
     /// Compares page bytes `[offset, offset + len)` with `key`, as `<[u8]>::cmp` would.
@@ -142,7 +182,7 @@ mod tests {
         let page = sample();
         // SAFETY: the box is page aligned and outlives the view.
         let view = unsafe { PageView::new(page.0.as_ptr()) };
-        for offset in [0, 1, 5, 7, 8, 13, 4088] {
+        for offset in [0, 1, 3, 4, 5, 6, 7, 8, 13, 4086, 4087, 4088] {
             let plain = &page.0[offset..offset + 8];
             assert_eq!(
                 view.u64_at(offset),
@@ -158,9 +198,28 @@ mod tests {
             );
             assert_eq!(view.u8_at(offset), plain[0]);
         }
-        let mut out = [0u8; 100];
-        view.copy_to(3, &mut out);
-        assert_eq!(&out[..], &page.0[3..103]);
+        for (offset, length) in [
+            (3, 100),
+            (0, 4096),
+            (8, 8),
+            (9, 3),
+            (4093, 3),
+            (5, 0),
+            (16, 17),
+        ] {
+            let mut out = vec![0u8; length];
+            view.copy_to(offset, &mut out);
+            assert_eq!(
+                &out[..],
+                &page.0[offset..offset + length],
+                "copy of {length} at {offset}"
+            );
+        }
+        assert_eq!(
+            view.u16_at(4094),
+            u16::from_le_bytes([page.0[4094], page.0[4095]])
+        );
+        assert_eq!(view.u8_at(4095), page.0[4095]);
         assert_eq!(view.compare(3, 100, &page.0[3..103]), CmpOrdering::Equal);
         assert_eq!(view.compare(3, 100, &page.0[3..102]), CmpOrdering::Greater);
         assert_eq!(view.compare(3, 10, &[255; 10]), CmpOrdering::Less);
