@@ -13,12 +13,16 @@
 //! | 16     | 2    | slot count                                                   |
 //! | 18     | 2    | heap start: lowest byte of the cell heap (cells grow down)   |
 //! | 20     | 2    | garbage: bytes of dead cells inside the heap                 |
-//! | 22     | 2    | level: 0 for a leaf, height above the leaves for inner nodes |
+//! | 22     | 1    | level: 0 for a leaf, height above the leaves for inner nodes |
+//! | 23     | 1    | prefix length p (0..=8): every key in the node starts with the prefix |
 //! | 24     | 8    | upper: (inner) child for keys >= the last separator          |
-//! | 32     | 8·n  | slots, sorted by key: key head u32, cell offset u16, key length u16 |
+//! | 32     | 8    | the prefix bytes (first p used)                               |
+//! | 40     | 8·n  | slots, sorted by key: key head u32, cell offset u16, key length u16 |
 //!
-//! The key head is the key's first 4 bytes read big-endian (zero padded), so most
-//! comparisons of a binary search touch only the slot array. Cells:
+//! The key head is the 4 key bytes after the node's common prefix, read big-endian (zero
+//! padded), so most comparisons of a binary search touch only the header and the slot
+//! array, even when all keys start alike (e.g. small big-endian integers). Keys are
+//! stored whole; the prefix only changes what the heads mean. Cells:
 //!
 //! * leaf: value word u32 (bit 31: value on overflow pages; bits 0..31: value length),
 //!   key, then the value bytes or the first overflow page id (u64);
@@ -33,8 +37,12 @@ const COUNT_OFFSET: usize = PAGE_HEADER_SIZE;
 const HEAP_START_OFFSET: usize = 18;
 const GARBAGE_OFFSET: usize = 20;
 const LEVEL_OFFSET: usize = 22;
+const PREFIX_LEN_OFFSET: usize = 23;
 const UPPER_OFFSET: usize = 24;
-const SLOTS_OFFSET: usize = 32;
+const PREFIX_OFFSET: usize = 32;
+/// Longest common prefix kept in the header.
+const PREFIX_MAX: usize = 8;
+const SLOTS_OFFSET: usize = 40;
 const SLOT_SIZE: usize = 8;
 /// Bytes available for slots and cells.
 pub const CAPACITY: usize = PAGE_SIZE - SLOTS_OFFSET;
@@ -80,7 +88,7 @@ pub fn count<P: PageBytes + ?Sized>(page: &P) -> usize {
 
 #[inline]
 pub fn level<P: PageBytes + ?Sized>(page: &P) -> u16 {
-    page.u16_at(LEVEL_OFFSET)
+    page.u8_at(LEVEL_OFFSET) as u16
 }
 
 #[inline]
@@ -138,12 +146,23 @@ fn compare_slot<P: PageBytes + ?Sized>(
 /// The first slot whose key is `>= key`, and whether it is equal.
 #[inline]
 pub fn lower_bound<P: PageBytes + ?Sized>(page: &P, key: &[u8]) -> (usize, bool) {
-    let prefix = prefix_size(page);
-    let head = key_head(key);
-    let (mut low, mut high) = (0, count(page));
+    let count = count(page);
+    let prefix_len = (page.u8_at(PREFIX_LEN_OFFSET) as usize).min(PREFIX_MAX);
+    let prefix = page.u64_at(PREFIX_OFFSET).to_le_bytes();
+    let shared = prefix_len.min(key.len());
+    match key[..shared].cmp(&prefix[..shared]) {
+        Ordering::Less => return (0, false),
+        Ordering::Greater => return (count, false),
+        // A key that is a proper prefix of the node's prefix is below every key.
+        Ordering::Equal if shared < prefix_len => return (0, false),
+        Ordering::Equal => {}
+    }
+    let cell_prefix = prefix_size(page);
+    let head = key_head(&key[prefix_len..]);
+    let (mut low, mut high) = (0, count);
     while low < high {
         let middle = (low + high) / 2;
-        match compare_slot(page, middle, prefix, key, head) {
+        match compare_slot(page, middle, cell_prefix, key, head) {
             Ordering::Less => low = middle + 1,
             Ordering::Greater => high = middle,
             Ordering::Equal => return (middle, true),
@@ -241,11 +260,70 @@ pub fn init(bytes: &mut [u8], level: u16) {
 }
 
 fn reset_node_header(bytes: &mut [u8], level: u16) {
+    assert!(level <= u8::MAX as u16);
     write_u16(bytes, COUNT_OFFSET, 0);
     write_u16(bytes, HEAP_START_OFFSET, PAGE_SIZE);
     write_u16(bytes, GARBAGE_OFFSET, 0);
-    write_u16(bytes, LEVEL_OFFSET, level as usize);
+    bytes[LEVEL_OFFSET] = level as u8;
+    bytes[PREFIX_LEN_OFFSET] = 0;
+    bytes[PREFIX_OFFSET..PREFIX_OFFSET + PREFIX_MAX].fill(0);
     set_upper(bytes, 0);
+}
+
+fn prefix_len(bytes: &[u8]) -> usize {
+    bytes[PREFIX_LEN_OFFSET] as usize
+}
+
+/// Sets the node's common prefix to `key[..len]` and recomputes every slot's head.
+fn set_prefix(bytes: &mut [u8], key: &[u8], len: usize) {
+    assert!(len <= PREFIX_MAX && len <= key.len());
+    let mut prefix = [0u8; PREFIX_MAX];
+    prefix[..len].copy_from_slice(&key[..len]);
+    bytes[PREFIX_OFFSET..PREFIX_OFFSET + PREFIX_MAX].copy_from_slice(&prefix);
+    bytes[PREFIX_LEN_OFFSET] = len as u8;
+    for index in 0..count(bytes) {
+        let slot = slot(bytes, index);
+        let head = key_head(&key_of(bytes, index)[len..]);
+        write_slot(bytes, index, head, slot.cell, slot.key_len);
+    }
+}
+
+/// Recomputes the common prefix from the keys (sorted: the first and the last suffice).
+fn recompute_prefix(bytes: &mut [u8]) {
+    let n = count(bytes);
+    if n == 0 {
+        set_prefix(bytes, &[], 0);
+        return;
+    }
+    let (first, last) = (key_of(bytes, 0), key_of(bytes, n - 1));
+    let common = first
+        .iter()
+        .zip(last)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(PREFIX_MAX);
+    let first = first[..common].to_vec();
+    set_prefix(bytes, &first, common);
+}
+
+/// Keeps the prefix a prefix of `key` (about to be inserted): shortens it if need be.
+fn admit_key(bytes: &mut [u8], key: &[u8]) {
+    let len = prefix_len(bytes);
+    let prefix: [u8; PREFIX_MAX] = bytes[PREFIX_OFFSET..PREFIX_OFFSET + PREFIX_MAX]
+        .try_into()
+        .unwrap();
+    if count(bytes) == 0 {
+        set_prefix(bytes, key, key.len().min(PREFIX_MAX));
+        return;
+    }
+    let common = prefix[..len]
+        .iter()
+        .zip(key)
+        .take_while(|(a, b)| a == b)
+        .count();
+    if common < len {
+        set_prefix(bytes, &prefix, common);
+    }
 }
 
 pub fn set_upper(bytes: &mut [u8], child: u64) {
@@ -357,6 +435,7 @@ fn insert_cell(bytes: &mut [u8], index: usize, key: &[u8], prefix: &[u8], tail: 
     if free_contiguous(bytes) < SLOT_SIZE + cell_size {
         compact(bytes);
     }
+    admit_key(bytes, key);
     let cell = read_u16(bytes, HEAP_START_OFFSET) - cell_size;
     bytes[cell..cell + prefix.len()].copy_from_slice(prefix);
     bytes[cell + prefix.len()..cell + prefix.len() + key.len()].copy_from_slice(key);
@@ -364,7 +443,13 @@ fn insert_cell(bytes: &mut [u8], index: usize, key: &[u8], prefix: &[u8], tail: 
     write_u16(bytes, HEAP_START_OFFSET, cell);
     let at = SLOTS_OFFSET + index * SLOT_SIZE;
     bytes.copy_within(at..SLOTS_OFFSET + n * SLOT_SIZE, at + SLOT_SIZE);
-    write_slot(bytes, index, key_head(key), cell, key.len());
+    write_slot(
+        bytes,
+        index,
+        key_head(&key[prefix_len(bytes)..]),
+        cell,
+        key.len(),
+    );
     write_u16(bytes, COUNT_OFFSET, n + 1);
 }
 
@@ -398,7 +483,8 @@ pub fn remove(bytes: &mut [u8], index: usize) {
     write_u16(bytes, COUNT_OFFSET, n - 1);
 }
 
-/// Appends slot `index` of `source` (same kind) after the last slot of `dest`.
+/// Appends slot `index` of `source` (same kind) after the last slot of `dest`. The head is
+/// copied as is: callers that mix nodes with other prefixes call [`recompute_prefix`].
 fn append_from(dest: &mut [u8], source: &[u8], index: usize) {
     let slot = slot(source, index);
     let len = cell_len(source, index);
@@ -426,6 +512,9 @@ fn compact(bytes: &mut [u8]) {
     let upper = upper(&scratch[..]);
     reset_node_header(bytes, level(&scratch[..]));
     set_upper(bytes, upper);
+    // Same keys, same prefix: the heads stay valid.
+    bytes[PREFIX_LEN_OFFSET..PREFIX_OFFSET + PREFIX_MAX]
+        .copy_from_slice(&scratch[PREFIX_LEN_OFFSET..PREFIX_OFFSET + PREFIX_MAX]);
     append_range(bytes, &scratch, 0..count(&scratch[..]));
 }
 
@@ -503,6 +592,8 @@ pub fn split(left: &mut [u8], right: &mut [u8], separator: &mut Vec<u8>) {
         append_range(right, &scratch, m + 1..n);
         set_upper(right, upper(&scratch[..]));
     }
+    recompute_prefix(left);
+    recompute_prefix(right);
 }
 
 /// Bytes one node holding both `left` and `right` (and, for inner nodes, the separator
@@ -537,6 +628,7 @@ pub fn merge_into_right(left: &[u8], right: &mut [u8], separator: &[u8]) {
     }
     append_range(right, &scratch, 0..count(&scratch[..]));
     set_upper(right, upper(&scratch[..]));
+    recompute_prefix(right);
 }
 
 /// Copies a whole node (e.g. into the fixed root page, or out of it on a root split).
@@ -620,6 +712,32 @@ mod tests {
         assert_eq!(keys, sorted);
         assert_eq!(lower_bound(&page[..], b"ab\0"), (3, true));
         assert_eq!(lower_bound(&page[..], b"aa"), (2, false));
+    }
+
+    #[test]
+    fn keys_sharing_a_long_prefix_search_by_the_bytes_after_it() {
+        let mut page = leaf();
+        for i in (0u64..150).map(|i| i * 3 + 1000) {
+            assert!(put(&mut page, &i.to_be_bytes(), b"v"));
+        }
+        assert_eq!(page[PREFIX_LEN_OFFSET], 6);
+        for probe in 0u64..2000 {
+            let expected = (probe.max(1000) - 1000).div_ceil(3).min(150) as usize;
+            let found = (1000..1450).contains(&probe) && (probe - 1000) % 3 == 0;
+            assert_eq!(
+                lower_bound(&page[..], &probe.to_be_bytes()),
+                (expected, found),
+                "probe {probe}"
+            );
+        }
+        // Keys outside the prefix: shorter, smaller, larger; inserting one shortens it.
+        assert_eq!(lower_bound(&page[..], &[0, 0]), (0, false));
+        assert_eq!(lower_bound(&page[..], &[]), (0, false));
+        assert_eq!(lower_bound(&page[..], &[1]), (150, false));
+        assert!(put(&mut page, &[0, 0, 0, 0, 0, 1], b"short"));
+        assert_eq!(page[PREFIX_LEN_OFFSET], 5);
+        assert_eq!(lower_bound(&page[..], &[0, 0, 0, 0, 0, 1]), (150, true));
+        assert_eq!(lower_bound(&page[..], &1003u64.to_be_bytes()), (1, true));
     }
 
     #[test]

@@ -61,15 +61,22 @@ pub(crate) fn get_into(
     key: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<bool, EngineError> {
-    // Pinned until an overflow chain (if any) has been read: its pages are not reused
-    // before.
-    let _epoch = crossbeam_epoch::pin();
+    // Unpinned: node pages are protected by lock coupling alone. Only a value on overflow
+    // pages needs the epoch (its chain must not be reused while it is read), so such a
+    // lookup is repeated pinned: the chain it then finds stays intact until unpinned.
     match lookup(tree, key, out)? {
         Hit::Missing => Ok(false),
         Hit::Inline => Ok(true),
-        Hit::Overflow { first, len } => {
-            overflow::read_into(tree.shared, first, len, out)?;
-            Ok(true)
+        Hit::Overflow { .. } => {
+            let _epoch = crossbeam_epoch::pin();
+            match lookup(tree, key, out)? {
+                Hit::Missing => Ok(false),
+                Hit::Inline => Ok(true),
+                Hit::Overflow { first, len } => {
+                    overflow::read_into(tree.shared, first, len, out)?;
+                    Ok(true)
+                }
+            }
         }
     }
 }
