@@ -2,6 +2,8 @@
 # The side-by-side of issue 4: the same data set and workload on bufpool, LMDB, redb and a std
 # BTreeMap (in memory), or on bufpool and the peers under the same memory budget with fio's
 # 4 KiB QD32 random-read IOPS on the same disk in the same run (out of memory).
+# cpu_us/l is process CPU time per lookup (all threads): unlike lookups/s it stays meaningful
+# when other work shares the machine; `load` is the load average before the run.
 # Prints one table row per run, appends every run's JSON line to OUT (default
 # DIR/MODE.jsonl) and kv's stderr (progress, memory cap, errors) to DIR/MODE.stderr.
 #
@@ -62,14 +64,17 @@ row() {
 import json, sys
 d = json.loads(sys.argv[1])
 fmt = lambda v: "-" if v is None else "{:,.0f}".format(v)
-print("%-9s %11s %9s %8.1f %8.1f %8s  %s  load %s" % (d["engine"], fmt(d["lookups_per_s"]),
-      fmt(d["reads_per_s"]), d["p50_us"], d["p99_us"], fmt(d["resident_mb"]), d["memory_cap"],
-      sys.argv[2]))
+cpu = d["cpu_us_per_lookup"]
+print("%-9s %11s %9s %8.1f %8.1f %8s %8s %6.2f  %s  load %s" % (d["engine"],
+      fmt(d["lookups_per_s"]), fmt(d["reads_per_s"]), d["p50_us"], d["p99_us"],
+      fmt(d["resident_mb"]), "-" if cpu is None else "%.2f" % cpu, d["cpu_cores_used"],
+      d["memory_cap"], sys.argv[2]))
 ' "$1" "$2"
 }
 
 echo "$mode on $(nproc) cores, $(uname -r); JSON lines in $out"
-printf '%-9s %11s %9s %8s %8s %8s\n' engine lookups/s reads/s p50_us p99_us res_MiB
+printf '%-9s %11s %9s %8s %8s %8s %8s %6s\n' engine lookups/s reads/s p50_us p99_us res_MiB \
+    cpu_us/l cores
 for round in $(seq "$rounds"); do
     for engine in "${engines[@]}"; do
         load="$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -15,6 +15,15 @@ pub fn resident_bytes() -> Option<u64> {
     Some(field(&text, "VmRSS:")? * 1024)
 }
 
+/// CPU time of the whole process (every thread, io_uring workers included) in nanoseconds.
+/// Unlike wall-clock throughput it stays meaningful on a machine shared with other work.
+pub fn process_cpu_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    seconds * 1_000_000_000 + nanos
+}
+
 fn field(text: &str, name: &str) -> Option<u64> {
     let line = text.lines().find(|line| line.starts_with(name))?;
     line[name.len()..].split_whitespace().next()?.parse().ok()

@@ -56,6 +56,21 @@ impl Report<'_> {
         })
     }
 
+    /// Process CPU seconds spent in the measured phase (all threads).
+    fn cpu_seconds(&self) -> f64 {
+        let spent = self
+            .measurement
+            .after
+            .cpu_ns
+            .saturating_sub(self.measurement.before.cpu_ns);
+        spent as f64 / 1e9
+    }
+
+    /// CPU microseconds per unit of `count`, or None for zero.
+    fn cpu_us_per(&self, count: u64) -> Option<f64> {
+        (count > 0).then(|| round(self.cpu_seconds() * 1e6 / count as f64, 3))
+    }
+
     /// Pages read from storage per second by the whole process (any engine).
     fn io_pages_per_s(&self) -> Option<f64> {
         let before = self.measurement.before.storage_read_bytes?;
@@ -123,6 +138,10 @@ impl Report<'_> {
             "reads_per_s": reads_per_s.map(|value| round(value, 1)),
             "reads_source": reads_source,
             "io_read_pages_per_s": self.io_pages_per_s().map(|value| round(value, 1)),
+            "cpu_seconds": round(self.cpu_seconds(), 3),
+            "cpu_cores_used": round(self.cpu_seconds() / self.seconds(), 2),
+            "cpu_us_per_op": self.cpu_us_per(tally.total_ops()),
+            "cpu_us_per_lookup": self.cpu_us_per(tally.lookups),
             "p50_us": quantile_us(&all, 0.50),
             "p99_us": quantile_us(&all, 0.99),
             "p999_us": quantile_us(&all, 0.999),
@@ -190,6 +209,15 @@ impl Report<'_> {
                 ),
             ),
         ];
+        rows.push((
+            "cpu".into(),
+            format!(
+                "{:.2} cores busy, {} µs per operation",
+                self.cpu_seconds() / self.seconds(),
+                self.cpu_us_per(tally.total_ops())
+                    .map_or("-".into(), |value| format!("{value:.2}"))
+            ),
+        ));
         for kind in OP_KINDS {
             let histogram = &tally.latency_ns[kind as usize];
             if histogram.is_empty() {

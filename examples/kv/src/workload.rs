@@ -113,6 +113,7 @@ pub struct RunConfig {
 pub struct Snapshot {
     pub pool: Option<PoolCounters>,
     pub storage_read_bytes: Option<u64>,
+    pub cpu_ns: u64,
 }
 
 impl Snapshot {
@@ -120,6 +121,7 @@ impl Snapshot {
         Snapshot {
             pool: store.pool_counters(),
             storage_read_bytes: proc_stats::storage_read_bytes(),
+            cpu_ns: proc_stats::process_cpu_ns(),
         }
     }
 }
