@@ -33,6 +33,11 @@ pub trait Frames {
     fn shoot_down(&self, page: PageId) -> Result<(), PoolError>;
     /// Whether a frame is instantiated for the page (mincore).
     fn is_resident(&self, page: PageId) -> Result<bool, PoolError>;
+    /// `shoot_down` for every page, batched where the OS allows (one TLB flush for all).
+    /// On error some pages may not be shot down; the caller retries page by page.
+    fn shoot_down_batch(&self, pages: &[PageId]) -> Result<(), PoolError> {
+        pages.iter().try_for_each(|&page| self.shoot_down(page))
+    }
 }
 
 /// The steps, for `EvictionProbe`.
@@ -97,37 +102,56 @@ pub fn evict_batch<E: EvictionEnv>(env: &E, candidates: &[PageId]) -> Result<usi
             victim_count += 1;
         }
     }
-    let victims = &victims[..victim_count];
-    let mut outcomes: [Result<(), PoolError>; BATCH_MAX] = std::array::from_fn(|_| Ok(()));
-    let outcomes = &mut outcomes[..victim_count];
-    step_2_write_back(env, victims, outcomes);
-
     let mut first_error = None;
-    let mut evicted = 0;
-    for (&page, outcome) in victims.iter().zip(outcomes.iter_mut()) {
-        let result = std::mem::replace(outcome, Ok(())).and_then(|()| evict_locked(env, page));
-        match result {
-            Ok(()) => evicted += 1,
+    let mut outcomes: [Result<(), PoolError>; BATCH_MAX] = std::array::from_fn(|_| Ok(()));
+    step_2_write_back(env, &victims[..victim_count], &mut outcomes[..victim_count]);
+    victim_count = keep_successes(
+        &mut victims[..victim_count],
+        &mut outcomes,
+        &mut first_error,
+    );
+    step_3_shoot_down(env, &victims[..victim_count], &mut outcomes[..victim_count]);
+    victim_count = keep_successes(
+        &mut victims[..victim_count],
+        &mut outcomes,
+        &mut first_error,
+    );
+    for &page in &victims[..victim_count] {
+        if let Err(error) = evict_shot_down(env, page) {
+            first_error.get_or_insert(error);
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(victim_count),
+    }
+}
+
+/// Moves the victims whose outcome is Ok to the front (the failed ones were unlocked by the
+/// step that failed them), records the first error, returns how many remain.
+fn keep_successes(
+    victims: &mut [PageId],
+    outcomes: &mut [Result<(), PoolError>],
+    first_error: &mut Option<PoolError>,
+) -> usize {
+    let mut kept = 0;
+    for index in 0..victims.len() {
+        match std::mem::replace(&mut outcomes[index], Ok(())) {
+            Ok(()) => {
+                victims[kept] = victims[index];
+                kept += 1;
+            }
             Err(error) => {
                 first_error.get_or_insert(error);
             }
         }
     }
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(evicted),
-    }
+    kept
 }
 
-/// Steps 3 to 7 for one victim that step 1 locked and step 2 wrote back.
-fn evict_locked<E: EvictionEnv>(env: &E, page: PageId) -> Result<(), PoolError> {
+/// Steps 4 to 7 for one victim whose frame step 3 shot down.
+fn evict_shot_down<E: EvictionEnv>(env: &E, page: PageId) -> Result<(), PoolError> {
     let state = env.state(page);
-    if let Err(error) = step_3_shoot_down(env, page) {
-        // Nothing was freed: the page is still resident and uptodate.
-        state.unlock_exclusive();
-        return Err(error);
-    }
-    env.probe(page, Step::ShootDown);
     step_4_clear_uptodate(state);
     env.probe(page, Step::ClearUptodate);
     let outcome = step_5_retry_for_refaults(env, page);
@@ -167,17 +191,35 @@ pub fn step_2_write_back<E: EvictionEnv>(
     }
 }
 
-/// Step 3, shoot down: free the frame and zap it from every mapping, while the page is still
-/// locked and uptodate (readers that touch it now refault, then fail validation: LOCKED).
-pub fn step_3_shoot_down<E: EvictionEnv>(env: &E, page: PageId) -> Result<(), PoolError> {
-    assert_eq!(
-        state_of(env.state(page).load()),
-        LOCKED,
-        "shoot down of an unlocked page"
-    );
-    env.frames().shoot_down(page)?;
-    env.count_shootdown(false);
-    Ok(())
+/// Step 3, shoot down: free the victims' frames and zap them from every mapping, while the
+/// pages are still locked and uptodate (readers that touch them now refault, then fail
+/// validation: LOCKED). One batched call; if it fails, page by page. A victim whose shootdown
+/// fails is unlocked here, still resident and uptodate; its outcome carries the error.
+pub fn step_3_shoot_down<E: EvictionEnv>(
+    env: &E,
+    victims: &[PageId],
+    outcomes: &mut [Result<(), PoolError>],
+) {
+    for &page in victims {
+        assert_eq!(
+            state_of(env.state(page).load()),
+            LOCKED,
+            "shoot down of an unlocked page"
+        );
+    }
+    if env.frames().shoot_down_batch(victims).is_err() {
+        for (&page, outcome) in victims.iter().zip(outcomes.iter_mut()) {
+            *outcome = env.frames().shoot_down(page);
+        }
+    }
+    for (&page, outcome) in victims.iter().zip(outcomes.iter()) {
+        if outcome.is_err() {
+            env.state(page).unlock_exclusive();
+        } else {
+            env.count_shootdown(false);
+            env.probe(page, Step::ShootDown);
+        }
+    }
 }
 
 /// Step 4, clear uptodate: LOCKED → LOCKED_EVICTED, version + 1. From here on no reader that

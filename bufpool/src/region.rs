@@ -14,10 +14,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::eviction::Frames;
+use crate::eviction::{BATCH_MAX, Frames};
 use crate::state::PageState;
-use crate::sync::{AtomicU64, Ordering};
 use crate::{Backing, PAGE_SIZE, PageId, PoolError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The page frames.
 pub(crate) struct Region {
@@ -25,6 +25,10 @@ pub(crate) struct Region {
     page_count_max: u64,
     /// The frame memfd (Memfd backing only).
     memfd: Option<File>,
+    /// A pidfd of this process, for `process_madvise` (one call, one TLB flush per batch).
+    pidfd: Option<OwnedFd>,
+    /// Cleared the first time `process_madvise` is refused (kernels before 6.13).
+    batch_zap_works: AtomicBool,
 }
 
 impl Region {
@@ -58,7 +62,68 @@ impl Region {
             map,
             page_count_max,
             memfd,
+            pidfd: open_own_pidfd(),
+            batch_zap_works: AtomicBool::new(true),
         })
+    }
+
+    /// Drops this process's PTEs of `pages` with one `process_madvise(MADV_DONTNEED)`: one
+    /// TLB flush (and one IPI round) for the batch instead of one per page. False if it did not
+    /// cover every page (the caller then shoots down page by page).
+    fn zap_batch(&self, pages: &[PageId]) -> bool {
+        let Some(pidfd) = &self.pidfd else {
+            return false;
+        };
+        if pages.len() < 2
+            || pages.len() > BATCH_MAX
+            || !self.batch_zap_works.load(Ordering::Relaxed)
+        {
+            return false;
+        }
+        let mut ranges = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; BATCH_MAX];
+        for (range, &page) in ranges.iter_mut().zip(pages) {
+            *range = libc::iovec {
+                iov_base: self.page_ptr(page).cast(),
+                iov_len: PAGE_SIZE,
+            };
+        }
+        // SAFETY: the ranges are pages of our own mapping whose holders have the exclusive
+        // latch; DONTNEED only replaces their contents by zeroes / drops the PTEs.
+        let advised = unsafe {
+            libc::syscall(
+                libc::SYS_process_madvise,
+                pidfd.as_raw_fd(),
+                ranges.as_ptr(),
+                pages.len(),
+                libc::MADV_DONTNEED,
+                0u32,
+            )
+        };
+        if advised < 0 {
+            self.batch_zap_works.store(false, Ordering::Relaxed);
+            tracing::info!(error = %std::io::Error::last_os_error(), "process_madvise refused: shooting down page by page");
+            return false;
+        }
+        advised as usize == pages.len() * PAGE_SIZE
+    }
+
+    fn punch(&self, memfd: &File, page: PageId) -> Result<(), PoolError> {
+        // SAFETY: plain syscall on our own fd; the range is one page inside the file.
+        let rc = unsafe {
+            libc::fallocate(
+                memfd.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                (page.0 * PAGE_SIZE as u64) as libc::off_t,
+                PAGE_SIZE as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            return Err(PoolError::last_os("fallocate(PUNCH_HOLE)"));
+        }
+        Ok(())
     }
 
     /// The fixed address of page `page`.
@@ -81,20 +146,7 @@ impl Region {
 impl Frames for Region {
     fn shoot_down(&self, page: PageId) -> Result<(), PoolError> {
         match &self.memfd {
-            Some(memfd) => {
-                // SAFETY: plain syscall on our own fd; the range is one page inside the file.
-                let rc = unsafe {
-                    libc::fallocate(
-                        memfd.as_raw_fd(),
-                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                        (page.0 * PAGE_SIZE as u64) as libc::off_t,
-                        PAGE_SIZE as libc::off_t,
-                    )
-                };
-                if rc != 0 {
-                    return Err(PoolError::last_os("fallocate(PUNCH_HOLE)"));
-                }
-            }
+            Some(memfd) => self.punch(memfd, page),
             None => {
                 // SAFETY: the page lies inside our private mapping and its holder has the
                 // exclusive latch; DONTNEED only replaces its bytes by zeroes.
@@ -104,9 +156,20 @@ impl Frames for Region {
                 if rc != 0 {
                     return Err(PoolError::last_os("madvise(DONTNEED)"));
                 }
+                Ok(())
             }
         }
-        Ok(())
+    }
+
+    fn shoot_down_batch(&self, pages: &[PageId]) -> Result<(), PoolError> {
+        let zapped = self.zap_batch(pages);
+        match &self.memfd {
+            // The punch frees the shmem page and zaps other processes' PTEs; ours are gone
+            // already when the batch zap worked, so it costs no further TLB flush here.
+            Some(memfd) => pages.iter().try_for_each(|&page| self.punch(memfd, page)),
+            None if zapped => Ok(()),
+            None => pages.iter().try_for_each(|&page| self.shoot_down(page)),
+        }
     }
 
     fn is_resident(&self, page: PageId) -> Result<bool, PoolError> {
@@ -266,4 +329,12 @@ pub(crate) fn reopen_read_only(file: &File) -> Result<OwnedFd, PoolError> {
             source,
         })?;
     Ok(OwnedFd::from(reopened))
+}
+
+/// A pidfd of this very process, or None where pidfds are missing.
+fn open_own_pidfd() -> Option<OwnedFd> {
+    // SAFETY: plain syscall; a non-negative result is a fresh fd that we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    // SAFETY: as above: the descriptor is valid and owned by nobody else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

@@ -310,7 +310,8 @@ fn without_retry_loop(model: &Model) {
     }
     let mut outcomes = [Ok(())];
     eviction::step_2_write_back(model, &[PAGE], &mut outcomes);
-    eviction::step_3_shoot_down(model, PAGE).unwrap();
+    eviction::step_3_shoot_down(model, &[PAGE], &mut outcomes);
+    assert!(outcomes[0].is_ok());
     eviction::step_4_clear_uptodate(&model.state);
     model.ghost().declared_free = true;
     eviction::step_6_evict(model, PAGE, &RefaultOutcome::Freed { retries: 0 });
