@@ -88,7 +88,6 @@ fn insert_into(leaf: &mut [u8], key: &[u8], value: LeafValue<'_>, entry_size: us
 
 /// Inserts or replaces; `Ok(true)` if the key is new. The caller holds the writers' lock.
 pub(crate) fn put(tree: TreeCtx<'_>, key: &[u8], value: &[u8]) -> Result<bool, EngineError> {
-    let epoch = crossbeam_epoch::pin();
     let mut chain = Vec::new();
     let stored = if key.len() + value.len() > node::MAX_INLINE_PAYLOAD {
         LeafValue::Overflow {
@@ -98,20 +97,15 @@ pub(crate) fn put(tree: TreeCtx<'_>, key: &[u8], value: &[u8]) -> Result<bool, E
     } else {
         LeafValue::Inline(value)
     };
-    let result = put_stored(tree, key, stored, &epoch);
+    let result = put_stored(tree, key, stored);
     if let (Err(_), LeafValue::Overflow { first, len }) = (&result, stored) {
         // Best effort: the chain is unreachable either way.
-        let _ = overflow::retire(tree.shared, first, len, &epoch);
+        let _ = overflow::retire(tree.shared, first, len, &crossbeam_epoch::pin());
     }
     result
 }
 
-fn put_stored(
-    tree: TreeCtx<'_>,
-    key: &[u8],
-    stored: LeafValue<'_>,
-    epoch: &crossbeam_epoch::Guard,
-) -> Result<bool, EngineError> {
+fn put_stored(tree: TreeCtx<'_>, key: &[u8], stored: LeafValue<'_>) -> Result<bool, EngineError> {
     let entry_size = node::leaf_entry_size(key.len(), &stored);
     for attempt in 0..WRITE_ATTEMPTS {
         let Some(mut leaf) = latch_leaf(tree, key, attempt)? else {
@@ -121,7 +115,9 @@ fn put_stored(
             Insert::Done { replaced } => {
                 drop(leaf);
                 if let Some(ValueRef::Overflow { first, len }) = replaced {
-                    overflow::retire(tree.shared, first, len, epoch)?;
+                    // Pinned only now: readers that may still see the chain pinned before
+                    // they read the leaf that pointed at it, so the release waits for them.
+                    overflow::retire(tree.shared, first, len, &crossbeam_epoch::pin())?;
                 }
                 return Ok(replaced.is_none());
             }
@@ -137,7 +133,6 @@ fn put_stored(
 
 /// Removes `key`; `Ok(true)` if it was present. The caller holds the writers' lock.
 pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<bool, EngineError> {
-    let epoch = crossbeam_epoch::pin();
     for attempt in 0..WRITE_ATTEMPTS {
         let Some(mut leaf) = latch_leaf(tree, key, attempt)? else {
             continue;
@@ -152,10 +147,10 @@ pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<bool, EngineError>
         let underfull = page != tree.root && node::used(&leaf) < node::UNDERFULL_BYTES;
         drop(leaf);
         if let ValueRef::Overflow { first, len } = old {
-            overflow::retire(tree.shared, first, len, &epoch)?;
+            overflow::retire(tree.shared, first, len, &crossbeam_epoch::pin())?;
         }
         if underfull {
-            merge(tree, page, key, &epoch, 0)?;
+            merge(tree, page, key, &crossbeam_epoch::pin(), 0)?;
         }
         return Ok(true);
     }
