@@ -99,6 +99,28 @@ impl Pages {
     }
 }
 
+/// Threads of the multi-threaded miss bench (fio's anchor is queue depth 32).
+const THREADS: u64 = 32;
+
+/// `iterations` random reads spread over `THREADS` threads; returns the wall time.
+fn read_in_threads(pool: &Pool, iterations: u64) -> Duration {
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS {
+            scope.spawn(move || {
+                let mut pages = Pages(thread + 1);
+                for _ in 0..iterations.div_ceil(THREADS) {
+                    black_box(
+                        pool.read(pages.next(), |view| view.u64_at(0))
+                            .expect("read"),
+                    );
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
 fn miss_path(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("miss");
     group.throughput(Throughput::Elements(1));
@@ -121,6 +143,14 @@ fn miss_path(criterion: &mut Criterion) {
                         .expect("read")
                 })
             },
+        );
+        // Many threads, each blocked on its own miss: queue depth THREADS at the disk.
+        group.bench_function(
+            BenchmarkId::new(
+                format!("random_read_budget_25pct_{THREADS}_threads"),
+                format!("{backing:?}"),
+            ),
+            |bench| bench.iter_custom(|iterations| read_in_threads(&pool, iterations)),
         );
         eprintln!("miss/{backing:?}: {:?}", pool.stats());
     }

@@ -58,6 +58,13 @@ impl Region {
                 (map_shared(&memfd, len)?, Some(memfd))
             }
         };
+        // A fork must not share the frames copy-on-write: O_DIRECT into COW-shared pages and
+        // eviction's DONTNEED would act on the wrong copy.
+        map.advise(memmap2::Advice::DontFork)
+            .map_err(|source| PoolError::Os {
+                call: "madvise(DONTFORK)",
+                source,
+            })?;
         Ok(Region {
             map,
             page_count_max,
