@@ -26,4 +26,4 @@ pub use engine::{IoEngine, IoKind, IoRequest};
 pub use error::{IoError, IoOp};
 pub use faults::{Fault, FaultInjector};
 pub use file::{DIRECT_IO_ALIGN, DirectFile, OpenOptions};
-pub use queue::{Completion, IoQueue};
+pub use queue::{Completion, DEFAULT_SUBMIT_BATCH, IoQueue};

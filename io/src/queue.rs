@@ -22,6 +22,13 @@ use crate::sync_engine;
 use crate::transfer::{Plan, Step, Transfer, check_request};
 use crate::uring::{self, Target, fatal_ring_error, transfer_entry};
 
+/// Default `submit_batch`: hand requests to the kernel in pairs as they are pushed. Measured
+/// against fio on the virtio disk here (randread QD32): pairs kept the device busier than one
+/// big submission per reap (which the kernel plugs and dispatches only at its end) and cost
+/// fewer syscalls than one per request (fio's way). Two is also the largest batch io_uring
+/// submits without a block plug.
+pub const DEFAULT_SUBMIT_BATCH: usize = 2;
+
 /// A finished request: the tag given to `push`, and its result.
 #[derive(Debug)]
 pub struct Completion {
@@ -90,7 +97,7 @@ impl<'file> IoQueue<'file> {
             free_slots: (0..depth).rev().collect(),
             ready: Vec::with_capacity(depth),
             unsubmitted: 0,
-            submit_batch: 0,
+            submit_batch: DEFAULT_SUBMIT_BATCH,
             _one_thread: PhantomData,
         })
     }
@@ -100,8 +107,9 @@ impl<'file> IoQueue<'file> {
     }
 
     /// Hands queued requests to the kernel as soon as `batch` of them are queued, instead of
-    /// only at the next `reap`. Small batches reach the device sooner (the device starts on the
-    /// first while we queue the rest) at the cost of more syscalls; 0 restores the default.
+    /// only at the next `reap` (0). Small batches reach the device sooner (it starts on the
+    /// first while we queue the rest) at the cost of more syscalls. Default
+    /// [`DEFAULT_SUBMIT_BATCH`].
     pub fn set_submit_batch(&mut self, batch: usize) {
         self.submit_batch = batch;
     }
@@ -243,8 +251,7 @@ impl<'file> IoQueue<'file> {
                     unsafe { push_entry(ring, &entry) };
                     self.unsubmitted += 1;
                     if self.submit_batch > 0 && self.unsubmitted >= self.submit_batch {
-                        uring::submit_and_wait(ring, 0)
-                            .unwrap_or_else(|error| fatal_ring_error(&error));
+                        uring::submit_now(ring).unwrap_or_else(|error| fatal_ring_error(&error));
                         self.unsubmitted = 0;
                     }
                     return;

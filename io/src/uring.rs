@@ -61,13 +61,7 @@ pub(crate) fn probe(entries: u32) -> Result<RingFlags, UringSetupError> {
         RingFlags::default(),
     ];
     let mut last_error = None;
-    // Tuning knob (benchmarks): BUFPOOL_IO_RING_SETUP=defer|coop|plain starts the search there.
-    let first = match std::env::var("BUFPOOL_IO_RING_SETUP").as_deref() {
-        Ok("coop") => 1,
-        Ok("plain") => 2,
-        _ => 0,
-    };
-    for flags in candidates.into_iter().skip(first) {
+    for flags in candidates {
         match build(entries.min(8), flags) {
             Ok(_ring) => return Ok(flags),
             Err(error) if error.raw_os_error() == Some(libc::EINVAL) => last_error = Some(error),
@@ -139,6 +133,35 @@ pub(crate) fn submit_and_wait(ring: &IoUring, want: usize) -> io::Result<()> {
     let mut last = io::Error::from_raw_os_error(libc::EINTR);
     for _ in 0..ENTER_RETRY_LIMIT {
         match ring.submit_and_wait(want) {
+            Ok(_) => return Ok(()),
+            Err(error) if error.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
+            Err(error) if matches!(error.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) => {
+                last = error
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last)
+}
+
+/// Hands every queued SQE to the kernel without waiting. GETEVENTS is set so that, with
+/// DEFER_TASKRUN, completions that arrived meanwhile are posted in the same syscall (what
+/// fio's commit does too).
+pub(crate) fn submit_now(ring: &mut IoUring) -> io::Result<()> {
+    const ENTER_RETRY_LIMIT: u32 = 1024;
+    let to_submit = ring.submission().len() as u32;
+    let mut last = io::Error::from_raw_os_error(libc::EINTR);
+    for _ in 0..ENTER_RETRY_LIMIT {
+        // SAFETY: no argument struct is passed; flags and counts are plain integers.
+        let entered = unsafe {
+            ring.submitter().enter::<libc::sigset_t>(
+                to_submit,
+                0,
+                io_uring::EnterFlags::GETEVENTS.bits(),
+                None,
+            )
+        };
+        match entered {
             Ok(_) => return Ok(()),
             Err(error) if error.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
             Err(error) if matches!(error.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) => {

@@ -54,6 +54,9 @@ struct Args {
     seconds: f64,
     #[arg(long, value_enum, default_value = "uring")]
     engine: Engine,
+    /// Hand requests to the kernel as soon as this many are queued (0: once per reap).
+    #[arg(long, default_value_t = bufpool_io::DEFAULT_SUBMIT_BATCH)]
+    submit_batch: usize,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
@@ -270,12 +273,7 @@ fn run_thread(
     let mut queue = engine
         .queue(file, args.iodepth)
         .map_err(|error| error.to_string())?;
-    if let Some(batch) = std::env::var("IOBENCH_SUBMIT_BATCH")
-        .ok()
-        .and_then(|text| text.parse().ok())
-    {
-        queue.set_submit_batch(batch);
-    }
+    queue.set_submit_batch(args.submit_batch);
     let mut started_at = vec![Instant::now(); depth];
     let mut completions: Vec<Completion> = Vec::with_capacity(depth);
     let mut latency_ns = new_histogram();
