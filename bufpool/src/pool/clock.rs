@@ -1,0 +1,148 @@
+//! The clock: picks marked victims from the resident set and runs the eviction protocol on
+//! them; the pool as the protocol's environment; re-checks of frames left by step 5's bound.
+
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+
+use super::{Pool, SWEEP_STEP_SLOTS};
+use crate::eviction::{self, BATCH_MAX, EvictionEnv, Frames, Step};
+use crate::region::Region;
+use crate::state::{EVICTED, LOCKED_EVICTED, MARKED, PageState, UNLOCKED, state_of};
+use crate::stats::Counter;
+use crate::view::PageView;
+use crate::{PageId, PoolError};
+
+impl Pool {
+    /// One clock round: collect up to `eviction_batch` marked pages (marking unmarked ones on
+    /// the way, at most two revolutions), then run the eviction protocol on them.
+    pub(super) fn evict_round(&self) -> Result<usize, PoolError> {
+        let freed_leaks = self.recheck_leaked();
+        let batch = self.config.eviction_batch;
+        let mut candidates = [PageId(0); BATCH_MAX];
+        let mut candidate_count = 0;
+        let mut swept = 0;
+        while candidate_count < batch && swept < 2 * self.resident.capacity() {
+            self.resident.sweep(SWEEP_STEP_SLOTS, |page| {
+                let state = self.state(page);
+                let seen = state.load();
+                match state_of(seen) {
+                    MARKED if candidate_count < batch => {
+                        candidates[candidate_count] = page;
+                        candidate_count += 1;
+                    }
+                    UNLOCKED => {
+                        state.try_mark(seen);
+                    }
+                    _ => {}
+                }
+            });
+            swept += SWEEP_STEP_SLOTS;
+        }
+        Ok(freed_leaks + eviction::evict_batch(&Evictor(self), &candidates[..candidate_count])?)
+    }
+
+    /// Re-checks pages whose eviction hit the refault bound: frees their frame if it is
+    /// still instantiated and releases their charge. Returns how many charges were released.
+    fn recheck_leaked(&self) -> usize {
+        if self.leaked_count.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        let mut leaked = self.leaked.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = leaked.len();
+        leaked.retain(|&page| !self.try_free_leaked(page));
+        let released = before - leaked.len();
+        self.leaked_count
+            .store(leaked.len() as u64, Ordering::Relaxed);
+        released
+    }
+
+    /// True when the charge was released.
+    fn try_free_leaked(&self, page: PageId) -> bool {
+        let state = self.state(page);
+        let seen = state.load();
+        match state_of(seen) {
+            EVICTED if state.try_lock_evicted(seen) => {
+                let freed = match self.region.is_resident(page) {
+                    Ok(false) => true,
+                    Ok(true) => {
+                        self.counters.add(Counter::RefaultRetries, 1);
+                        self.counters.add(Counter::Shootdowns, 1);
+                        self.region.shoot_down(page).is_ok()
+                    }
+                    Err(_) => false,
+                };
+                state.unlock_evicted();
+                if freed {
+                    self.resident_frames.fetch_sub(1, Ordering::AcqRel);
+                }
+                freed
+            }
+            // Faulted in again: the fault-in charged the frame anew.
+            EVICTED | LOCKED_EVICTED => false,
+            _ => {
+                self.resident_frames.fetch_sub(1, Ordering::AcqRel);
+                true
+            }
+        }
+    }
+}
+
+/// The pool as eviction sees it (a private type, so the trait impl exposes no internals).
+struct Evictor<'a>(&'a Pool);
+
+impl EvictionEnv for Evictor<'_> {
+    type Frames = Region;
+
+    fn state(&self, page: PageId) -> &PageState {
+        self.0.states.get(page)
+    }
+
+    fn frames(&self) -> &Region {
+        &self.0.region
+    }
+
+    fn write_back(&self, pages: &[PageId], outcomes: &mut [Result<(), PoolError>]) {
+        self.0.write_back_locked(pages, outcomes);
+    }
+
+    fn release(&self, page: PageId) {
+        assert!(
+            self.0.resident.remove(page),
+            "evicted page {} was not resident",
+            page.0
+        );
+        self.0.resident_frames.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn leak(&self, page: PageId) {
+        assert!(
+            self.0.resident.remove(page),
+            "evicted page {} was not resident",
+            page.0
+        );
+        let mut leaked = self.0.leaked.lock().unwrap_or_else(PoisonError::into_inner);
+        leaked.push(page);
+        self.0
+            .leaked_count
+            .store(leaked.len() as u64, Ordering::Relaxed);
+    }
+
+    fn count_shootdown(&self, retry: bool) {
+        self.0.counters.add(Counter::Shootdowns, 1);
+        if retry {
+            self.0.counters.add(Counter::RefaultRetries, 1);
+        }
+    }
+
+    fn count_eviction(&self) {
+        self.0.counters.add(Counter::Evictions, 1);
+    }
+
+    fn probe(&self, page: PageId, step: Step) {
+        if let Some(probe) = &self.0.config.eviction_probe {
+            // SAFETY: the page's address is page aligned and mapped for the pool's life.
+            let view = unsafe { PageView::new(self.0.page_ptr(page)) };
+            probe.after_step(page, step, &view);
+        }
+    }
+}

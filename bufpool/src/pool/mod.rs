@@ -1,0 +1,346 @@
+//! The pool: its memory and tables, and the latching access paths (exclusive, shared,
+//! optimistic, read). Fault-in and allocation are in `fault_in.rs`, write-back and flush in
+//! `write_back.rs`, the clock that feeds eviction in `clock.rs`.
+//!
+//! Invariants:
+//! 1. A page is resident (in the resident set, charged to the budget) iff its state is
+//!    UNLOCKED, MARKED, shared or LOCKED; LOCKED_EVICTED pages are being faulted in or evicted
+//!    by the latch holder; EVICTED pages have no frame charged.
+//! 2. `resident_frames <= frame_count` always: a frame is reserved (CAS) before a fault-in.
+//! 3. A dirty page is resident: eviction writes it back first and keeps it when that fails.
+//! 4. Only the holder of the exclusive latch reads a page in, writes it back, or frees it.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bufpool_io::{DirectFile, IoEngine};
+
+use crate::eviction::Frames;
+use crate::guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
+use crate::region::{DirtyBits, Region, StateTable, reopen_read_only};
+use crate::replacer::ResidentSet;
+use crate::state::{
+    EVICTED, LOCKED, LOCKED_EVICTED, MARKED, PageState, SHARED_MAX, UNLOCKED, state_of, with_state,
+};
+use crate::stats::{Counter, Counters, Stats};
+use crate::view::PageView;
+use crate::{Backing, Config, Export, PAGE_SIZE, PageId, PoolError};
+
+mod clock;
+mod fault_in;
+mod write_back;
+
+/// Rounds of waiting for a latch before `PoolError::LatchWaitLimit` (about 20 s).
+const LATCH_WAIT_ROUNDS_MAX: u32 = 1 << 20;
+/// Optimistic attempts in `Pool::read` before it falls back to a shared latch.
+pub const OPTIMISTIC_RESTARTS_MAX: u32 = 16;
+/// Eviction rounds in a row that free nothing before `PoolError::NoEvictableFrame`.
+const FRUITLESS_EVICTION_ROUNDS_MAX: u32 = 64;
+/// Clock slots examined per sweep step.
+const SWEEP_STEP_SLOTS: u64 = 64;
+
+/// Spin, then yield, then sleep: latch holders may be doing I/O.
+fn backoff(round: u32) {
+    if round < 16 {
+        std::hint::spin_loop();
+    } else if round < 256 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(20));
+    }
+}
+
+/// The buffer pool. Send + Sync; share it with `Arc`.
+pub struct Pool {
+    file: DirectFile,
+    io: IoEngine,
+    region: Region,
+    states: StateTable,
+    dirty: DirtyBits,
+    resident: ResidentSet,
+    resident_frames: AtomicU64,
+    frame_count: u64,
+    page_count: AtomicU64,
+    /// Serialises `allocate` (file growth); never taken on the access paths.
+    allocation: Mutex<()>,
+    /// Pages whose eviction hit `REFAULT_RETRIES_MAX`: still charged, re-checked later.
+    leaked: Mutex<Vec<PageId>>,
+    leaked_count: AtomicU64,
+    counters: Counters,
+    config: Config,
+}
+
+impl Pool {
+    /// Opens a pool over `file`; its page count is the file length / PAGE_SIZE.
+    pub fn open(file: DirectFile, config: Config) -> Result<Pool, PoolError> {
+        config.check()?;
+        let length = file.len()?;
+        if length % PAGE_SIZE as u64 != 0 {
+            return Err(PoolError::InvalidConfig(format!(
+                "{} is {length} bytes, not a whole number of {PAGE_SIZE}-byte pages",
+                file.path().display()
+            )));
+        }
+        let page_count = length / PAGE_SIZE as u64;
+        if page_count > config.page_count_max {
+            return Err(PoolError::FileTooLarge {
+                page_count,
+                page_count_max: config.page_count_max,
+            });
+        }
+        let frame_count = config.frame_count();
+        Ok(Pool {
+            io: IoEngine::new(config.io.clone())?,
+            region: Region::new(config.backing, config.page_count_max)?,
+            states: StateTable::new(config.page_count_max)?,
+            dirty: DirtyBits::new(config.page_count_max)?,
+            resident: ResidentSet::new(frame_count),
+            resident_frames: AtomicU64::new(0),
+            frame_count,
+            page_count: AtomicU64::new(page_count),
+            allocation: Mutex::new(()),
+            leaked: Mutex::new(Vec::new()),
+            leaked_count: AtomicU64::new(0),
+            counters: Counters::new(),
+            file,
+            config,
+        })
+    }
+
+    #[inline]
+    pub fn page_count(&self) -> u64 {
+        self.page_count.load(Ordering::Acquire)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The io engine the pool uses (to tell which one Auto chose).
+    pub fn io_engine(&self) -> &IoEngine {
+        &self.io
+    }
+
+    #[inline]
+    pub(crate) fn state(&self, page: PageId) -> &PageState {
+        self.states.get(page)
+    }
+
+    #[inline]
+    pub(crate) fn page_ptr(&self, page: PageId) -> *mut u8 {
+        self.region.page_ptr(page)
+    }
+
+    fn check_range(&self, page: PageId) -> Result<(), PoolError> {
+        let page_count = self.page_count();
+        if page.0 >= page_count {
+            return Err(PoolError::PageOutOfRange { page, page_count });
+        }
+        Ok(())
+    }
+
+    #[inline]
+    pub(crate) fn mark_dirty(&self, page: PageId) {
+        if self.dirty.set(page) {
+            self.counters.add(Counter::DirtyPagesAdded, 1);
+        }
+    }
+
+    /// Exclusive latch; faults the page in if it is evicted.
+    #[inline]
+    pub fn exclusive(&self, page: PageId) -> Result<ExclusiveGuard<'_>, PoolError> {
+        if page.0 < self.page_count() {
+            let state = self.state(page);
+            let seen = state.load();
+            if state_of(seen) == UNLOCKED && state.try_lock_exclusive(seen) {
+                self.counters.add(Counter::Hits, 1);
+                // SAFETY: the CAS took the exclusive latch.
+                return Ok(unsafe { ExclusiveGuard::new(self, page) });
+            }
+        }
+        self.exclusive_slow(page)
+    }
+
+    #[inline(never)]
+    fn exclusive_slow(&self, page: PageId) -> Result<ExclusiveGuard<'_>, PoolError> {
+        self.check_range(page)?;
+        let state = self.state(page);
+        for round in 0..LATCH_WAIT_ROUNDS_MAX {
+            let seen = state.load();
+            match state_of(seen) {
+                EVICTED if state.try_lock_evicted(seen) => {
+                    self.fault_in(page)?;
+                    state.mark_uptodate();
+                    // SAFETY: mark_uptodate left the page LOCKED by this thread.
+                    return Ok(unsafe { ExclusiveGuard::new(self, page) });
+                }
+                UNLOCKED | MARKED if state.try_lock_exclusive(seen) => {
+                    self.counters.add(Counter::Hits, 1);
+                    // SAFETY: the CAS took the exclusive latch.
+                    return Ok(unsafe { ExclusiveGuard::new(self, page) });
+                }
+                _ => backoff(round),
+            }
+        }
+        Err(PoolError::LatchWaitLimit { page })
+    }
+
+    /// Shared latch; faults the page in if it is evicted.
+    #[inline]
+    pub fn shared(&self, page: PageId) -> Result<SharedGuard<'_>, PoolError> {
+        if page.0 < self.page_count() {
+            let state = self.state(page);
+            let seen = state.load();
+            if state_of(seen) == UNLOCKED && state.try_lock_shared(seen) {
+                self.counters.add(Counter::Hits, 1);
+                // SAFETY: the CAS took a shared latch.
+                return Ok(unsafe { SharedGuard::new(self, page) });
+            }
+        }
+        self.shared_slow(page)
+    }
+
+    #[inline(never)]
+    fn shared_slow(&self, page: PageId) -> Result<SharedGuard<'_>, PoolError> {
+        self.check_range(page)?;
+        let state = self.state(page);
+        for round in 0..LATCH_WAIT_ROUNDS_MAX {
+            let seen = state.load();
+            if state_of(seen) == EVICTED {
+                if state.try_lock_evicted(seen) {
+                    self.fault_in(page)?;
+                    state.downgrade_to_shared();
+                    // SAFETY: downgrade_to_shared left one shared latch held by this thread.
+                    return Ok(unsafe { SharedGuard::new(self, page) });
+                }
+            } else if state.try_lock_shared(seen) {
+                self.counters.add(Counter::Hits, 1);
+                // SAFETY: the CAS took a shared latch.
+                return Ok(unsafe { SharedGuard::new(self, page) });
+            }
+            backoff(round);
+        }
+        Err(PoolError::LatchWaitLimit { page })
+    }
+
+    /// Optimistic access: no latch, a version. Faults the page in if evicted, waits if locked.
+    pub fn optimistic(&self, page: PageId) -> Result<OptimisticGuard<'_>, PoolError> {
+        self.check_range(page)?;
+        let seen = self.optimistic_version(page)?;
+        Ok(OptimisticGuard::new(self, page, seen))
+    }
+
+    fn optimistic_version(&self, page: PageId) -> Result<u64, PoolError> {
+        let state = self.state(page);
+        let mut faulted = false;
+        for round in 0..LATCH_WAIT_ROUNDS_MAX {
+            let seen = state.load();
+            match state_of(seen) {
+                EVICTED => {
+                    if state.try_lock_evicted(seen) {
+                        self.fault_in(page)?;
+                        state.mark_uptodate();
+                        state.unlock_exclusive();
+                        faulted = true;
+                    }
+                    continue;
+                }
+                LOCKED | LOCKED_EVICTED => {}
+                // An access gives the page its second chance.
+                MARKED if state.clear_mark(seen) => {
+                    return Ok(self.count_hit(with_state(seen, UNLOCKED), faulted));
+                }
+                MARKED => continue,
+                _ => return Ok(self.count_hit(seen, faulted)),
+            }
+            backoff(round);
+        }
+        Err(PoolError::LatchWaitLimit { page })
+    }
+
+    fn count_hit(&self, seen: u64, faulted: bool) -> u64 {
+        if !faulted {
+            self.counters.add(Counter::Hits, 1);
+        }
+        seen
+    }
+
+    /// Validated optimistic read: runs `f` on a `PageView`, validates the version, restarts on
+    /// conflict (at most `OPTIMISTIC_RESTARTS_MAX` times, then under a shared latch). The
+    /// result is only returned when validated.
+    #[inline]
+    pub fn read<R>(
+        &self,
+        page: PageId,
+        mut f: impl FnMut(&PageView<'_>) -> R,
+    ) -> Result<R, PoolError> {
+        // Fast path: a resident, unmarked page, one attempt, no call out of line.
+        if page.0 < self.page_count() {
+            let state = self.state(page);
+            let seen = state.load();
+            let current = state_of(seen);
+            if current == UNLOCKED || (1..=SHARED_MAX).contains(&current) {
+                // SAFETY: the address is page aligned and mapped for the pool's life.
+                let view = unsafe { PageView::new(self.page_ptr(page)) };
+                let result = f(&view);
+                if state.validate(seen) && !view.out_of_range() {
+                    self.counters.add(Counter::Hits, 1);
+                    return Ok(result);
+                }
+            }
+        }
+        self.read_slow(page, f)
+    }
+
+    /// `read` after the fast path failed: restarts, fault-in, marks, then the shared latch.
+    #[inline(never)]
+    fn read_slow<R>(
+        &self,
+        page: PageId,
+        mut f: impl FnMut(&PageView<'_>) -> R,
+    ) -> Result<R, PoolError> {
+        for _ in 0..OPTIMISTIC_RESTARTS_MAX {
+            let guard = self.optimistic(page)?;
+            let result = guard.peek(&mut f);
+            if guard.validate().is_ok() {
+                return Ok(result);
+            }
+            self.counters.add(Counter::OptimisticRestarts, 1);
+        }
+        let guard = self.shared(page)?;
+        // SAFETY: the shared latch keeps the page resident and unchanged while the view lives.
+        let view = unsafe { PageView::new(guard.as_ptr()) };
+        let result = f(&view);
+        if view.out_of_range() {
+            return Err(PoolError::ViewOutOfRange { page });
+        }
+        Ok(result)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let resident_bytes = self.resident_frames.load(Ordering::Relaxed) * PAGE_SIZE as u64;
+        self.counters.snapshot(resident_bytes)
+    }
+
+    /// What another thread or process needs to read pages zero-copy (memfd backing only).
+    pub fn export(&self) -> Result<Export, PoolError> {
+        let Some(frames) = self.region.memfd() else {
+            return Err(PoolError::ExportNeedsMemfd);
+        };
+        Ok(Export {
+            frames: reopen_read_only(frames)?,
+            states: reopen_read_only(self.states.memfd())?,
+        })
+    }
+
+    /// Whether a frame is instantiated at the page's address right now (mincore), for tests
+    /// and the stress tool.
+    pub fn frame_resident(&self, page: PageId) -> Result<bool, PoolError> {
+        self.region.is_resident(page)
+    }
+
+    pub fn backing(&self) -> Backing {
+        self.config.backing
+    }
+}
