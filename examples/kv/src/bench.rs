@@ -85,13 +85,6 @@ pub struct ExistingPolicy {
 pub fn run(args: &BenchArgs) -> Result<(), KvError> {
     let dataset = Dataset::new(args.records, args.key_size, args.value_size, args.seed)?;
     let config = run_config(args)?;
-    let memory_cap = match args.cgroup_mb {
-        Some(limit_mib) => MemoryCap::apply(limit_mib),
-        None => MemoryCap::uncapped(),
-    };
-    if args.cgroup_mb.is_some() {
-        eprintln!("kv: {}", memory_cap.explain());
-    }
     let (path, owned) = match &args.db {
         Some(path) => (path.clone(), false),
         None => (
@@ -109,7 +102,13 @@ pub fn run(args: &BenchArgs) -> Result<(), KvError> {
         reuse: args.reuse,
         owned,
     };
-    let mut prepared = prepare(&options, &dataset, policy, &memory_cap)?;
+    let (mut prepared, memory_cap) = match args.cgroup_mb {
+        Some(limit_mib) => prepare_capped(&options, &dataset, policy, limit_mib)?,
+        None => {
+            let uncapped = MemoryCap::uncapped();
+            (prepare(&options, &dataset, policy, &uncapped)?, uncapped)
+        }
+    };
     if !args.workload.writes() {
         prepared.store.seal_read_only();
     }
@@ -162,6 +161,38 @@ fn run_config(args: &BenchArgs) -> Result<RunConfig, KvError> {
     })
 }
 
+/// `--cgroup-mb`: the cap covers the measured run, not the load. A persistent database is
+/// loaded (or found) uncapped and closed; then the process enters the cap and reopens it
+/// cold (its page cache dropped), so every engine starts from the disk inside the same
+/// memory. Loading under the cap would only slow it down, or get a peer whose write
+/// buffers exceed the cap killed. The in-memory BTreeMap loads inside the cap.
+fn prepare_capped(
+    options: &OpenOptions,
+    dataset: &Dataset,
+    policy: ExistingPolicy,
+    limit_mib: u64,
+) -> Result<(Prepared, MemoryCap), KvError> {
+    let mut loaded = false;
+    let mut load_seconds = 0.0;
+    if options.engine.is_persistent() {
+        let first = prepare(options, dataset, policy, &MemoryCap::uncapped())?;
+        (loaded, load_seconds) = (first.loaded, first.load_seconds);
+        first.store.close()?;
+    }
+    let memory_cap = MemoryCap::apply(limit_mib);
+    eprintln!("kv: {}", memory_cap.explain());
+    let reuse = ExistingPolicy {
+        reuse: true,
+        ..policy
+    };
+    let mut prepared = prepare(options, dataset, reuse, &memory_cap)?;
+    if loaded {
+        prepared.loaded = true;
+        prepared.load_seconds = load_seconds;
+    }
+    Ok((prepared, memory_cap))
+}
+
 /// Opens the database at `options.path`, reusing or (re)loading it per `policy`.
 pub fn prepare(
     options: &OpenOptions,
@@ -172,19 +203,31 @@ pub fn prepare(
     let engine = options.engine;
     if engine.is_persistent() && options.path.exists() {
         if policy.reuse {
-            if let Some(store) = open_matching(options, dataset, memory_cap)? {
-                return Ok(Prepared {
-                    store,
-                    loaded: false,
-                    load_seconds: 0.0,
-                });
-            }
-            if !policy.owned {
-                return Err(KvError::DatasetMismatch {
-                    path: options.path.clone(),
-                    found: "another data set (or an unfinished load)".into(),
-                    requested: dataset.describe(),
-                });
+            match open_matching(options, dataset, memory_cap) {
+                Ok(Some(store)) => {
+                    return Ok(Prepared {
+                        store,
+                        loaded: false,
+                        load_seconds: 0.0,
+                    });
+                }
+                Ok(None) if !policy.owned => {
+                    return Err(KvError::DatasetMismatch {
+                        path: options.path.clone(),
+                        found: "another data set (or an unfinished load)".into(),
+                        requested: dataset.describe(),
+                    });
+                }
+                Err(error) if !policy.owned => return Err(error),
+                Ok(None) => eprintln!(
+                    "kv: {} holds another data set (or an unfinished load); reloading",
+                    options.path.display()
+                ),
+                Err(error) => eprintln!(
+                    "kv: cannot reuse {} ({}); reloading",
+                    options.path.display(),
+                    crate::error::one_line(&error)
+                ),
             }
         } else if !policy.owned {
             return Err(KvError::DatabaseExists {

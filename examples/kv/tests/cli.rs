@@ -348,6 +348,25 @@ fn bench_runs_the_peers_on_the_same_data_set() {
     }
 }
 
+/// Capped or not (no cgroup controller, not root), the run completes and says which.
+#[cfg(feature = "peers")]
+#[test]
+fn bench_under_a_memory_cap_reports_the_cap() {
+    let dir = test_dir("bench-capped");
+    for engine in ["lmdb", "redb", "bufpool"] {
+        let json = bench_json(
+            &dir,
+            &["--engine", engine, "--pool-mb", "16", "--cgroup-mb", "512"],
+        );
+        let cap = json["memory_cap"].as_str().unwrap().to_string();
+        assert!(cap == "none" || cap.ends_with(" 512 MiB"), "{cap}");
+        assert_eq!(
+            json["loaded"], true,
+            "the load happened before the cap: {json}"
+        );
+    }
+}
+
 #[cfg(not(feature = "peers"))]
 #[test]
 fn peers_without_the_feature_are_a_clear_error() {
