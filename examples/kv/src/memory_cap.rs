@@ -111,6 +111,7 @@ impl MemoryCap {
 impl CgroupCap {
     fn create(version: Version, limit_mib: u64) -> Result<CgroupCap, String> {
         let original = current_group(version)?;
+        remove_stale_groups(&original);
         let group = original.join(format!("kv-bench-{}", std::process::id()));
         fs::create_dir(&group).map_err(|error| format!("mkdir {}: {error}", group.display()))?;
         let cap = CgroupCap {
@@ -139,6 +140,28 @@ impl Drop for CgroupCap {
         let pid = std::process::id().to_string();
         let _ = write_file(&self.original.join("cgroup.procs"), &pid);
         let _ = fs::remove_dir(&self.group);
+    }
+}
+
+/// Removes `kv-bench-PID` groups left by kv processes that were killed (e.g. by the cap's own
+/// out-of-memory killer) before they could clean up: only empty ones whose PID is gone.
+fn remove_stale_groups(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("kv-bench-"))
+        else {
+            continue;
+        };
+        let empty = fs::read_to_string(entry.path().join("cgroup.procs"))
+            .is_ok_and(|procs| procs.trim().is_empty());
+        if empty && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir(entry.path());
+        }
     }
 }
 
