@@ -265,13 +265,19 @@ fn run_thread(
     file: &DirectFile,
     thread: u32,
 ) -> Result<ThreadResult, String> {
-    let depth = args.iodepth as usize;
+    // The sync engine completes each request inside `push`: more than one slot would only
+    // add the time a finished request waits for its reap to its latency.
+    let depth_requested = match args.engine {
+        Engine::Uring => args.iodepth,
+        Engine::Sync => 1,
+    };
+    let depth = depth_requested as usize;
     let block = args.bs as usize;
     let buffer = AlignedBuffer::new(depth * block);
     let write = matches!(args.rw, Pattern::Randwrite | Pattern::Write);
     let mut offsets = OffsetStream::new(args, thread);
     let mut queue = engine
-        .queue(file, args.iodepth)
+        .queue(file, depth_requested)
         .map_err(|error| error.to_string())?;
     queue.set_submit_batch(args.submit_batch);
     let mut started_at = vec![Instant::now(); depth];
