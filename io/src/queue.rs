@@ -152,7 +152,8 @@ impl<'file> IoQueue<'file> {
 
     /// Hands queued requests to the kernel, waits until at least `min_complete` requests
     /// (capped at `in_flight`) have completed, and appends every available completion to
-    /// `out`. One `io_uring_enter` per wait. Returns how many were appended.
+    /// `out`. One `io_uring_enter` per wait; `min_complete` 0 polls without blocking.
+    /// Returns how many were appended.
     pub fn reap(&mut self, min_complete: usize, out: &mut Vec<Completion>) -> usize {
         let wanted = min_complete.min(self.in_flight);
         let mut delivered = self.ready.len();
@@ -165,9 +166,16 @@ impl<'file> IoQueue<'file> {
         // completions of resubmitted continuations make progress, so this ends.
         loop {
             let waiting_for = wanted.saturating_sub(delivered).min(self.in_flight);
-            let ring = self.ring.as_ref().expect("io_uring queue");
-            uring::submit_and_wait(ring, waiting_for)
-                .unwrap_or_else(|error| fatal_ring_error(&error));
+            let ring = self.ring.as_mut().expect("io_uring queue");
+            let entered = if waiting_for == 0 {
+                // Still enter with GETEVENTS: with DEFER_TASKRUN, completions are only
+                // posted by such a call.
+                uring::submit_now(ring)
+            } else {
+                uring::submit_and_wait(ring, waiting_for)
+            };
+            entered.unwrap_or_else(|error| fatal_ring_error(&error));
+            self.unsubmitted = 0;
             delivered += self.drain_completions(out);
             if delivered >= wanted {
                 return delivered;
@@ -175,13 +183,16 @@ impl<'file> IoQueue<'file> {
         }
     }
 
-    /// Submits queued SQEs without waiting.
+    /// Submits queued SQEs without waiting (completions that arrived meanwhile are posted for
+    /// the next `reap`).
     pub fn submit(&mut self) -> Result<(), IoError> {
-        let Some(ring) = self.ring.as_ref() else {
+        let Some(ring) = self.ring.as_mut() else {
             return Ok(());
         };
-        uring::submit_and_wait(ring, 0)
-            .map_err(|source| os_error(IoOp::Setup, self.file.path(), 0, 0, source))
+        uring::submit_now(ring)
+            .map_err(|source| os_error(IoOp::Setup, self.file.path(), 0, 0, source))?;
+        self.unsubmitted = 0;
+        Ok(())
     }
 
     /// Moves every CQE into `out` (finished requests) or back into the SQ (continuations).

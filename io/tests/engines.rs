@@ -373,3 +373,30 @@ fn engine_names_parse() {
     assert_eq!(parse_engine_choice("auto"), Some(EngineChoice::Auto));
     assert_eq!(parse_engine_choice("aio"), None);
 }
+
+#[test]
+fn polling_the_queue_without_blocking_sees_completions() {
+    // A completion arrives within a second on any working disk.
+    const POLLS_MAX: u32 = 10_000;
+    for choice in ENGINES {
+        let (file, engine) = (fresh_file("queue-poll", choice), engine(choice));
+        let data = AlignedBuf::filled(PAGE, 8);
+        let mut queue = engine.queue(&file, 4).expect("queue");
+        // SAFETY: `data` outlives the queue; the write only reads it.
+        unsafe { queue.push(IoRequest::write(0, data.as_ptr(), PAGE), 5) }.expect("push");
+        queue.submit().expect("submit");
+        let mut completions = Vec::new();
+        let mut polls = 0;
+        while completions.is_empty() && polls < POLLS_MAX {
+            queue.reap(0, &mut completions);
+            polls += 1;
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        let completion = completions
+            .pop()
+            .expect("a non-blocking reap must see the completion");
+        assert_eq!(completion.tag, 5, "{choice:?}");
+        completion.result.expect("write");
+        assert_eq!(queue.in_flight(), 0);
+    }
+}
