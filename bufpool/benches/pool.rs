@@ -73,6 +73,17 @@ fn hit_path(criterion: &mut Criterion) {
             guard[OFFSET] ^= 1;
         })
     });
+    // A 120-byte value, the record size of the vmcache and kv workloads.
+    let mut record = [0u8; 120];
+    group.bench_function("vec_copy_record_120", |bench| {
+        bench.iter(|| record.copy_from_slice(&black_box(&plain)[OFFSET..OFFSET + 120]))
+    });
+    group.bench_function("optimistic_copy_record_120", |bench| {
+        bench.iter(|| {
+            pool.read(black_box(page), |view| view.copy_to(OFFSET, &mut record))
+                .expect("read")
+        })
+    });
     let mut out = vec![0u8; PAGE_SIZE];
     group.bench_function("vec_copy_page", |bench| {
         bench.iter(|| out.copy_from_slice(black_box(&plain)))
