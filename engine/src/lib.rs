@@ -6,23 +6,24 @@
 //! reader can still see them. Lookups use optimistic lock coupling on the pool's page
 //! versions; writers latch only the leaf, and parent and node for a split or merge.
 //!
-//! Layers, top down: [`engine`] (open/create/checkpoint) and [`catalog`] (named trees) →
+//! Layers, top down: `engine` (open/create/checkpoint) and `catalog` (named trees) →
 //! `tree` (the B+-tree) → `node` (slotted node layout), `overflow` (large values),
 //! `allocator` (free list) → `page` (header, checksum) and `superblock`.
 #![forbid(unsafe_code)]
 
 mod allocator;
-pub mod catalog;
-pub mod engine;
+mod catalog;
+mod engine;
 mod error;
-pub mod node;
+mod node;
 mod overflow;
-pub mod page;
+mod page;
 mod page_view;
 mod shared;
-pub mod superblock;
+mod superblock;
 mod tree;
 
+pub use catalog::MAX_TREE_NAME;
 pub use engine::{Engine, EngineOptions};
 pub use error::EngineError;
 pub use node::MAX_KEY_SIZE;
@@ -32,3 +33,10 @@ pub use tree::{Direction, RangeIter, Tree};
 /// overflow pages.
 pub const MAX_VALUE_SIZE: usize = 1 << 20;
 const _: () = assert!(MAX_KEY_SIZE >= 1024 && MAX_VALUE_SIZE >= 16 * 1024);
+
+/// Engines and trees are shared between threads.
+const _: fn() = || {
+    fn shared_between_threads<T: Send + Sync>() {}
+    shared_between_threads::<Engine>();
+    shared_between_threads::<Tree>();
+};

@@ -21,7 +21,7 @@ fn random_key(rng: &mut SmallRng) -> Vec<u8> {
             .map(|_| rng.random_range(0..4u8))
             .collect(),
         _ => {
-            let mut key = vec![b'L'; rng.random_range(100..=bufpool_engine::MAX_KEY_SIZE)];
+            let mut key = vec![b'L'; rng.random_range(100..bufpool_engine::MAX_KEY_SIZE)];
             key.push(rng.random_range(0..8u8));
             key
         }
