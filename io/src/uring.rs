@@ -196,14 +196,17 @@ pub(crate) fn with_thread_ring<R>(
                 .try_borrow_mut()
                 .map_err(|_| unavailable("io_uring engine re-entered on one thread".into()))?;
             rings.retain(|entry| entry.owner.strong_count() > 0);
-            let owner = Arc::downgrade(shared);
+            // Compared by address, so the hot path touches no reference count. A live entry's
+            // Weak keeps its engine's allocation, so no other engine can have that address.
+            let key = Arc::as_ptr(shared);
             let position = match rings
                 .iter()
-                .position(|entry| Weak::ptr_eq(&entry.owner, &owner))
+                .position(|entry| std::ptr::eq(entry.owner.as_ptr(), key))
             {
                 Some(position) => position,
                 None => {
                     let ring = Ring::new(shared.ring_entries, shared.ring_flags)?;
+                    let owner = Arc::downgrade(shared);
                     rings.push(ThreadRing { owner, ring });
                     rings.len() - 1
                 }
