@@ -7,6 +7,10 @@ use std::sync::atomic::Ordering;
 use bufpool_io::{IoError, IoKind, IoRequest};
 
 use super::{FRUITLESS_EVICTION_ROUNDS_MAX, Pool, backoff};
+
+/// Attempts (CAS retries and eviction rounds together) to charge one frame before giving up:
+/// other threads keep taking the frames this one frees.
+const RESERVE_ATTEMPTS_MAX: u32 = 1 << 16;
 use crate::eviction::{BATCH_MAX, Frames};
 use crate::guard::ExclusiveGuard;
 use crate::stats::Counter;
@@ -44,7 +48,10 @@ impl Pool {
     }
 
     fn prepare_new_page(&self, page: PageId) -> Result<(), PoolError> {
-        self.file.grow_to((page.0 + 1) * PAGE_SIZE as u64)?;
+        // Allocates the page's blocks (and extends the file over it) now, so its write-back
+        // cannot fail with ENOSPC later; one fallocate, no fstat.
+        self.file
+            .preallocate(page.0 * PAGE_SIZE as u64, PAGE_SIZE as u64)?;
         self.reserve_frame()?;
         // SAFETY: the page is LOCKED_EVICTED by this thread: nobody else writes it.
         unsafe { std::ptr::write_bytes(self.page_ptr(page), 0, PAGE_SIZE) };
@@ -181,14 +188,16 @@ impl Pool {
     /// Charges one frame to the budget, evicting first if it is spent.
     fn reserve_frame(&self) -> Result<(), PoolError> {
         let mut fruitless_rounds = 0;
-        loop {
+        for _ in 0..RESERVE_ATTEMPTS_MAX {
             let used = self.resident_frames.load(Ordering::Acquire);
             if used < self.frame_count {
-                if self
-                    .resident_frames
-                    .compare_exchange_weak(used, used + 1, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
+                let reserved = self.resident_frames.compare_exchange_weak(
+                    used,
+                    used + 1,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                if reserved.is_ok() {
                     return Ok(());
                 }
                 continue;
@@ -196,13 +205,14 @@ impl Pool {
             if self.evict_round()? == 0 {
                 fruitless_rounds += 1;
                 if fruitless_rounds >= FRUITLESS_EVICTION_ROUNDS_MAX {
-                    return Err(PoolError::NoEvictableFrame {
-                        frame_count: self.frame_count,
-                        rounds: fruitless_rounds,
-                    });
+                    break;
                 }
                 backoff(fruitless_rounds + 16);
             }
         }
+        Err(PoolError::NoEvictableFrame {
+            frame_count: self.frame_count,
+            rounds: fruitless_rounds,
+        })
     }
 }
