@@ -1,7 +1,8 @@
 //! `PageView`: read access to a page whose bytes may change concurrently.
 //!
-//! Every byte is read through Relaxed atomic loads of the aligned 8-byte words that hold it,
-//! so a concurrent writer is a race the memory model allows, never undefined behaviour.
+//! Every byte is read through Relaxed atomic loads of the aligned 8-byte words that hold it
+//! (the reader's half of the seqlock pattern; the writer's half is plain stores under the
+//! exclusive latch, see DESIGN.md on why that race is tolerated).
 //! Safe code never gets a `&[u8]` into such a page: values are copied out, and only count once
 //! the read is validated against the page's version. Accesses outside the page never panic:
 //! they return zero / copy nothing and mark the view inconsistent, which fails validation.
