@@ -120,7 +120,8 @@ fn slot<P: PageBytes + ?Sized>(page: &P, index: usize) -> Slot {
     Slot {
         head: word as u32,
         cell: (word >> 32) as u16 as usize,
-        key_len: (word >> 48) as usize,
+        // Clamped: a garbage length read optimistically cannot make a reader allocate much.
+        key_len: ((word >> 48) as usize).min(MAX_KEY_SIZE),
     }
 }
 
