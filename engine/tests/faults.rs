@@ -46,7 +46,7 @@ fn a_failed_checkpoint_is_reported_and_the_next_one_succeeds() {
     // Reads and writes go on in memory.
     assert_eq!(
         tree.get(&3u32.to_be_bytes()).unwrap().as_ref(),
-        model.get(&3u32.to_be_bytes().to_vec())
+        model.get(&3u32.to_be_bytes()[..])
     );
     tree.put(b"after", b"failure").unwrap();
     model.insert(b"after".to_vec(), b"failure".to_vec());
