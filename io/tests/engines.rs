@@ -400,3 +400,20 @@ fn polling_the_queue_without_blocking_sees_completions() {
         assert_eq!(queue.in_flight(), 0);
     }
 }
+
+#[test]
+fn auto_follows_the_environment_variable_and_otherwise_picks_io_uring_here() {
+    let engine = bufpool_io::IoEngine::new(bufpool_io::IoConfig::default()).expect("auto engine");
+    let forced = std::env::var(bufpool_io::ENGINE_ENV_VAR).ok();
+    let expected = match forced.as_deref().and_then(bufpool_io::parse_engine_choice) {
+        Some(EngineChoice::Sync) => bufpool_io::EngineKind::Sync,
+        // io_uring works on this machine (io_uring_disabled = 0).
+        _ => bufpool_io::EngineKind::Uring,
+    };
+    assert_eq!(
+        engine.kind(),
+        expected,
+        "{}={forced:?}",
+        bufpool_io::ENGINE_ENV_VAR
+    );
+}
