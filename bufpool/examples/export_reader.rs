@@ -29,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn parent() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = PathBuf::from("target/export-demo");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/export-demo");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("data.db");
     let _ = std::fs::remove_file(&path);

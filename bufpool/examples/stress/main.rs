@@ -42,7 +42,7 @@ struct Arguments {
     #[arg(long, default_value = "both")]
     backing: String,
     /// Directory of the data file (must support O_DIRECT: not tmpfs).
-    #[arg(long, default_value = "target/stress-data")]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/stress-data"))]
     data_dir: PathBuf,
     /// Print one JSON object as the last line.
     #[arg(long)]
