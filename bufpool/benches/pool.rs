@@ -163,6 +163,22 @@ fn miss_path(criterion: &mut Criterion) {
             ),
             |bench| bench.iter_custom(|iterations| read_in_threads(&pool, iterations)),
         );
+        // One thread, 32 misses overlapped: found first, read with one submission.
+        let mut batch = [PageId(0); 32];
+        group.throughput(Throughput::Elements(batch.len() as u64));
+        group.bench_function(
+            BenchmarkId::new("prefetch_32_then_read", format!("{backing:?}")),
+            |bench| {
+                bench.iter(|| {
+                    batch.iter_mut().for_each(|page| *page = pages.next());
+                    pool.prefetch(&batch).expect("prefetch");
+                    for &page in &batch {
+                        black_box(pool.read(page, |view| view.u64_at(0)).expect("read"));
+                    }
+                })
+            },
+        );
+        group.throughput(Throughput::Elements(1));
         eprintln!("miss/{backing:?}: {:?}", pool.stats());
     }
     group.finish();
