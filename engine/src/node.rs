@@ -76,10 +76,25 @@ pub const UNDERFULL_BYTES: usize = CAPACITY / 4;
 /// The key's first 4 bytes as a big-endian number: orders like the keys' prefixes.
 #[inline]
 pub fn key_head(key: &[u8]) -> u32 {
-    let mut bytes = [0u8; 4];
-    let n = key.len().min(4);
-    bytes[..n].copy_from_slice(&key[..n]);
-    u32::from_be_bytes(bytes)
+    match key.first_chunk::<4>() {
+        Some(bytes) => u32::from_be_bytes(*bytes),
+        None => (leading_u64(key) >> 32) as u32,
+    }
+}
+
+/// The key's first 8 bytes (zero padded) as a big-endian number.
+#[inline]
+fn leading_u64(key: &[u8]) -> u64 {
+    match key.first_chunk::<8>() {
+        Some(bytes) => u64::from_be_bytes(*bytes),
+        None => {
+            let mut bytes = [0u8; 8];
+            for (byte, &value) in bytes.iter_mut().zip(key) {
+                *byte = value;
+            }
+            u64::from_be_bytes(bytes)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -154,9 +169,15 @@ fn compare_slot<P: PageBytes + ?Sized>(
 pub fn lower_bound<P: PageBytes + ?Sized>(page: &P, key: &[u8]) -> (usize, bool) {
     let count = count(page);
     let prefix_len = (page.u8_at(PREFIX_LEN_OFFSET) as usize).min(PREFIX_MAX);
-    let prefix = page.u64_at(PREFIX_OFFSET).to_le_bytes();
+    // The first `shared` bytes of key and prefix, compared as big-endian numbers.
     let shared = prefix_len.min(key.len());
-    match key[..shared].cmp(&prefix[..shared]) {
+    let mask = if shared == 0 {
+        0
+    } else {
+        u64::MAX << (8 * (PREFIX_MAX - shared))
+    };
+    let prefix = u64::from_be_bytes(page.u64_at(PREFIX_OFFSET).to_le_bytes()) & mask;
+    match (leading_u64(key) & mask).cmp(&prefix) {
         Ordering::Less => return (0, false),
         Ordering::Greater => return (count, false),
         // A key that is a proper prefix of the node's prefix is below every key.
