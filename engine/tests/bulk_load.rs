@@ -22,6 +22,15 @@ fn loads_sorted_records_and_they_read_back() {
     let n = 60_000u64;
     assert_eq!(tree.load_sorted((0..n).map(|i| record(i * 2))).unwrap(), n);
     assert_eq!(tree.len().unwrap(), n);
+    let summary = tree.verify().unwrap();
+    assert_eq!(
+        (summary.records, summary.overflow_values),
+        (n, (0..n).filter(|i| (i * 2) % 997 == 0).count() as u64)
+    );
+    assert!(
+        summary.height >= 2 && summary.used_bytes > summary.leaves * 3500,
+        "leaves not packed: {summary:?}"
+    );
     for i in (0..2 * n).step_by(7) {
         let expected = (i % 2 == 0).then(|| record(i).1);
         assert_eq!(tree.get(&i.to_be_bytes()).unwrap(), expected, "key {i}");

@@ -145,6 +145,7 @@ fn readers_and_writers_see_consistent_data() {
         expected.len()
     );
     assert_eq!(tree.len().unwrap(), expected.len() as u64);
+    assert_eq!(tree.verify().unwrap().records, expected.len() as u64);
     assert!(engine.pool_stats().evictions > 0);
     drop(tree);
     engine.close().unwrap();

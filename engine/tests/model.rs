@@ -92,6 +92,8 @@ fn check_range(tree: &Tree, model: &Model, rng: &mut SmallRng) {
 }
 
 fn check_all(tree: &Tree, model: &Model) {
+    let summary = tree.verify().unwrap();
+    assert_eq!(summary.records, model.len() as u64, "{summary:?}");
     let got: Vec<_> = tree.iter().collect::<Result<_, _>>().unwrap();
     assert_eq!(got.len(), model.len());
     assert!(
@@ -165,6 +167,9 @@ fn run(seed: u64, operations: usize, frames: u64) {
         assert!(tree.delete(key).unwrap());
     }
     assert_eq!(tree.iter().count(), 0);
+    // Merges shrank the emptied tree back to a few nodes.
+    let emptied = tree.verify().unwrap();
+    assert!(emptied.leaves + emptied.inner_nodes <= 4, "{emptied:?}");
     let (pages_before, _) = engine.page_counts();
     for (key, value) in &model {
         tree.put(key, value).unwrap();

@@ -10,6 +10,7 @@ pub(crate) mod bulk;
 pub(crate) mod descend;
 pub(crate) mod read;
 pub(crate) mod scan;
+pub(crate) mod verify;
 pub(crate) mod write;
 
 use std::ops::RangeBounds;
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::EngineError;
 use crate::shared::Shared;
 pub use scan::RangeIter;
+pub use verify::TreeSummary;
 
 use descend::TreeCtx;
 
@@ -164,6 +166,12 @@ impl Tree {
             std::ops::Bound::Unbounded,
             Direction::Forward,
         )
+    }
+
+    /// Checks the tree's structure (node kinds and levels, key order, separators, overflow
+    /// chains) and summarizes it. For tests and tools: run it without concurrent writers.
+    pub fn verify(&self) -> Result<TreeSummary, EngineError> {
+        verify::verify(self.ctx())
     }
 
     /// Number of records.

@@ -250,9 +250,25 @@ fn split_root(tree: TreeCtx<'_>, root: &mut ExclusiveGuard<'_>) -> Result<(), En
     Ok(())
 }
 
-/// Merges the underfull `target` (on the path of `key`) with a sibling if they fit;
-/// continues upwards while parents become underfull. Merging only keeps the tree dense:
-/// giving up on contention leaves a valid tree.
+/// Which neighbour (under the same parent) a merge tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Right,
+    Left,
+}
+
+enum MergeStep {
+    /// Merged; the parent, if it is now underfull (and not the root).
+    Merged(Option<u64>),
+    /// No neighbour on that side, or the two would not fit in 3/4 of a page.
+    NoFit,
+    /// Nothing to do (the node is gone from the key's path, or is the root).
+    Nothing,
+}
+
+/// Merges the underfull `target` (on the path of `key`) with its right or else its left
+/// neighbour if they fit; continues upwards while parents become underfull. Merging only
+/// keeps the tree dense: giving up on contention leaves a valid tree.
 fn merge(
     tree: TreeCtx<'_>,
     target: u64,
@@ -263,56 +279,62 @@ fn merge(
     if depth > MAX_HEIGHT {
         return Ok(());
     }
-    for _ in 0..STRUCTURE_ATTEMPTS {
-        match merge_step(tree, target, key, epoch) {
-            Ok(Some(parent)) => return merge(tree, parent, key, epoch, depth + 1),
-            Ok(None) => return Ok(()),
-            Err(Abort::Restart) => continue,
-            Err(Abort::Failed(error)) => return Err(error),
+    for side in [Side::Right, Side::Left] {
+        for _ in 0..STRUCTURE_ATTEMPTS {
+            match merge_step(tree, target, key, epoch, side) {
+                Ok(MergeStep::Merged(Some(parent))) => {
+                    return merge(tree, parent, key, epoch, depth + 1);
+                }
+                Ok(MergeStep::Merged(None) | MergeStep::Nothing) => return Ok(()),
+                Ok(MergeStep::NoFit) => break,
+                Err(Abort::Restart) => continue,
+                Err(Abort::Failed(error)) => return Err(error),
+            }
         }
     }
     Ok(())
 }
 
-/// One merge; returns the parent if it is now underfull (and not the root).
+/// One merge of `target` with its neighbour on `side`.
 fn merge_step(
     tree: TreeCtx<'_>,
     target: u64,
     key: &[u8],
     epoch: &crossbeam_epoch::Guard,
-) -> Result<Option<u64>, Abort> {
+    side: Side,
+) -> Result<MergeStep, Abort> {
     let Some((Some(parent), target_guard)) = descend::find_with_parent(tree, target, key)? else {
-        return Ok(None);
+        return Ok(MergeStep::Nothing);
     };
     let mut separator = Vec::new();
     let plan = parent.peek(|view| {
         let count = node::count(view);
-        if count == 0 {
-            return None;
-        }
         let index = node::child_index(view, key);
         // The left node's slot in the parent; its key separates left from right.
-        let left_slot = index.min(count - 1);
-        let sibling = if index < count {
-            node::child_at(view, index + 1)
-        } else {
-            node::child_at(view, count - 1)
+        let (left_slot, sibling) = match side {
+            Side::Right if index < count => (index, node::child_at(view, index + 1)),
+            Side::Left if index > 0 => (index - 1, node::child_at(view, index - 1)),
+            _ => return None,
         };
         node::copy_key(view, left_slot, &mut separator);
-        Some((index < count, left_slot, sibling))
+        Some((left_slot, sibling))
     });
     parent.validate()?;
-    let Some((target_is_left, left_slot, sibling)) = plan else {
-        return Ok(None);
+    let Some((left_slot, sibling)) = plan else {
+        return Ok(MergeStep::NoFit);
     };
     let pool = &tree.shared.pool;
     let mut parent = parent.upgrade()?;
-    let (left, mut right) = if target_is_left {
-        let left = target_guard.upgrade()?;
-        (left, pool.optimistic(PageId(sibling))?.upgrade()?)
-    } else {
-        let left = pool.optimistic(PageId(sibling))?.upgrade()?;
-        (left, target_guard.upgrade()?)
+    // Latch order: parent, then left, then right.
+    let (left, mut right) = match side {
+        Side::Right => {
+            let left = target_guard.upgrade()?;
+            (left, pool.optimistic(PageId(sibling))?.upgrade()?)
+        }
+        Side::Left => {
+            let left = pool.optimistic(PageId(sibling))?.upgrade()?;
+            (left, target_guard.upgrade()?)
+        }
     };
     if node::level(&left[..]) != node::level(&right[..]) {
         return Err(tree
@@ -322,7 +344,7 @@ fn merge_step(
     }
     let fits = node::merged_size(&left, &right, separator.len()) <= MERGED_MAX_BYTES;
     if !fits || !node::can_merge(&left, &right, separator.len()) {
-        return Ok(None);
+        return Ok(MergeStep::NoFit);
     }
     node::merge_into_right(&left, &mut right, &separator);
     node::remove(&mut parent, left_slot);
@@ -333,7 +355,8 @@ fn merge_step(
             node::copy_node(&mut parent, &right);
             tree.shared.allocator.retire(right, epoch);
         }
-        return Ok(None);
+        return Ok(MergeStep::Merged(None));
     }
-    Ok((node::used(&parent) < node::UNDERFULL_BYTES).then_some(parent.page_id().0))
+    let underfull = node::used(&parent) < node::UNDERFULL_BYTES;
+    Ok(MergeStep::Merged(underfull.then_some(parent.page_id().0)))
 }
