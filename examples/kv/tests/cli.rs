@@ -314,10 +314,20 @@ fn bench_json_last_line_has_the_fields() {
 }
 
 #[test]
-fn bench_runs_every_workload_on_the_btreemap_ceiling() {
-    let dir = test_dir("bench-btreemap");
-    for workload in ["read", "update", "scan", "mixed"] {
-        let json = bench_json(&dir, &["--engine", "btreemap", "--workload", workload]);
+fn bench_runs_every_workload_on_bufpool_and_the_btreemap_ceiling() {
+    let dir = test_dir("bench-workloads");
+    let engines = ["bufpool", "btreemap"];
+    let workloads = ["read", "update", "scan", "mixed"];
+    for (engine, workload) in engines.iter().flat_map(|e| workloads.map(|w| (*e, w))) {
+        let args = [
+            "--engine",
+            engine,
+            "--workload",
+            workload,
+            "--pool-mb",
+            "16",
+        ];
+        let json = bench_json(&dir, &args);
         assert_eq!(json["workload"], workload);
         let looks_up = workload == "read" || workload == "mixed";
         assert_eq!(
