@@ -160,3 +160,55 @@ fn readers_and_writers_see_consistent_data() {
     engine.close().unwrap();
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn merges_under_concurrent_readers_and_scans() {
+    let path = common::test_path("concurrent-merges");
+    let engine = Engine::create(&path, common::options_with_frames(128)).unwrap();
+    let tree = engine.tree("shrinking").unwrap();
+    for writer in 0..2u8 {
+        for index in 0..KEYS_PER_WRITER {
+            let key = key(writer, index);
+            tree.put(&key, &value(&key, index)).unwrap();
+        }
+    }
+    let grown = tree.verify().unwrap();
+    assert!(grown.height >= 1, "{grown:?}");
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let deleters: Vec<_> = (0..2u8)
+            .map(|writer| {
+                let tree = tree.clone();
+                scope.spawn(move || {
+                    // Interleaved order: leaves empty out everywhere at once.
+                    for index in (0..KEYS_PER_WRITER).map(|i| (i * 7) % KEYS_PER_WRITER) {
+                        assert!(tree.delete(&key(writer, index)).unwrap());
+                    }
+                })
+            })
+            .collect();
+        let reader = scope.spawn(|| reader(&tree, 5, &done));
+        let scanner = scope.spawn(|| scanner(&tree, 6, &done));
+        deleters
+            .into_iter()
+            .for_each(|deleter| deleter.join().unwrap());
+        done.store(true, Ordering::Relaxed);
+        reader.join().unwrap();
+        scanner.join().unwrap();
+    });
+    assert_eq!(tree.iter().count(), 0);
+    assert_eq!(tree.len().unwrap(), 0);
+    let emptied = tree.verify().unwrap();
+    assert!(
+        emptied.leaves + emptied.inner_nodes <= 4,
+        "merges left {emptied:?} (grown: {grown:?})"
+    );
+    let (pages, free) = engine.page_counts();
+    assert!(
+        free * 2 >= pages,
+        "merged pages not freed: {free} free of {pages}"
+    );
+    drop(tree);
+    engine.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
