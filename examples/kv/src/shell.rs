@@ -183,7 +183,8 @@ mod commands {
             Some(tree) => tree.get(&key)?,
             None => None,
         };
-        engine.close()?;
+        // Reads leave the file as it was: no close, whose checkpoint writes a new superblock.
+        drop(engine);
         let value = value.ok_or_else(|| not_found(&key, args.db.hex))?;
         println!("{}", show_bytes(&value, args.db.hex));
         Ok(())
@@ -258,7 +259,7 @@ mod commands {
                 .map_err(|error| KvError::io("write to stdout", error))?;
             }
         }
-        engine.close()?;
+        drop(engine);
         Ok(())
     }
 }

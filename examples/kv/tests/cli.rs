@@ -187,6 +187,7 @@ fn a_file_that_is_not_a_database_is_a_one_line_error_and_left_alone() {
 fn oversized_key_or_value_is_a_one_line_error_and_the_database_stays_intact() {
     let dir = test_dir("oversized");
     put(&dir, "limits.db", "kept", "value");
+    let before = fs::read(dir.join("limits.db")).unwrap();
     let huge_key = "k".repeat(64 * 1024);
     let line = one_line_error(kv(&dir, &["put", "--db", "limits.db", &huge_key, "v"]));
     assert!(line.contains("key is 65536 bytes"), "{line}");
@@ -209,6 +210,8 @@ fn oversized_key_or_value_is_a_one_line_error_and_the_database_stays_intact() {
         ok(kv(&dir, &["scan", "--db", "limits.db"])),
         "kept\tvalue\n"
     );
+    let after = fs::read(dir.join("limits.db")).unwrap();
+    assert!(after == before, "refused writes or reads changed the file");
 }
 
 #[test]
@@ -247,10 +250,15 @@ fn corrupted_page_is_a_one_line_corrupted_error() {
     }
     file.sync_all().unwrap();
     drop(file);
+    let damaged = fs::read(&path).unwrap();
     let line = one_line_error(kv(&dir, &["get", "--db", "damaged.db", "key-0007"]));
     assert!(line.to_lowercase().contains("corrupt"), "{line}");
     let line = one_line_error(kv(&dir, &["scan", "--db", "damaged.db"]));
     assert!(line.to_lowercase().contains("corrupt"), "{line}");
+    assert!(
+        fs::read(&path).unwrap() == damaged,
+        "reading changed the file"
+    );
 }
 
 const BENCH_FIELDS: [&str; 18] = [
