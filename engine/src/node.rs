@@ -424,6 +424,14 @@ pub fn used(bytes: &[u8]) -> usize {
     CAPACITY - free_total(bytes)
 }
 
+/// [`used`] read optimistically: saturating, so garbage cannot overflow (validate after).
+pub fn used_of<P: PageBytes + ?Sized>(page: &P) -> usize {
+    let heap_start = page.u16_at(HEAP_START_OFFSET) as usize;
+    let slots_end = SLOTS_OFFSET + count(page) * SLOT_SIZE;
+    let free = heap_start.saturating_sub(slots_end) + page.u16_at(GARBAGE_OFFSET) as usize;
+    CAPACITY.saturating_sub(free)
+}
+
 fn cell_len(bytes: &[u8], index: usize) -> usize {
     let slot = slot(bytes, index);
     if is_leaf(bytes) {

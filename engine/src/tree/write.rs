@@ -133,6 +133,9 @@ fn put_stored(tree: TreeCtx<'_>, key: &[u8], stored: LeafValue<'_>) -> Result<bo
 
 /// Removes `key`; `Ok(true)` if it was present. The caller holds the writers' lock.
 pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<bool, EngineError> {
+    if !may_contain(tree, key)? {
+        return Ok(false);
+    }
     for attempt in 0..WRITE_ATTEMPTS {
         let Some(mut leaf) = latch_leaf(tree, key, attempt)? else {
             continue;
@@ -155,6 +158,24 @@ pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<bool, EngineError>
         return Ok(true);
     }
     Err(retry_limit("delete"))
+}
+
+/// Whether `key` may be present, checked without a latch (so deleting a missing key does
+/// not dirty its leaf). `true` after repeated conflicts: the latched path decides.
+fn may_contain(tree: TreeCtx<'_>, key: &[u8]) -> Result<bool, EngineError> {
+    for _ in 0..OPTIMISTIC_ATTEMPTS {
+        let attempt = descend::descend(tree, Route::Key(key), 0, None).and_then(|leaf| {
+            let found = leaf.peek(|view| node::lower_bound(view, key).1);
+            leaf.validate()?;
+            Ok(found)
+        });
+        match attempt {
+            Ok(found) => return Ok(found),
+            Err(Abort::Restart) => continue,
+            Err(Abort::Failed(error)) => return Err(error),
+        }
+    }
+    Ok(true)
 }
 
 enum SplitStep {
@@ -324,15 +345,32 @@ fn merge_step(
         return Ok(MergeStep::NoFit);
     };
     let pool = &tree.shared.pool;
+    // Whether the two fit, checked before latching anything: a merge that does not
+    // happen dirties no page.
+    let sibling_guard = pool.optimistic(PageId(sibling))?;
+    let (target_used, target_is_leaf) =
+        target_guard.peek(|view| (node::used_of(view), node::is_leaf(view)));
+    let sibling_used = sibling_guard.peek(|view| node::used_of(view));
+    target_guard.validate()?;
+    sibling_guard.validate()?;
+    parent.validate()?;
+    let pulled_down = if target_is_leaf {
+        0
+    } else {
+        node::inner_entry_size(separator.len())
+    };
+    if target_used + sibling_used + pulled_down > MERGED_MAX_BYTES {
+        return Ok(MergeStep::NoFit);
+    }
     let mut parent = parent.upgrade()?;
     // Latch order: parent, then left, then right.
     let (left, mut right) = match side {
         Side::Right => {
             let left = target_guard.upgrade()?;
-            (left, pool.optimistic(PageId(sibling))?.upgrade()?)
+            (left, sibling_guard.upgrade()?)
         }
         Side::Left => {
-            let left = pool.optimistic(PageId(sibling))?.upgrade()?;
+            let left = sibling_guard.upgrade()?;
             (left, target_guard.upgrade()?)
         }
     };
