@@ -108,7 +108,17 @@ fn scanner(tree: &Tree, seed: u64, done: &AtomicBool) -> u64 {
 
 #[test]
 fn readers_and_writers_see_consistent_data() {
-    let path = common::test_path("concurrent");
+    readers_and_writers(4000, "concurrent");
+}
+
+#[test]
+#[ignore = "long: ten times the operations"]
+fn readers_and_writers_see_consistent_data_long() {
+    readers_and_writers(40_000, "concurrent-long");
+}
+
+fn readers_and_writers(operations: u32, name: &str) {
+    let path = common::test_path(name);
     let engine = Engine::create(&path, common::options_with_frames(128)).unwrap();
     let tree = engine.tree("shared").unwrap();
     let done = AtomicBool::new(false);
@@ -117,7 +127,7 @@ fn readers_and_writers_see_consistent_data() {
             .map(|w| {
                 scope.spawn({
                     let tree = tree.clone();
-                    move || writer(&tree, w, 4000)
+                    move || writer(&tree, w, operations)
                 })
             })
             .collect();
