@@ -162,8 +162,13 @@ impl<'file> IoQueue<'file> {
         if self.ring.is_none() {
             return delivered;
         }
-        // Each pass waits for at least one completion (while fewer than `wanted` arrived);
-        // completions of resubmitted continuations make progress, so this ends.
+        // Completions posted by earlier submissions (GETEVENTS) need no syscall.
+        delivered += self.drain_completions(out);
+        if delivered >= wanted && delivered > 0 && self.unsubmitted == 0 {
+            return delivered;
+        }
+        // Each pass enters the kernel once and waits for at least one completion (while
+        // fewer than `wanted` arrived); continuations make progress, so this ends.
         loop {
             let waiting_for = wanted.saturating_sub(delivered).min(self.in_flight);
             let ring = self.ring.as_mut().expect("io_uring queue");
