@@ -169,7 +169,10 @@ fn run(seed: u64, operations: usize, frames: u64) {
     assert_eq!(tree.iter().count(), 0);
     // Merges shrank the emptied tree back to a few nodes.
     let emptied = tree.verify().unwrap();
-    assert!(emptied.leaves + emptied.inner_nodes <= 4, "{emptied:?}");
+    assert!(
+        emptied.leaves + emptied.inner_nodes <= 4,
+        "seed {seed}: {emptied:?}"
+    );
     let (pages_before, _) = engine.page_counts();
     for (key, value) in &model {
         tree.put(key, value).unwrap();

@@ -23,6 +23,8 @@ const STRUCTURE_ATTEMPTS: u32 = 64;
 /// A merge is done only if the merged node is at most this full, so a merge is not
 /// undone by the next insert.
 const MERGED_MAX_BYTES: usize = node::CAPACITY * 3 / 4;
+/// Merges one delete may set off (in a row and upwards).
+const MERGE_CASCADE_MAX: usize = 4 * MAX_HEIGHT;
 
 fn retry_limit(operation: &'static str) -> EngineError {
     EngineError::RetryLimit { operation }
@@ -279,8 +281,12 @@ enum Side {
 }
 
 enum MergeStep {
-    /// Merged; the parent, if it is now underfull (and not the root).
-    Merged(Option<u64>),
+    /// Merged: the merged node if it is still underfull, the parent if it now is (and is
+    /// not the root).
+    Merged {
+        merged: Option<u64>,
+        parent: Option<u64>,
+    },
     /// No neighbour on that side, or the two would not fit in 3/4 of a page.
     NoFit,
     /// Nothing to do (the node is gone from the key's path, or is the root).
@@ -297,16 +303,24 @@ fn merge(
     epoch: &crossbeam_epoch::Guard,
     depth: usize,
 ) -> Result<(), EngineError> {
-    if depth > MAX_HEIGHT {
+    // Each level may merge a few times in a row (an underfull result absorbs the next
+    // neighbour, e.g. an empty one left behind earlier), then moves up.
+    if depth > MERGE_CASCADE_MAX {
         return Ok(());
     }
     for side in [Side::Right, Side::Left] {
         for _ in 0..STRUCTURE_ATTEMPTS {
             match merge_step(tree, target, key, epoch, side) {
-                Ok(MergeStep::Merged(Some(parent))) => {
-                    return merge(tree, parent, key, epoch, depth + 1);
+                Ok(MergeStep::Merged { merged, parent }) => {
+                    if let Some(merged) = merged {
+                        merge(tree, merged, key, epoch, depth + 1)?;
+                    }
+                    return match parent {
+                        Some(parent) => merge(tree, parent, key, epoch, depth + 1),
+                        None => Ok(()),
+                    };
                 }
-                Ok(MergeStep::Merged(None) | MergeStep::Nothing) => return Ok(()),
+                Ok(MergeStep::Nothing) => return Ok(()),
                 Ok(MergeStep::NoFit) => break,
                 Err(Abort::Restart) => continue,
                 Err(Abort::Failed(error)) => return Err(error),
@@ -387,14 +401,20 @@ fn merge_step(
     node::merge_into_right(&left, &mut right, &separator);
     node::remove(&mut parent, left_slot);
     tree.shared.allocator.retire(left, epoch);
-    if parent.page_id().0 == tree.root {
-        if node::count(&parent[..]) == 0 {
-            // The root has one child left: it takes the child's place (height - 1).
-            node::copy_node(&mut parent, &right);
-            tree.shared.allocator.retire(right, epoch);
-        }
-        return Ok(MergeStep::Merged(None));
+    let is_root = parent.page_id().0 == tree.root;
+    if is_root && node::count(&parent[..]) == 0 {
+        // The root has one child left: it takes the child's place (height - 1).
+        node::copy_node(&mut parent, &right);
+        tree.shared.allocator.retire(right, epoch);
+        return Ok(MergeStep::Merged {
+            merged: None,
+            parent: None,
+        });
     }
-    let underfull = node::used(&parent) < node::UNDERFULL_BYTES;
-    Ok(MergeStep::Merged(underfull.then_some(parent.page_id().0)))
+    let merged = (node::used(&right) < node::UNDERFULL_BYTES).then_some(right.page_id().0);
+    let parent_underfull = !is_root && node::used(&parent) < node::UNDERFULL_BYTES;
+    Ok(MergeStep::Merged {
+        merged,
+        parent: parent_underfull.then_some(parent.page_id().0),
+    })
 }
