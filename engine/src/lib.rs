@@ -27,6 +27,7 @@ pub use catalog::MAX_TREE_NAME;
 pub use engine::{Engine, EngineOptions};
 pub use error::EngineError;
 pub use node::MAX_KEY_SIZE;
+pub use superblock::FORMAT_VERSION;
 pub use tree::{Direction, RangeIter, Tree, TreeSummary};
 
 /// Largest value. Values longer than `node::MAX_INLINE_PAYLOAD` minus their key live on

@@ -21,7 +21,8 @@
 use crate::page::{self, PAGE_SIZE, PageBytes, PageKind};
 
 pub const MAGIC: [u8; 8] = *b"bufpoolE";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: node headers with common prefix and search hints.
+pub const FORMAT_VERSION: u32 = 2;
 /// The pages holding the two superblock copies.
 pub const SUPERBLOCK_PAGES: [u64; 2] = [0, 1];
 /// The first page that is not a superblock.

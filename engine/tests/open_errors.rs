@@ -92,7 +92,7 @@ fn other_version_and_other_page_size_are_named() {
             error,
             EngineError::UnsupportedFormat {
                 found: 99,
-                expected: 1,
+                expected: bufpool_engine::FORMAT_VERSION,
                 ..
             }
         ),
