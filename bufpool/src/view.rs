@@ -154,7 +154,16 @@ impl<'a> PageView<'a> {
             let within = position % WORD;
             let take = (WORD - within).min(common - done);
             let word = self.word(position / WORD);
-            match word[within..within + take].cmp(&key[done..done + take]) {
+            let order = if take == WORD {
+                // A whole aligned word: one integer comparison (big endian = byte order).
+                let ours = u64::from_be_bytes(word);
+                let theirs =
+                    u64::from_be_bytes(key[done..done + WORD].try_into().expect("8 bytes"));
+                ours.cmp(&theirs)
+            } else {
+                word[within..within + take].cmp(&key[done..done + take])
+            };
+            match order {
                 CmpOrdering::Equal => done += take,
                 unequal => return unequal,
             }
@@ -224,6 +233,26 @@ mod tests {
         assert_eq!(view.compare(3, 100, &page.0[3..103]), CmpOrdering::Equal);
         assert_eq!(view.compare(3, 100, &page.0[3..102]), CmpOrdering::Greater);
         assert_eq!(view.compare(3, 10, &[255; 10]), CmpOrdering::Less);
+        for (offset, length) in [(0, 64), (5, 40), (8, 16), (4080, 16)] {
+            let plain = &page.0[offset..offset + length];
+            let mut key = plain.to_vec();
+            assert_eq!(view.compare(offset, length, &key), CmpOrdering::Equal);
+            for at in [0, length / 2, length - 1] {
+                key[at] = key[at].wrapping_add(1);
+                assert_eq!(
+                    view.compare(offset, length, &key),
+                    plain.cmp(&key[..]),
+                    "{offset} {length} {at}"
+                );
+                key[at] = key[at].wrapping_sub(2);
+                assert_eq!(
+                    view.compare(offset, length, &key),
+                    plain.cmp(&key[..]),
+                    "{offset} {length} {at}"
+                );
+                key[at] = key[at].wrapping_add(1);
+            }
+        }
         assert!(!view.out_of_range());
     }
 
