@@ -49,6 +49,7 @@ pub enum PoolError {
 
 impl PoolError {
     /// The last OS error, attributed to `call`.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn last_os(call: &'static str) -> PoolError {
         PoolError::Os {
             call,
