@@ -111,13 +111,9 @@ pub fn evict_batch<E: EvictionEnv>(env: &E, candidates: &[PageId]) -> Result<usi
         &mut first_error,
     );
     step_3_shoot_down(env, &victims[..victim_count], &mut outcomes[..victim_count]);
-    victim_count = keep_successes(
-        &mut victims[..victim_count],
-        &mut outcomes,
-        &mut first_error,
-    );
-    for &page in &victims[..victim_count] {
-        if let Err(error) = evict_shot_down(env, page) {
+    for (&page, outcome) in victims[..victim_count].iter().zip(outcomes.iter_mut()) {
+        let shot_down = std::mem::replace(outcome, Ok(()));
+        if let Err(error) = evict_shot_down(env, page, shot_down) {
             first_error.get_or_insert(error);
         }
     }
@@ -127,8 +123,8 @@ pub fn evict_batch<E: EvictionEnv>(env: &E, candidates: &[PageId]) -> Result<usi
     }
 }
 
-/// Moves the victims whose outcome is Ok to the front (the failed ones were unlocked by the
-/// step that failed them), records the first error, returns how many remain.
+/// Moves the victims whose outcome is Ok to the front (the failed ones were unlocked by
+/// step 2), records the first error, returns how many remain.
 fn keep_successes(
     victims: &mut [PageId],
     outcomes: &mut [Result<(), PoolError>],
@@ -149,12 +145,18 @@ fn keep_successes(
     kept
 }
 
-/// Steps 4 to 7 for one victim whose frame step 3 shot down.
-fn evict_shot_down<E: EvictionEnv>(env: &E, page: PageId) -> Result<(), PoolError> {
+/// Steps 4 to 7 for one victim that step 2 wrote back. If its shootdown failed (`shot_down`
+/// is Err), its bytes may be partly gone (a batch zap can succeed in part), so it is evicted
+/// all the same (the disk has its bytes) and its frame is left charged for a later re-check.
+fn evict_shot_down<E: EvictionEnv>(
+    env: &E,
+    page: PageId,
+    shot_down: Result<(), PoolError>,
+) -> Result<(), PoolError> {
     let state = env.state(page);
     step_4_clear_uptodate(state);
     env.probe(page, Step::ClearUptodate);
-    let outcome = step_5_retry_for_refaults(env, page);
+    let outcome = shot_down.and_then(|()| step_5_retry_for_refaults(env, page));
     env.probe(page, Step::RetryForRefaults);
     step_6_evict(
         env,
@@ -194,7 +196,7 @@ pub fn step_2_write_back<E: EvictionEnv>(
 /// Step 3, shoot down: free the victims' frames and zap them from every mapping, while the
 /// pages are still locked and uptodate (readers that touch them now refault, then fail
 /// validation: LOCKED). One batched call; if it fails, page by page. A victim whose shootdown
-/// fails is unlocked here, still resident and uptodate; its outcome carries the error.
+/// fails keeps its latch and its outcome carries the error (see `evict_shot_down`).
 pub fn step_3_shoot_down<E: EvictionEnv>(
     env: &E,
     victims: &[PageId],
@@ -213,9 +215,7 @@ pub fn step_3_shoot_down<E: EvictionEnv>(
         }
     }
     for (&page, outcome) in victims.iter().zip(outcomes.iter()) {
-        if outcome.is_err() {
-            env.state(page).unlock_exclusive();
-        } else {
+        if outcome.is_ok() {
             env.count_shootdown(false);
             env.probe(page, Step::ShootDown);
         }
