@@ -26,6 +26,8 @@ use crate::channel;
 const COUNTER_AT: usize = 8;
 const CHECKSUM_AT: usize = 16;
 const BODY_AT: usize = 20;
+/// Reads an exported reader repeats on a page that read well before picking another.
+const REREADS_PER_PAGE: u32 = 64;
 
 /// Writes page `page` at write counter `counter`: id, counter, checksum, a body that differs
 /// for every (page, counter).
@@ -355,24 +357,41 @@ pub fn reader_process(socket: &Path, seconds: f64) -> Result<ReaderReport, Strin
     let mut bytes = vec![0u8; PAGE_SIZE];
     let mut report = ReaderReport::default();
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut page = 0;
+    let mut rereads_left = 0;
     while Instant::now() < deadline {
-        let page = rng.gen_range(0..page_count);
-        match view.read(PageId(page), |view| view.copy_to(0, &mut bytes)) {
-            Ok(()) => match check(page, &bytes) {
-                None => report.torn_reads += 1,
-                Some(counter) if counter < last_seen[page as usize] => report.stale_reads += 1,
-                Some(counter) => {
-                    last_seen[page as usize] = counter;
-                    report.reads += 1;
+        // Stay on a page that read well for a while: readers that linger on resident pages
+        // are the ones an eviction catches mid-read (the refaults step 5 exists for).
+        if rereads_left == 0 {
+            page = rng.gen_range(0..page_count);
+        }
+        rereads_left = match view.read(PageId(page), |view| view.copy_to(0, &mut bytes)) {
+            Ok(()) => {
+                match check(page, &bytes) {
+                    None => report.torn_reads += 1,
+                    Some(counter) if counter < last_seen[page as usize] => report.stale_reads += 1,
+                    Some(counter) => {
+                        last_seen[page as usize] = counter;
+                        report.reads += 1;
+                    }
                 }
-            },
+                if rereads_left == 0 {
+                    REREADS_PER_PAGE
+                } else {
+                    rereads_left - 1
+                }
+            }
             Err(ViewError::Evicted(page)) => {
                 report.evicted += 1;
                 channel::request_fault_in(&mut stream, page).map_err(|error| error.to_string())?;
+                0
             }
-            Err(ViewError::Busy(_)) => report.busy += 1,
+            Err(ViewError::Busy(_)) => {
+                report.busy += 1;
+                0
+            }
             Err(error) => return Err(error.to_string()),
-        }
+        };
     }
     Ok(report)
 }
