@@ -213,15 +213,16 @@ pub(crate) fn descend_exclusive<'p>(
     Err(too_deep(tree))
 }
 
+/// A node and its parent (`None` for the root), versions taken.
+pub(crate) type WithParent<'p> = (Option<OptimisticGuard<'p>>, OptimisticGuard<'p>);
+
 /// Finds `target` on the path of `key`: returns (parent, target) with versions taken, or
 /// `None` if the path no longer leads through `target` (someone else split or merged it).
-/// For the root, parent is `None`.
-#[allow(clippy::type_complexity)]
 pub(crate) fn find_with_parent<'p>(
     tree: TreeCtx<'p>,
     target: u64,
     key: &[u8],
-) -> Result<Option<(Option<OptimisticGuard<'p>>, OptimisticGuard<'p>)>, Abort> {
+) -> Result<Option<WithParent<'p>>, Abort> {
     let pool = &tree.shared.pool;
     let mut parent: Option<OptimisticGuard<'p>> = None;
     let mut current = pool.optimistic(PageId(tree.root))?;
