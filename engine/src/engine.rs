@@ -92,7 +92,8 @@ impl Engine {
                 ..OpenOptions::default()
             },
         )?;
-        let result = Engine::initialize(file, &path, &options);
+        let result =
+            lock_file(&path).and_then(|lock| Engine::initialize(file, lock, &path, &options));
         if result.is_err() {
             // Only a file this call created is removed.
             let _ = std::fs::remove_file(&path);
@@ -102,6 +103,7 @@ impl Engine {
 
     fn initialize(
         file: DirectFile,
+        lock: std::fs::File,
         path: &Path,
         options: &EngineOptions,
     ) -> Result<Engine, EngineError> {
@@ -124,12 +126,18 @@ impl Engine {
         };
         superblock::encode_into(&pool, &first)?;
         hooks.verify_superblocks_from_now_on();
-        let engine = Engine::assemble(pool, path, Allocator::empty(), first);
+        let engine = Engine::assemble(pool, lock, path, Allocator::empty(), first);
         engine.checkpoint()?;
         Ok(engine)
     }
 
-    fn assemble(pool: Pool, path: &Path, allocator: Allocator, last: Superblock) -> Engine {
+    fn assemble(
+        pool: Pool,
+        lock: std::fs::File,
+        path: &Path,
+        allocator: Allocator,
+        last: Superblock,
+    ) -> Engine {
         let shared = Shared {
             pool,
             path: path.to_path_buf(),
@@ -139,6 +147,7 @@ impl Engine {
             tree_creation: Mutex::new(()),
             writers: RwLock::new(()),
             last_superblock: Mutex::new(last),
+            _file_lock: lock,
         };
         Engine {
             shared: Arc::new(shared),
@@ -159,6 +168,7 @@ impl Engine {
             Err(_) => 0,
         };
         let file = DirectFile::open(&path, &OpenOptions::default())?;
+        let lock = lock_file(&path)?;
         if len < 2 * PAGE_SIZE as u64 || len % PAGE_SIZE as u64 != 0 {
             return Err(classify_short_file(&path, len));
         }
@@ -196,7 +206,7 @@ impl Engine {
                 reason: "catalog root is not a tree node".into(),
             });
         }
-        Ok(Engine::assemble(pool, &path, allocator, last))
+        Ok(Engine::assemble(pool, lock, &path, allocator, last))
     }
 
     /// Opens `path` if it exists, creates it otherwise.
@@ -270,6 +280,24 @@ impl Engine {
             self.shared.pool.page_count(),
             self.shared.allocator.free_count() as u64,
         )
+    }
+}
+
+/// An advisory exclusive lock (flock) on the file, held for the engine's life: two engines
+/// writing one file would corrupt it.
+fn lock_file(path: &Path) -> Result<std::fs::File, EngineError> {
+    let lock_error = |source| EngineError::Lock {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(lock_error)?;
+    // The trait's method, named in full: std's own `File::try_lock` is newer than our MSRV.
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(file),
+        Err(fs4::TryLockError::WouldBlock) => Err(EngineError::Locked {
+            path: path.to_path_buf(),
+        }),
+        Err(fs4::TryLockError::Error(source)) => Err(lock_error(source)),
     }
 }
 

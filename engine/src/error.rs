@@ -11,6 +11,13 @@ pub enum EngineError {
     NotFound { path: PathBuf },
     #[error("{}: already exists (create refuses to overwrite a file)", path.display())]
     AlreadyExists { path: PathBuf },
+    #[error("{}: already open by another engine (its file lock is held)", path.display())]
+    Locked { path: PathBuf },
+    #[error("{}: cannot take the file lock: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: not a bufpool engine file (no magic in either superblock copy)", path.display())]
     NotOurs { path: PathBuf },
     #[error("{}: format version {found}, this build reads version {expected}", path.display())]

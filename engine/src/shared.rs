@@ -19,6 +19,7 @@ use crate::tree::TreeState;
 ///    no write is half-way through.
 /// 2. `trees` holds at most one `TreeState` per name, created under `tree_creation`.
 /// 3. `last_superblock` is the superblock most recently made durable.
+/// 4. While it exists, no other engine has the file open (`_file_lock`).
 pub(crate) struct Shared {
     pub pool: Pool,
     pub path: PathBuf,
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub tree_creation: Mutex<()>,
     pub writers: RwLock<()>,
     pub last_superblock: Mutex<Superblock>,
+    /// Held for the engine's life: an advisory exclusive lock on the file.
+    pub _file_lock: std::fs::File,
 }
 
 impl Shared {

@@ -145,6 +145,8 @@ fn run(seed: u64, operations: usize, frames: u64) {
             }
             _ => {
                 // Close and reopen: exactly the same data.
+                // The file stays open (and locked) while a tree handle lives.
+                drop(tree);
                 engine.close().unwrap();
                 engine = Engine::open(&path, common::options_with_frames(frames)).unwrap();
                 tree = engine.tree("model").unwrap();
@@ -158,6 +160,7 @@ fn run(seed: u64, operations: usize, frames: u64) {
         stats.evictions > 0 && stats.misses > 0,
         "the budget must force eviction: {stats:?}"
     );
+    drop(tree);
     engine.close().unwrap();
     let engine = Engine::open(&path, common::options_with_frames(frames)).unwrap();
     check_all(&engine.tree("model").unwrap(), &model);

@@ -184,3 +184,19 @@ fn tmpfs_is_refused_with_the_cause() {
         "expected DirectIoUnsupported, got {error}"
     );
 }
+
+#[test]
+fn a_second_engine_on_the_same_file_is_refused() {
+    let path = common::test_path("locked");
+    let first = Engine::create(&path, options()).unwrap();
+    first.tree("t").unwrap().put(b"k", b"v").unwrap();
+    assert!(matches!(
+        Engine::open(&path, options()),
+        Err(EngineError::Locked { .. })
+    ));
+    first.close().unwrap();
+    let second = Engine::open(&path, options()).unwrap();
+    assert_eq!(second.tree("t").unwrap().get(b"k").unwrap().unwrap(), b"v");
+    second.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
