@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs fio and iobench alternately on the same file for each job in benches/fio/*.fio and
-# prints a table. Each side's --seconds are cut into one-second slices that alternate
+# prints a table. Each side's --seconds are cut into half-second slices that alternate
 # (fio, ours, ours, fio, fio, ours, ...), so a drift in background load (other processes, a
 # shared disk) hits both sides alike; figures are totals over the slices.
 # With --json the last line is one JSON object:
@@ -68,9 +68,9 @@ trap 'rm -rf "$results"' EXIT
 
 job_value() { sed -n "s/^$2=//p" "$here/$1.fio" | tail -1; }
 
-# One-second slices by default (at least one).
+# Half-second slices by default (at least one).
 if [ -z "$slices" ]; then
-    slices=$(python3 -c "print(max(1, round(float('$seconds'))))")
+    slices=$(python3 -c "print(max(1, round(float('$seconds') * 2)))")
 fi
 slice_ms=$(python3 -c "print(round(float('$seconds') * 1000 / $slices))")
 slice_seconds=$(python3 -c "print($slice_ms / 1000)")
