@@ -231,6 +231,20 @@ impl Pool {
         Ok(OptimisticGuard::new(self, page, seen))
     }
 
+    /// `optimistic` for a page that is resident now; `None` (no fault-in, no I/O) if it is
+    /// evicted or being faulted in, so a caller can batch its misses into one `prefetch`.
+    /// A page evicted between the check and the access is faulted in as by `optimistic`.
+    pub fn optimistic_if_resident(
+        &self,
+        page: PageId,
+    ) -> Result<Option<OptimisticGuard<'_>>, PoolError> {
+        self.check_range(page)?;
+        match state_of(self.state(page).load()) {
+            EVICTED | LOCKED_EVICTED => Ok(None),
+            _ => self.optimistic(page).map(Some),
+        }
+    }
+
     fn optimistic_version(&self, page: PageId) -> Result<u64, PoolError> {
         let state = self.state(page);
         let mut faulted = false;
@@ -342,5 +356,47 @@ impl Pool {
 
     pub fn backing(&self) -> Backing {
         self.config.backing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use bufpool_io::{DirectFile, OpenOptions};
+
+    use super::Pool;
+    use crate::{Backing, Config, PAGE_SIZE, PageId};
+
+    fn pool_of_zero_pages(name: &str, page_count: u64) -> Pool {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-data/bufpool");
+        std::fs::create_dir_all(&dir).expect("create test-data dir");
+        let path = dir.join(format!("{name}-{}.db", std::process::id()));
+        let file = std::fs::File::create(&path).expect("create data file");
+        file.set_len(page_count * PAGE_SIZE as u64)
+            .expect("size data file");
+        drop(file);
+        let file = DirectFile::open(&path, &OpenOptions::default()).expect("open O_DIRECT");
+        let config = Config {
+            page_count_max: 1 << 12,
+            frame_budget_bytes: 32 * PAGE_SIZE as u64,
+            backing: Backing::Anonymous,
+            eviction_batch: 8,
+            ..Config::default()
+        };
+        Pool::open(file, config).expect("open pool")
+    }
+
+    #[test]
+    fn optimistic_if_resident_never_faults() {
+        let pool = pool_of_zero_pages("if-resident", 64);
+        assert!(pool.optimistic_if_resident(PageId(3)).unwrap().is_none());
+        assert_eq!(pool.stats().reads, 0, "an evicted page is not read");
+        pool.prefetch(&[PageId(3)]).unwrap();
+        let guard = pool.optimistic_if_resident(PageId(3)).unwrap().unwrap();
+        assert_eq!(guard.page_id(), PageId(3));
+        assert!(guard.validate().is_ok());
+        assert_eq!(pool.stats().reads, 1);
+        assert!(pool.optimistic_if_resident(PageId(1000)).is_err());
     }
 }

@@ -81,48 +81,98 @@ pub(crate) fn get_into(
     }
 }
 
-/// The leaf page that holds `key`, found without touching the leaf itself (so it can be
-/// prefetched). `None` after repeated conflicts: prefetching is only an optimization.
-fn leaf_page_of(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<u64>, EngineError> {
+/// What the first pass of `multi_get` did with a key.
+enum FirstPass {
+    /// Looked up in a resident leaf.
+    Done(Hit),
+    /// Its leaf is not resident: prefetch it, then look the key up.
+    Miss(u64),
+    /// Conflicts or an unexpected page: looked up the ordinary way after the prefetch.
+    Later,
+}
+
+/// One optimistic attempt: descend to level 1, then read the leaf only if it is resident
+/// (no fault-in), so a batch's misses can go to the disk together.
+fn lookup_if_resident(
+    tree: TreeCtx<'_>,
+    key: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<FirstPass, Abort> {
+    let parent = descend::descend(tree, Route::Key(key), 1, None)?;
+    let child = parent.peek(|view| {
+        if node::is_leaf(view) {
+            None
+        } else {
+            Some(node::child_at(view, node::child_index(view, key)))
+        }
+    });
+    let Some(child) = child else {
+        let hit = parent.peek(|view| read_leaf(view, key, out));
+        parent.validate()?;
+        return Ok(FirstPass::Done(hit));
+    };
+    parent.validate()?;
+    let Some(leaf) = tree.shared.pool.optimistic_if_resident(PageId(child))? else {
+        return Ok(FirstPass::Miss(child));
+    };
+    // Lock coupling: the leaf was the parent's child when its version was taken.
+    parent.validate()?;
+    let hit = leaf.peek(|view| node::is_leaf(view).then(|| read_leaf(view, key, out)));
+    leaf.validate()?;
+    Ok(hit.map_or(FirstPass::Later, FirstPass::Done))
+}
+
+fn first_pass(tree: TreeCtx<'_>, key: &[u8], out: &mut Vec<u8>) -> Result<FirstPass, EngineError> {
     for _ in 0..OPTIMISTIC_ATTEMPTS {
-        let attempt = descend::descend(tree, Route::Key(key), 1, None).and_then(|parent| {
-            let child = parent.peek(|view| {
-                if node::is_leaf(view) {
-                    parent.page_id().0
-                } else {
-                    node::child_at(view, node::child_index(view, key))
-                }
-            });
-            parent.validate()?;
-            Ok(child)
-        });
-        match attempt {
-            Ok(page) => return Ok(Some(page)),
+        match lookup_if_resident(tree, key, out) {
+            Ok(pass) => return Ok(pass),
             Err(Abort::Restart) => continue,
             Err(Abort::Failed(error)) => return Err(error),
         }
     }
-    Ok(None)
+    Ok(FirstPass::Later)
 }
 
+/// Looks up every key with one descent each, reading resident leaves at once; the leaves
+/// that missed are prefetched in one submission and only their keys are looked up again.
 pub(crate) fn multi_get(
     tree: TreeCtx<'_>,
     keys: &[&[u8]],
 ) -> Result<Vec<Option<Vec<u8>>>, EngineError> {
+    // Pinned for the whole batch: an overflow chain found in the first pass stays intact.
     let _epoch = crossbeam_epoch::pin();
-    let mut leaves = Vec::with_capacity(keys.len());
-    for key in keys {
-        if let Some(page) = leaf_page_of(tree, key)? {
-            leaves.push(PageId(page));
+    let mut values = Vec::with_capacity(keys.len());
+    let mut missed = Vec::new();
+    let mut leaves = Vec::new();
+    for (index, key) in keys.iter().enumerate() {
+        let mut value = Vec::new();
+        match first_pass(tree, key, &mut value)? {
+            FirstPass::Done(Hit::Missing) => values.push(None),
+            FirstPass::Done(Hit::Inline) => values.push(Some(value)),
+            FirstPass::Done(Hit::Overflow { first, len }) => {
+                overflow::read_into(tree.shared, first, len, &mut value)?;
+                values.push(Some(value));
+            }
+            FirstPass::Miss(leaf) => {
+                leaves.push(PageId(leaf));
+                missed.push(index);
+                values.push(None);
+            }
+            FirstPass::Later => {
+                missed.push(index);
+                values.push(None);
+            }
         }
+    }
+    if missed.is_empty() {
+        return Ok(values);
     }
     leaves.sort_unstable();
     leaves.dedup();
     tree.shared.pool.prefetch(&leaves)?;
-    keys.iter()
-        .map(|key| {
-            let mut value = Vec::new();
-            Ok(get_into(tree, key, &mut value)?.then_some(value))
-        })
-        .collect()
+    for index in missed {
+        let mut value = Vec::new();
+        values[index] = get_into(tree, keys[index], &mut value)?.then_some(value);
+    }
+    Ok(values)
 }
