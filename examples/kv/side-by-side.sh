@@ -9,6 +9,7 @@
 #
 # Usage: examples/kv/side-by-side.sh in-memory|out-of-memory [--rounds N] [--seconds S]
 #                                    [--dir DIR] [--out FILE] [--records N]
+#                                    [--bufpool-args "--threads 8 --batch 32"]
 #   in-memory:     10M records, 2 threads, 2048 MiB budget; each run loads fresh (warm).
 #   out-of-memory: 20M records, 32 threads, 1024 MiB pool, every engine capped by a cgroup at
 #                  1200 MiB (pool or page cache plus the process); databases reused (--reuse)
@@ -24,6 +25,7 @@ seconds=10
 records=""
 dir="$repo/target/kv-side-by-side"
 out=""
+bufpool_args=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds="$2"; shift 2 ;;
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
         --dir) dir="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --records) records="$2"; shift 2 ;;
+        --bufpool-args) bufpool_args="$2"; shift 2 ;;
         *) echo "side-by-side.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -78,7 +81,21 @@ printf '%-9s %11s %9s %8s %8s %8s %8s %6s\n' engine lookups/s reads/s p50_us p99
 for round in $(seq "$rounds"); do
     for engine in "${engines[@]}"; do
         load="$(cut -d' ' -f1-3 /proc/loadavg)"
-        line="$(cd "$dir" && "$kv" bench --engine "$engine" "${common[@]}" --json \
+        args=("${common[@]}")
+        if [ "$engine" = bufpool ] && [ -n "$bufpool_args" ]; then
+            # bufpool's own best concurrency (batched, overlapped misses) may differ from the
+            # peers': its flags replace the common --threads.
+            args=()
+            skip=0
+            for arg in "${common[@]}"; do
+                if [ "$skip" = 1 ]; then skip=0; continue; fi
+                if [ "$arg" = --threads ]; then skip=1; continue; fi
+                args+=("$arg")
+            done
+            read -r -a extra <<<"$bufpool_args"
+            args+=("${extra[@]}")
+        fi
+        line="$(cd "$dir" && "$kv" bench --engine "$engine" "${args[@]}" --json \
             2>>"$dir/$mode.stderr" | tail -1)" || true
         if [ "${line:0:1}" != "{" ]; then
             echo "$engine failed: $(tail -1 "$dir/$mode.stderr")"
