@@ -50,8 +50,9 @@ case "$mode" in
     *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 common+=(--records "$records")
-out="${out:-$dir/$mode.jsonl}"
 mkdir -p "$dir"
+dir="$(cd "$dir" && pwd)"  # absolute: the runs cd into it
+out="${out:-$dir/$mode.jsonl}"
 (cd "$repo" && cargo build --release -p kv --quiet)
 kv="${CARGO_TARGET_DIR:-$repo/target}/release/kv"
 
