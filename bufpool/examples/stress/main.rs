@@ -105,28 +105,55 @@ fn main() -> std::process::ExitCode {
     let mut reports = Vec::new();
     for backing in backings {
         match harness::run(&config, backing, &spawn_reader) {
-            Ok(report) => {
-                eprintln!("{backing:?}: {report:?}");
-                reports.push(report);
-            }
+            Ok(report) => reports.push(report),
             Err(error) => {
                 eprintln!("{backing:?}: {error}");
                 return std::process::ExitCode::FAILURE;
             }
         }
     }
+    print_table(&reports);
     let summary = harness::summarise(&reports);
     if arguments.json {
         println!("{summary}");
-    } else {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).expect("serialise summary")
-        );
     }
     if harness::clean(&reports) {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE
+    }
+}
+
+/// One row per backing, for a person; the JSON summary follows it.
+fn print_table(reports: &[harness::BackingReport]) {
+    println!(
+        "{:<10} {:>10} {:>9} {:>9} {:>6} {:>6} {:>6} {:>10} {:>9} {:>10} {:>8}",
+        "backing",
+        "ops",
+        "writes",
+        "exported",
+        "stale",
+        "torn",
+        "lost",
+        "evictions",
+        "refaults",
+        "shootdowns",
+        "errors"
+    );
+    for report in reports {
+        println!(
+            "{:<10} {:>10} {:>9} {:>9} {:>6} {:>6} {:>6} {:>10} {:>9} {:>10} {:>8}",
+            format!("{:?}", report.backing),
+            report.ops,
+            report.writes,
+            report.exported.reads,
+            report.stale_reads + report.exported.stale_reads,
+            report.torn_reads + report.exported.torn_reads,
+            report.lost_writes,
+            report.stats.evictions,
+            report.stats.refault_retries,
+            report.stats.shootdowns,
+            report.errors
+        );
     }
 }
