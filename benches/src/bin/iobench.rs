@@ -57,6 +57,10 @@ struct Args {
     /// Hand requests to the kernel as soon as this many are queued (0: once per reap).
     #[arg(long, default_value_t = bufpool_io::DEFAULT_SUBMIT_BATCH)]
     submit_batch: usize,
+    /// Seed of the random offsets (default: a fresh one per run, like fio's randrepeat=0, so
+    /// repeated runs never re-read the blocks a host-side cache kept from the last run).
+    #[arg(long)]
+    seed: Option<u64>,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
@@ -215,6 +219,16 @@ fn prepare_file(engine: &IoEngine, path: &PathBuf, size: u64) -> Result<DirectFi
     Ok(file)
 }
 
+/// The run's random seed: `--seed`, else the clock and the process id.
+fn run_seed(args: &Args) -> u64 {
+    args.seed.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        nanos ^ (u64::from(std::process::id()) << 32)
+    })
+}
+
 /// Where the next request of one thread goes.
 struct OffsetStream {
     random: Option<FastRandom>,
@@ -228,7 +242,7 @@ impl OffsetStream {
     fn new(args: &Args, thread: u32) -> OffsetStream {
         let blocks = args.size / args.bs;
         let random = matches!(args.rw, Pattern::Randread | Pattern::Randwrite)
-            .then(|| FastRandom::new(u64::from(thread) + 1));
+            .then(|| FastRandom::new(run_seed(args) ^ (u64::from(thread) + 1)));
         // Sequential threads start spread over the file so they do not read the same blocks.
         let first_block = blocks / u64::from(args.threads) * u64::from(thread);
         OffsetStream {
