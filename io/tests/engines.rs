@@ -211,16 +211,7 @@ fn batches_larger_than_the_ring_complete() {
         };
         let engine = support::engine_with(config);
         let data = AlignedBuf::filled(100 * PAGE, 77);
-        let requests: Vec<IoRequest> = (0..100)
-            .map(|i| {
-                IoRequest::write(
-                    (i * PAGE) as u64,
-                    data.as_ptr().wrapping_add(i * PAGE),
-                    PAGE,
-                )
-            })
-            .collect();
-        let mut outcomes: Vec<Result<(), IoError>> = (0..requests.len()).map(|_| Ok(())).collect();
+        let (requests, mut outcomes) = support::page_writes(&data, 100);
         // SAFETY: `data` outlives the call; requests only read it.
         unsafe { engine.submit_batch(&file, &requests, &mut outcomes) };
         assert!(outcomes.iter().all(Result::is_ok), "{choice:?}");

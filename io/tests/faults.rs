@@ -59,16 +59,7 @@ fn injected_enospc_fails_only_its_request_in_a_batch() {
         let file = fresh_file("fault-enospc", choice);
         let (engine, faults) = faulty_engine(choice);
         let data = AlignedBuf::filled(4 * PAGE, 2);
-        let requests: Vec<IoRequest> = (0..4)
-            .map(|i| {
-                IoRequest::write(
-                    (i * PAGE) as u64,
-                    data.as_ptr().wrapping_add(i * PAGE),
-                    PAGE,
-                )
-            })
-            .collect();
-        let mut outcomes: Vec<Result<(), IoError>> = (0..4).map(|_| Ok(())).collect();
+        let (requests, mut outcomes) = support::page_writes(&data, 4);
         faults.fail_nth_write(3, Fault::Enospc);
         // SAFETY: `data` outlives the call.
         unsafe { engine.submit_batch(&file, &requests, &mut outcomes) };

@@ -6,7 +6,7 @@
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::path::PathBuf;
 
-use bufpool_io::{DirectFile, EngineChoice, IoConfig, IoEngine, OpenOptions};
+use bufpool_io::{DirectFile, EngineChoice, IoConfig, IoEngine, IoError, IoRequest, OpenOptions};
 
 pub const PAGE: usize = 4096;
 
@@ -74,6 +74,26 @@ impl AlignedBuf {
         // SAFETY: as above, and &mut self is exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
     }
+}
+
+/// One write per page of `data`, page i at file offset i * PAGE, and an `Ok` outcome slot
+/// for each (as `submit_batch` wants them).
+pub fn page_writes(data: &AlignedBuf, pages: usize) -> (Vec<IoRequest>, Vec<Result<(), IoError>>) {
+    assert!(
+        pages * PAGE <= data.as_slice().len(),
+        "more pages than the buffer holds"
+    );
+    let requests = (0..pages)
+        .map(|i| {
+            IoRequest::write(
+                (i * PAGE) as u64,
+                data.as_ptr().wrapping_add(i * PAGE),
+                PAGE,
+            )
+        })
+        .collect();
+    let outcomes = (0..pages).map(|_| Ok(())).collect();
+    (requests, outcomes)
 }
 
 impl Drop for AlignedBuf {
