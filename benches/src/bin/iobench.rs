@@ -76,7 +76,9 @@ struct ThreadResult {
 const LATENCY_NS_MAX: u64 = 60_000_000_000;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // Resolved once, so every thread derives its stream from the same run seed.
+    args.seed.get_or_insert_with(fresh_seed);
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -219,14 +221,12 @@ fn prepare_file(engine: &IoEngine, path: &PathBuf, size: u64) -> Result<DirectFi
     Ok(file)
 }
 
-/// The run's random seed: `--seed`, else the clock and the process id.
-fn run_seed(args: &Args) -> u64 {
-    args.seed.unwrap_or_else(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos() as u64);
-        nanos ^ (u64::from(std::process::id()) << 32)
-    })
+/// A seed for a run without `--seed`: the clock and the process id.
+fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 /// Where the next request of one thread goes.
@@ -242,7 +242,7 @@ impl OffsetStream {
     fn new(args: &Args, thread: u32) -> OffsetStream {
         let blocks = args.size / args.bs;
         let random = matches!(args.rw, Pattern::Randread | Pattern::Randwrite)
-            .then(|| FastRandom::new(run_seed(args) ^ (u64::from(thread) + 1)));
+            .then(|| FastRandom::new(args.seed.unwrap_or_default() ^ (u64::from(thread) + 1)));
         // Sequential threads start spread over the file so they do not read the same blocks.
         let first_block = blocks / u64::from(args.threads) * u64::from(thread);
         OffsetStream {
