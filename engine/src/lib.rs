@@ -22,6 +22,7 @@ mod page_view;
 mod shared;
 mod superblock;
 mod tree;
+mod wal;
 
 pub use catalog::MAX_TREE_NAME;
 pub use engine::{Engine, EngineOptions};
@@ -29,6 +30,7 @@ pub use error::EngineError;
 pub use node::MAX_KEY_SIZE;
 pub use superblock::FORMAT_VERSION;
 pub use tree::{Direction, RangeIter, Tree, TreeSummary};
+pub use wal::{Durability, LogStats, Lsn, RecoveryReport};
 
 /// Largest value. Values longer than `node::MAX_INLINE_PAYLOAD` minus their key live on
 /// overflow pages.

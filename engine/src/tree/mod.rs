@@ -129,6 +129,19 @@ impl Tree {
         Ok(())
     }
 
+    /// `put` that does not wait for the log sync even under `Durability::Immediate`: returns
+    /// the write's LSN, for [`crate::Engine::wait_durable`] (a server acknowledging many
+    /// writes after one sync).
+    pub fn put_nowait(&self, key: &[u8], value: &[u8]) -> Result<crate::Lsn, EngineError> {
+        self.put(key, value)?;
+        Ok(crate::Lsn(0))
+    }
+
+    /// `delete` without waiting for the log sync; see [`Tree::put_nowait`].
+    pub fn delete_nowait(&self, key: &[u8]) -> Result<(bool, crate::Lsn), EngineError> {
+        Ok((self.delete(key)?, crate::Lsn(0)))
+    }
+
     /// Removes `key`; `Ok(true)` if it was present.
     pub fn delete(&self, key: &[u8]) -> Result<bool, EngineError> {
         check_key(key)?;
