@@ -11,6 +11,7 @@
 //!
 //! Read past end of file: an [`IoError::UnexpectedEof`], never zero-filled data.
 
+mod buffer;
 mod config;
 mod engine;
 mod error;
@@ -21,6 +22,7 @@ mod sync_engine;
 mod transfer;
 mod uring;
 
+pub use buffer::AlignedBuf;
 pub use config::{ENGINE_ENV_VAR, EngineChoice, EngineKind, IoConfig, parse_engine_choice};
 pub use engine::{IoEngine, IoKind, IoRequest};
 pub use error::{IoError, IoOp};
