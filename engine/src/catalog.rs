@@ -1,17 +1,18 @@
 //! The catalog of named trees: itself a B+-tree (root page in the superblock) mapping a
-//! tree's name to its root page and its record count at the last checkpoint. Open trees
+//! tree's name to its root page (the 16-byte entry's second half, once a record count, is
+//! unused since format 3: counts live in the log's checkpoint records). Open trees
 //! are registered in a concurrent map (`dashmap`) so every handle of a name shares one
 //! state (and one record counter); the map is touched when a tree is opened and at
 //! checkpoints, never on the read or write path.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::EngineError;
 use crate::node;
 use crate::shared::Shared;
 use crate::tree::descend::TreeCtx;
 use crate::tree::{Direction, RangeIter, Tree, TreeState, read, write};
+use crate::wal::Durability;
 
 /// Longest tree name in bytes.
 pub const MAX_TREE_NAME: usize = 255;
@@ -69,26 +70,29 @@ pub(crate) fn open_tree(shared: &Arc<Shared>, name: &str) -> Result<Tree, Engine
     if let Some(state) = shared.trees.get(name) {
         return Ok(Tree::new(Arc::clone(shared), Arc::clone(&state)));
     }
-    let _writer = shared
-        .writers
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut value = Vec::new();
-    let (root, len) = if read::get_into(catalog(shared), name.as_bytes(), &mut value)? {
-        decode(shared, &value)?
+    let root = if read::get_into(catalog(shared), name.as_bytes(), &mut value)? {
+        decode(shared, &value)?.0
     } else {
-        let mut page = shared.allocator.allocate(&shared.pool)?;
+        let mut page = shared.allocate()?;
         node::init(&mut page, 0);
-        let root = page.page_id().0;
-        drop(page);
-        write::put(catalog(shared), name.as_bytes(), &encode(root, 0))?;
-        (root, 0)
+        let (root, image) = page.into_image();
+        // The root page and the catalog entry are one logged change.
+        let (_, lsn) = write::put(
+            catalog(shared),
+            name.as_bytes(),
+            &encode(root, 0),
+            vec![(root, image)],
+        )?;
+        if shared.durability == Durability::Immediate {
+            shared.log.flush_to(lsn, true)?;
+        }
+        root
     };
     let state = Arc::new(TreeState {
         name: name.to_string(),
         root,
-        len: AtomicU64::new(len),
-        persisted_len: AtomicU64::new(len),
+        len: shared.log.tree_len(root),
     });
     shared.trees.insert(name.to_string(), Arc::clone(&state));
     Ok(Tree::new(Arc::clone(shared), state))
@@ -108,26 +112,4 @@ pub(crate) fn names(shared: &Shared) -> Result<Vec<String>, EngineError> {
             .map_err(|_| shared.corrupted(shared.catalog_root, "tree name is not UTF-8"))
     })
     .collect()
-}
-
-/// Writes the record counts of open trees that changed into the catalog (at a
-/// checkpoint, writers excluded).
-pub(crate) fn persist_lengths(shared: &Shared) -> Result<(), EngineError> {
-    let states: Vec<Arc<TreeState>> = shared
-        .trees
-        .iter()
-        .map(|entry| Arc::clone(entry.value()))
-        .collect();
-    for state in states {
-        let len = state.len.load(Ordering::Relaxed);
-        if state.persisted_len.load(Ordering::Relaxed) != len {
-            write::put(
-                catalog(shared),
-                state.name.as_bytes(),
-                &encode(state.root, len),
-            )?;
-            state.persisted_len.store(len, Ordering::Relaxed);
-        }
-    }
-    Ok(())
 }

@@ -1,21 +1,23 @@
-//! Opening, creating, checkpointing and closing an engine file.
+//! Opening (with recovery), creating, checkpointing and closing an engine file.
 //!
-//! File layout: pages 0 and 1 the two superblock copies, then tree nodes, overflow pages
-//! and free-list pages in any order; the catalog root is fixed at creation.
+//! Files: the database `PATH` (pages 0 and 1 the two superblock copies, then tree nodes
+//! and overflow pages in any order; the catalog root is fixed at creation) and its log
+//! directory `PATH.wal/` (segment files, see `wal::log`).
 //!
-//! Durability: `checkpoint` makes everything written before it durable (pages, then the
-//! next superblock copy). Between checkpoints the pool writes pages back whenever it
-//! evicts them, and there is no write-ahead log yet: a crash between checkpoints can
-//! leave a mix of old and new pages that no superblock describes, and may lose or damage
-//! any data written since the last checkpoint (the checksums report damaged pages as
-//! `Corrupted`, never as data).
+//! Durability: every change is logged before it can reach the data file (the write-ahead
+//! rule, enforced in the pool's write-back hook), and `Ok` from a write means durable as
+//! `EngineOptions::durability` says. A checkpoint writes dirty pages back while writers go
+//! on, then the next superblock copy: recovery replays the log from the newest complete
+//! checkpoint's redo point. See DESIGN.md, "The log and recovery".
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use bufpool::{Backing, PageId, Pool, Stats};
-use bufpool_io::{DirectFile, IoConfig, OpenOptions};
+use bufpool::{Backing, Pool, Stats};
+use bufpool_io::{AlignedBuf, DirectFile, IoConfig, IoEngine, OpenOptions};
 use dashmap::DashMap;
 
 use crate::allocator::Allocator;
@@ -25,6 +27,8 @@ use crate::page::PAGE_SIZE;
 use crate::shared::{ChecksumHooks, Shared};
 use crate::superblock::{self, FIRST_DATA_PAGE, SUPERBLOCK_PAGES, Superblock, SuperblockProblem};
 use crate::tree::Tree;
+use crate::wal::record::{self, BLOCK, CheckpointBody, KIND_CHECKPOINT};
+use crate::wal::{self, Durability, Log, Lsn, recovery};
 use crate::{EngineError, page};
 
 /// How to open an engine.
@@ -39,7 +43,12 @@ pub struct EngineOptions {
     /// Pages evicted per eviction round (their write-backs share one submission).
     pub eviction_batch: usize,
     /// What a write's `Ok` promises (default: `Immediate`, synced).
-    pub durability: crate::Durability,
+    pub durability: Durability,
+    /// A checkpoint starts by itself once this much log was written since the last one
+    /// (bounds recovery time and log disk space).
+    pub checkpoint_log_bytes: u64,
+    /// Size of each log segment file (used when the file is created).
+    pub log_segment_bytes: u64,
 }
 
 impl Default for EngineOptions {
@@ -50,7 +59,9 @@ impl Default for EngineOptions {
             backing: Backing::Anonymous,
             io: IoConfig::default(),
             eviction_batch: 32,
-            durability: crate::Durability::Immediate,
+            durability: Durability::Immediate,
+            checkpoint_log_bytes: 64 << 20,
+            log_segment_bytes: wal::SEGMENT_BYTES_DEFAULT,
         }
     }
 }
@@ -59,6 +70,21 @@ impl Default for EngineOptions {
 /// keep the file open even after the engine value is dropped or closed.
 pub struct Engine {
     shared: Arc<Shared>,
+    /// Periodic sync and automatic checkpoints; stopped (and joined) when the engine value
+    /// is dropped or closed, so a reopen right after finds the file lock free.
+    background: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::Release);
+        if let Some(background) = self.background.take() {
+            background.thread().unpark();
+            if background.join().is_err() {
+                tracing::error!("the engine's background thread panicked");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -81,12 +107,43 @@ fn pool_config(options: &EngineOptions, hooks: Arc<ChecksumHooks>) -> bufpool::C
     }
 }
 
+/// A random database id (no dependency: std's per-process random hasher keys, the time
+/// and the process id).
+fn new_db_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish() | 1
+}
+
+/// What an open engine is assembled from.
+struct Parts {
+    pool: Pool,
+    log: Arc<Log>,
+    data_file: DirectFile,
+    lock: std::fs::File,
+    allocator: Allocator,
+    last: Superblock,
+    recovery: crate::RecoveryReport,
+}
+
 impl Engine {
-    /// Creates a new engine file; fails with `AlreadyExists` if `path` exists.
+    /// Creates a new engine file and its log directory; fails with `AlreadyExists` if
+    /// either exists.
     pub fn create(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine, EngineError> {
         let path = path.as_ref().to_path_buf();
-        if std::fs::symlink_metadata(&path).is_ok() {
-            return Err(EngineError::AlreadyExists { path });
+        let log_dir = wal::log_dir_of(&path);
+        for existing in [&path, &log_dir] {
+            if std::fs::symlink_metadata(existing).is_ok() {
+                return Err(EngineError::AlreadyExists {
+                    path: existing.clone(),
+                });
+            }
         }
         let file = DirectFile::open(
             &path,
@@ -95,11 +152,12 @@ impl Engine {
                 ..OpenOptions::default()
             },
         )?;
-        let result =
-            lock_file(&path).and_then(|lock| Engine::initialize(file, lock, &path, &options));
+        let result = lock_file(&path)
+            .and_then(|lock| Engine::initialize(file, lock, &path, &log_dir, &options));
         if result.is_err() {
-            // Only a file this call created is removed.
+            // Only what this call created is removed.
             let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_dir_all(&log_dir);
         }
         result
     }
@@ -108,58 +166,97 @@ impl Engine {
         file: DirectFile,
         lock: std::fs::File,
         path: &Path,
+        log_dir: &Path,
         options: &EngineOptions,
     ) -> Result<Engine, EngineError> {
+        // The superblock pages exist before the pool does: it never touches them.
+        file.grow_to(FIRST_DATA_PAGE * PAGE_SIZE as u64)?;
+        let data_file = DirectFile::open(path, &OpenOptions::default())?;
         let hooks = Arc::new(ChecksumHooks::new(path));
         let pool = Pool::open(file, pool_config(options, Arc::clone(&hooks)))?;
-        for expected in SUPERBLOCK_PAGES {
-            let page = pool.allocate()?;
-            assert_eq!(page.page_id().0, expected, "a new file starts at page 0");
-        }
-        let mut catalog = pool.allocate()?;
-        assert_eq!(catalog.page_id().0, FIRST_DATA_PAGE);
+        std::fs::create_dir(log_dir).map_err(|source| EngineError::LogIo {
+            path: log_dir.to_path_buf(),
+            source,
+        })?;
+        let db_id = new_db_id();
+        let segment_bytes = options
+            .log_segment_bytes
+            .next_multiple_of(BLOCK)
+            .max(1 << 20);
+        let log = Arc::new(Log::open(
+            log_dir,
+            db_id,
+            segment_bytes,
+            BLOCK,
+            &options.io,
+            Default::default(),
+        )?);
+        log.set_image_threshold(BLOCK);
+        hooks.attach_log(Arc::clone(&log));
+        let allocator = Allocator::with_free(Vec::new());
+        let mut catalog = allocator.allocate(&pool, log.end())?;
+        assert_eq!(catalog.id(), FIRST_DATA_PAGE, "a new file's first page");
         node::init(&mut catalog, 0);
+        wal::commit(
+            &log,
+            &allocator,
+            &mut [&mut catalog],
+            wal::Change::default(),
+        )?;
         drop(catalog);
-        let first = Superblock {
+        let last = Superblock {
             generation: 0,
-            page_count: FIRST_DATA_PAGE + 1,
-            free_list_head: 0,
-            free_list_len: 0,
+            page_count: FIRST_DATA_PAGE,
             catalog_root: FIRST_DATA_PAGE,
+            db_id,
+            redo_lsn: BLOCK,
+            checkpoint_lsn: BLOCK,
+            segment_bytes,
         };
-        superblock::encode_into(&pool, &first)?;
-        hooks.verify_superblocks_from_now_on();
-        let engine = Engine::assemble(pool, lock, path, Allocator::empty(), first);
+        let parts = Parts {
+            pool,
+            log,
+            data_file,
+            lock,
+            allocator,
+            last,
+            recovery: crate::RecoveryReport::default(),
+        };
+        let engine = Engine::assemble(parts, path, options);
+        // Both copies valid from the start.
+        engine.checkpoint()?;
         engine.checkpoint()?;
         Ok(engine)
     }
 
-    fn assemble(
-        pool: Pool,
-        lock: std::fs::File,
-        path: &Path,
-        allocator: Allocator,
-        last: Superblock,
-    ) -> Engine {
+    fn assemble(parts: Parts, path: &Path, options: &EngineOptions) -> Engine {
         let shared = Shared {
-            pool,
+            catalog_root: parts.last.catalog_root,
+            pool: parts.pool,
             path: path.to_path_buf(),
-            allocator,
-            catalog_root: last.catalog_root,
+            allocator: parts.allocator,
             trees: DashMap::new(),
             tree_creation: Mutex::new(()),
-            writers: RwLock::new(()),
-            last_superblock: Mutex::new(last),
-            _file_lock: lock,
+            log: parts.log,
+            durability: options.durability,
+            checkpoint_log_bytes: options.checkpoint_log_bytes.max(1 << 20),
+            data_file: parts.data_file,
+            last_superblock: Mutex::new(parts.last),
+            older_redo_lsn: AtomicU64::new(parts.last.redo_lsn),
+            checkpoint_lock: Mutex::new(()),
+            closing: AtomicBool::new(false),
+            recovery: parts.recovery,
+            _file_lock: parts.lock,
         };
-        Engine {
-            shared: Arc::new(shared),
-        }
+        let shared = Arc::new(shared);
+        let background = spawn_background(&shared);
+        Engine { shared, background }
     }
 
-    /// Opens an existing engine file. Fails, naming the cause and writing nothing, if it
-    /// is missing, not an engine file, of another format version or page size, truncated,
-    /// damaged, or on a filesystem without O_DIRECT.
+    /// Opens an existing engine file and recovers it from its log. Fails, naming the cause
+    /// and writing nothing, if it is missing, not an engine file, of another format version
+    /// or page size, truncated, damaged, on a filesystem without O_DIRECT, or if its log is
+    /// missing, another database's, older than the file, or damaged before its tail.
     pub fn open(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine, EngineError> {
         let path = path.as_ref().to_path_buf();
         let len = match std::fs::metadata(&path) {
@@ -175,33 +272,76 @@ impl Engine {
         if len < 2 * PAGE_SIZE as u64 || len % PAGE_SIZE as u64 != 0 {
             return Err(classify_short_file(&path, len));
         }
-        let hooks = Arc::new(ChecksumHooks::new(&path));
-        let pool = Pool::open(file, pool_config(&options, Arc::clone(&hooks)))?;
-        let copies = SUPERBLOCK_PAGES.map(|page| read_superblock(&pool, page));
+        let data_file = DirectFile::open(&path, &OpenOptions::default())?;
+        let io = IoEngine::new(options.io.clone())?;
+        let copies = SUPERBLOCK_PAGES.map(|page| read_superblock(&io, &data_file, page));
         let [first, second] = copies;
-        let last =
-            superblock::choose([first?, second?]).map_err(|problem| describe(problem, &path))?;
-        if last.page_count > pool.page_count() {
+        let (first, second) = (first?, second?);
+        let mut candidates: Vec<Superblock> = [&first, &second]
+            .into_iter()
+            .filter_map(|copy| copy.clone().ok())
+            .collect();
+        candidates.sort_by_key(|copy| std::cmp::Reverse(copy.generation));
+        let newest =
+            superblock::choose([first, second]).map_err(|problem| describe(problem, &path))?;
+        if newest.page_count > len / PAGE_SIZE as u64 {
             return Err(EngineError::Truncated {
                 path,
                 len,
-                expected: last.page_count * PAGE_SIZE as u64,
+                expected: newest.page_count * PAGE_SIZE as u64,
             });
         }
-        hooks.verify_superblocks_from_now_on();
-        let corrupted = |page, reason| EngineError::Corrupted {
-            page,
-            file: path.clone(),
-            reason,
+        let log_dir = wal::log_dir_of(&path);
+        // The newest copy whose checkpoint record the log holds (a damaged newest copy or
+        // record falls back to the older checkpoint, whose log is kept).
+        let mut chosen = None;
+        let mut first_error = None;
+        for candidate in candidates {
+            let start = recovery::Start {
+                db_id: candidate.db_id,
+                segment_bytes: candidate.segment_bytes,
+                redo_lsn: candidate.redo_lsn,
+                checkpoint_lsn: candidate.checkpoint_lsn,
+            };
+            match recovery::read_checkpoint(&log_dir, &start, &options.io, &path) {
+                Ok(body) => {
+                    chosen = Some((candidate, start, body));
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(generation = candidate.generation, %error, "superblock copy unusable");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        let Some((last, start, checkpoint)) = chosen else {
+            return Err(first_error.expect("at least one valid superblock copy"));
         };
-        let allocator = Allocator::load(
-            &pool,
-            last.free_list_head,
-            last.free_list_len,
-            last.page_count,
-            corrupted,
-        )?;
-        let kind = pool.read(PageId(last.catalog_root), |view| page::kind_of(view))?;
+        let hooks = Arc::new(ChecksumHooks::new(&path));
+        let pool = Pool::open(file, pool_config(&options, Arc::clone(&hooks)))?;
+        hooks.set_recovering(true);
+        let recovered = recovery::redo(&pool, &hooks, &log_dir, &start, &checkpoint, &options.io)?;
+        hooks.set_recovering(false);
+        let resume = recovery::truncate(&log_dir, start.segment_bytes, recovered.end, &options.io)?;
+        let tree_lens = recovered
+            .tree_lens
+            .iter()
+            .map(|(&root, &len)| (root, Arc::new(AtomicU64::new(len))))
+            .collect();
+        let log = Arc::new(Log::open(
+            &log_dir,
+            start.db_id,
+            start.segment_bytes,
+            resume,
+            &options.io,
+            tree_lens,
+        )?);
+        log.adopt_segment(resume / start.segment_bytes)?;
+        log.set_image_threshold(start.redo_lsn);
+        hooks.attach_log(Arc::clone(&log));
+        let kind = pool.read(bufpool::PageId(last.catalog_root), |view| {
+            page::kind_of(view)
+        })?;
         if !matches!(kind, Some(page::PageKind::Leaf | page::PageKind::Inner)) {
             return Err(EngineError::Corrupted {
                 page: last.catalog_root,
@@ -209,7 +349,21 @@ impl Engine {
                 reason: "catalog root is not a tree node".into(),
             });
         }
-        Ok(Engine::assemble(pool, lock, &path, allocator, last))
+        let parts = Parts {
+            pool,
+            log,
+            data_file,
+            lock,
+            allocator: Allocator::with_free(recovered.free),
+            last,
+            recovery: recovered.report,
+        };
+        let engine = Engine::assemble(parts, &path, &options);
+        // Twice: both superblock copies then start past the recovered end, so neither
+        // refers to a log stretch with a discarded tail in it.
+        engine.checkpoint()?;
+        engine.checkpoint()?;
+        Ok(engine)
     }
 
     /// Opens `path` if it exists, creates it otherwise.
@@ -233,61 +387,42 @@ impl Engine {
         catalog::names(&self.shared)
     }
 
-    /// Makes everything written so far durable: record counts into the catalog, the free
-    /// list into fresh pages, every dirty page written back (batched, O_DIRECT) and
-    /// fdatasync'd, then the next superblock copy written and fdatasync'd. Writers wait
-    /// for it; readers do not.
+    /// A checkpoint: bounds recovery time and log space. Writers go on meanwhile. See
+    /// [`Shared::checkpoint`].
     pub fn checkpoint(&self) -> Result<(), EngineError> {
-        let shared = &*self.shared;
-        let _quiet = shared
-            .writers
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        catalog::persist_lengths(shared)?;
-        let (free_list_head, free_list_len) = shared.allocator.persist(&shared.pool)?;
-        let page_count = shared.pool.page_count();
-        shared.pool.flush()?;
-        let mut last = shared
-            .last_superblock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let next = Superblock {
-            generation: last.generation + 1,
-            page_count,
-            free_list_head,
-            free_list_len,
-            catalog_root: shared.catalog_root,
-        };
-        superblock::encode_into(&shared.pool, &next)?;
-        shared.pool.flush()?;
-        *last = next;
-        Ok(())
+        self.shared.checkpoint()
     }
 
     /// Checkpoints and closes.
     pub fn close(self) -> Result<(), EngineError> {
-        self.checkpoint()
+        let result = self.shared.checkpoint();
+        drop(self);
+        result
     }
 
-    /// Blocks until the log is durable up to `lsn` (from `Tree::put_nowait` and friends).
-    pub fn wait_durable(&self, lsn: crate::Lsn) -> Result<(), EngineError> {
-        let _ = lsn;
-        Ok(())
+    /// Blocks until the log is durable up to `lsn` (from `Tree::put_nowait` and friends);
+    /// concurrent callers share one log write and sync.
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<(), EngineError> {
+        self.shared.log.flush_to(lsn.0, true)
     }
 
     /// The durable end of the log.
-    pub fn durable_lsn(&self) -> crate::Lsn {
-        crate::Lsn(0)
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.shared.log.durable())
     }
 
     /// The log's counters.
     pub fn log_stats(&self) -> crate::LogStats {
-        crate::LogStats::default()
+        self.shared.log.stats()
     }
 
     /// What recovery did when this engine was opened.
     pub fn recovery_report(&self) -> crate::RecoveryReport {
-        crate::RecoveryReport::default()
+        self.shared.recovery.clone()
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.shared.durability
     }
 
     pub fn pool_stats(&self) -> Stats {
@@ -305,6 +440,173 @@ impl Engine {
             self.shared.allocator.free_count() as u64,
         )
     }
+}
+
+impl Shared {
+    /// Makes everything logged so far part of a checkpoint, writers going on meanwhile:
+    /// 1. with the log's mutex held, the redo LSN is the log's end; the free list, page
+    ///    count and tree counts are snapshotted exactly as of it (and from now on a page's
+    ///    next change logs a full image);
+    /// 2. every dirty page is written back (each only once the log covers it) and the data
+    ///    file fdatasync'd: everything before the redo LSN is now in the file;
+    /// 3. a checkpoint record with the snapshot is appended and the log synced to it;
+    /// 4. the next superblock copy (redo LSN, record position) is written and synced;
+    /// 5. log segments older than the other copy's redo LSN are deleted.
+    ///
+    /// A failed data or superblock sync makes the engine refuse writes until reopened:
+    /// pages it marked clean may not be on disk, and only the log still has them.
+    pub(crate) fn checkpoint(&self) -> Result<(), EngineError> {
+        let _one = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(reason) = self.log.failure() {
+            return Err(EngineError::WritesRefused {
+                path: self.path.clone(),
+                reason,
+            });
+        }
+        let (redo_lsn, body) = self.log.begin_checkpoint(|inner| {
+            let (free, page_count) = self.allocator.snapshot(&self.pool);
+            CheckpointBody {
+                redo_lsn: 0,
+                page_count,
+                free: CheckpointBody::ranges_of(&free),
+                trees: inner
+                    .tree_lens
+                    .iter()
+                    .map(|(&root, len)| (root, len.load(Ordering::Relaxed)))
+                    .collect(),
+            }
+        });
+        let body = CheckpointBody { redo_lsn, ..body };
+        if let Err(error) = self.pool.flush() {
+            let error = EngineError::from(error);
+            if error.is_sync_failure() {
+                self.log
+                    .fail(format!("data file sync failed at a checkpoint: {error}"));
+            }
+            return Err(error);
+        }
+        let mut bytes = Vec::new();
+        record::begin(&mut bytes, KIND_CHECKPOINT);
+        body.encode(&mut bytes);
+        let padded = record::align8(bytes.len()) as u64;
+        let end = {
+            let mut inner = self.log.lock();
+            self.log.append_locked(&mut inner, &mut bytes)?
+        };
+        let checkpoint_lsn = end - padded;
+        self.log.flush_to(end, false)?;
+        let mut last = self
+            .last_superblock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let next = Superblock {
+            generation: last.generation + 1,
+            page_count: body.page_count,
+            catalog_root: self.catalog_root,
+            db_id: last.db_id,
+            redo_lsn,
+            checkpoint_lsn,
+            segment_bytes: last.segment_bytes,
+        };
+        if let Err(error) = write_superblock(self.pool.io_engine(), &self.data_file, &next) {
+            self.log
+                .fail(format!("superblock write or sync failed: {error}"));
+            return Err(error);
+        }
+        let older = std::mem::replace(&mut *last, next);
+        drop(last);
+        self.older_redo_lsn.store(older.redo_lsn, Ordering::Release);
+        self.log
+            .counters
+            .checkpoints
+            .fetch_add(1, Ordering::Relaxed);
+        // The older copy stays usable: keep its log.
+        self.log.remove_before(older.redo_lsn.min(redo_lsn))
+    }
+
+    /// Log bytes written since the newest checkpoint's redo point.
+    fn log_since_checkpoint(&self) -> u64 {
+        let last = self
+            .last_superblock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.log.end().saturating_sub(last.redo_lsn)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::Release);
+        // Not a checkpoint: what was logged is kept (recovery replays it at the next open).
+        if let Err(error) = self.log.flush_to(self.log.end(), false) {
+            tracing::warn!(%error, path = %self.path.display(), "log not flushed on drop");
+        }
+    }
+}
+
+/// Background duties of an engine: the periodic log sync of `Durability::Periodic`, and
+/// checkpoints by log size. Holds the engine only weakly; it ends when the `Engine` value
+/// is dropped (trees that outlive it get neither).
+fn spawn_background(shared: &Arc<Shared>) -> Option<std::thread::JoinHandle<()>> {
+    let weak = Arc::downgrade(shared);
+    let interval = match shared.durability {
+        Durability::Periodic(interval) => Some(interval),
+        _ => None,
+    };
+    let tick = interval.map_or(Duration::from_millis(50), |interval| {
+        interval.min(Duration::from_millis(50))
+    });
+    let spawned = std::thread::Builder::new()
+        .name("bufpool-engine".into())
+        .spawn(move || {
+            let mut last_sync = Instant::now();
+            loop {
+                std::thread::park_timeout(tick);
+                let Some(shared) = weak.upgrade() else { return };
+                if shared.closing.load(Ordering::Acquire) || shared.log.failure().is_some() {
+                    return;
+                }
+                if interval.is_some_and(|interval| last_sync.elapsed() >= interval) {
+                    last_sync = Instant::now();
+                    if let Err(error) = shared.log.flush_to(shared.log.end(), false) {
+                        tracing::error!(%error, "periodic log sync failed");
+                    }
+                }
+                if shared.log_since_checkpoint() >= shared.checkpoint_log_bytes {
+                    if let Err(error) = shared.checkpoint() {
+                        tracing::warn!(%error, "automatic checkpoint failed");
+                    }
+                }
+            }
+        });
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            tracing::warn!(%error, "no background thread: no periodic sync, no automatic checkpoints");
+            None
+        }
+    }
+}
+
+fn write_superblock(
+    io: &IoEngine,
+    file: &DirectFile,
+    superblock: &Superblock,
+) -> Result<(), EngineError> {
+    let mut buffer = AlignedBuf::new(PAGE_SIZE);
+    superblock.encode(&mut buffer);
+    page::stamp_checksum(superblock.page(), &mut buffer);
+    io.write_buf(
+        file,
+        superblock.page() * PAGE_SIZE as u64,
+        &buffer,
+        0..PAGE_SIZE,
+        true,
+    )?;
+    Ok(())
 }
 
 /// An advisory exclusive lock (flock) on the file, held for the engine's life: two engines
@@ -326,12 +628,13 @@ fn lock_file(path: &Path) -> Result<std::fs::File, EngineError> {
 }
 
 fn read_superblock(
-    pool: &Pool,
+    io: &IoEngine,
+    file: &DirectFile,
     page: u64,
 ) -> Result<Result<Superblock, SuperblockProblem>, EngineError> {
-    let mut bytes = [0u8; PAGE_SIZE];
-    pool.read(PageId(page), |view| view.copy_to(0, &mut bytes))?;
-    Ok(Superblock::decode(page, &bytes))
+    let mut buffer = AlignedBuf::new(PAGE_SIZE);
+    io.read_buf(file, page * PAGE_SIZE as u64, &mut buffer, 0..PAGE_SIZE)?;
+    Ok(Superblock::decode(page, &buffer))
 }
 
 fn describe(problem: SuperblockProblem, path: &Path) -> EngineError {

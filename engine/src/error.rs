@@ -56,6 +56,27 @@ pub enum EngineError {
     LoadIntoNonEmpty { len: u64 },
     #[error("{operation} gave up after its retry limit (sustained contention)")]
     RetryLimit { operation: &'static str },
+    #[error("{}: the log directory is missing, and the database needs it to recover", path.display())]
+    LogMissing { path: PathBuf },
+    #[error("{}: not the log of {}: {reason}", path.display(), database.display())]
+    LogMismatch {
+        path: PathBuf,
+        database: PathBuf,
+        reason: String,
+    },
+    #[error("{}: the log is damaged at position {lsn} ({reason}); files left untouched", path.display())]
+    LogCorrupted {
+        path: PathBuf,
+        lsn: u64,
+        reason: String,
+    },
+    #[error("{}: {source}", path.display())]
+    LogIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: writes refused until the engine is reopened ({reason})", path.display())]
+    WritesRefused { path: PathBuf, reason: String },
     #[error(transparent)]
     Io(#[from] bufpool_io::IoError),
     #[error(transparent)]
@@ -73,5 +94,18 @@ impl From<bufpool::PoolError> for EngineError {
             },
             other => EngineError::Pool(other),
         }
+    }
+}
+
+impl EngineError {
+    /// Whether this is a failed fdatasync (after which what was written may be lost).
+    pub fn is_sync_failure(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Io(bufpool_io::IoError::Os {
+                op: bufpool_io::IoOp::Sync,
+                ..
+            })
+        )
     }
 }

@@ -9,8 +9,9 @@
 use bufpool::PageId;
 
 use crate::EngineError;
-use crate::page::{self, PAGE_HEADER_SIZE, PAGE_SIZE, PageBytes, PageKind};
+use crate::page::{self, PAGE_HEADER_SIZE, PAGE_SIZE, PageKind};
 use crate::shared::Shared;
+use crate::wal::PageMut;
 
 const NEXT_OFFSET: usize = PAGE_HEADER_SIZE;
 const LEN_OFFSET: usize = 24;
@@ -19,22 +20,23 @@ const DATA_OFFSET: usize = 32;
 pub const DATA_PER_PAGE: usize = PAGE_SIZE - DATA_OFFSET;
 
 /// Writes `value` into a new chain, back to front (one latch at a time); returns its
-/// first page. `allocated` receives every page id used.
-pub(crate) fn write(
-    shared: &Shared,
+/// first page. Each written page is handed to `keep` (to be logged with the leaf that will
+/// point at the chain, or written unlogged by a bulk load).
+pub(crate) fn write<'s>(
+    shared: &'s Shared,
     value: &[u8],
-    allocated: &mut Vec<u64>,
+    mut keep: impl FnMut(PageMut<'s>),
 ) -> Result<u64, EngineError> {
     assert!(!value.is_empty());
     let mut next = 0u64;
     for chunk in value.chunks(DATA_PER_PAGE).rev() {
-        let mut guard = shared.allocator.allocate(&shared.pool)?;
+        let mut guard = shared.allocate()?;
         page::init_header(&mut guard, PageKind::Overflow);
         guard[NEXT_OFFSET..NEXT_OFFSET + 8].copy_from_slice(&next.to_le_bytes());
         guard[LEN_OFFSET..LEN_OFFSET + 4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
         guard[DATA_OFFSET..DATA_OFFSET + chunk.len()].copy_from_slice(chunk);
-        next = guard.page_id().0;
-        allocated.push(next);
+        next = guard.id();
+        keep(guard);
     }
     Ok(next)
 }
@@ -68,22 +70,25 @@ pub(crate) fn read_into(
     Ok(())
 }
 
-/// Frees the chain of a value of `len` bytes starting at `first`.
-pub(crate) fn retire(
+/// The pages of the chain of a value of `len` bytes starting at `first` (to free them).
+/// The caller holds the latch of the leaf that points at the chain, so nobody frees it
+/// meanwhile.
+pub(crate) fn chain_pages(
     shared: &Shared,
     first: u64,
     len: usize,
-    epoch: &crossbeam_epoch::Guard,
-) -> Result<(), EngineError> {
+) -> Result<Vec<u64>, EngineError> {
+    let mut pages = Vec::with_capacity(len.div_ceil(DATA_PER_PAGE));
     let mut page = first;
     for _ in 0..len.div_ceil(DATA_PER_PAGE) {
-        let guard = shared.pool.exclusive(PageId(page))?;
-        if page::kind_of(&guard[..]) != Some(PageKind::Overflow) {
+        let (kind, next) = shared.pool.read(PageId(page), |view| {
+            (page::kind_of(view), view.u64_at(NEXT_OFFSET))
+        })?;
+        if kind != Some(PageKind::Overflow) {
             return Err(shared.corrupted(page, "freeing an overflow chain that is not one"));
         }
-        let next = guard.u64_at(NEXT_OFFSET);
-        shared.allocator.retire(guard, epoch);
+        pages.push(page);
         page = next;
     }
-    Ok(())
+    Ok(pages)
 }

@@ -9,7 +9,7 @@
 //! | 0      | 4    | CRC32C of bytes 4..PAGE_SIZE, seeded with the page id          |
 //! | 4      | 1    | kind ([`PageKind`])                                            |
 //! | 5      | 3    | reserved (zero)                                                |
-//! | 8      | 8    | LSN, reserved for the write-ahead log (zero until it lands)    |
+//! | 8      | 8    | LSN: end of the last log record that changed the page          |
 //!
 //! Seeding the checksum with the page id makes a page written to the wrong place fail
 //! verification too.
@@ -21,10 +21,6 @@ pub const PAGE_SIZE: usize = 4096;
 
 pub const CHECKSUM_OFFSET: usize = 0;
 pub const KIND_OFFSET: usize = 4;
-#[expect(
-    dead_code,
-    reason = "reserved for the write-ahead log: zero until it lands"
-)]
 pub const LSN_OFFSET: usize = 8;
 /// First byte after the common header.
 pub const PAGE_HEADER_SIZE: usize = 16;
@@ -100,6 +96,16 @@ pub fn kind_of<P: PageBytes + ?Sized>(page: &P) -> Option<PageKind> {
 pub fn init_header(bytes: &mut [u8], kind: PageKind) {
     bytes[..PAGE_HEADER_SIZE].fill(0);
     bytes[KIND_OFFSET] = kind as u8;
+}
+
+/// The page's LSN: the end of the last log record that changed it. The page may be written
+/// back only once the log is durable up to it (the write-ahead rule).
+pub fn lsn_of(bytes: &[u8]) -> u64 {
+    bytes.u64_at(LSN_OFFSET)
+}
+
+pub fn set_lsn(bytes: &mut [u8], lsn: u64) {
+    bytes[LSN_OFFSET..LSN_OFFSET + 8].copy_from_slice(&lsn.to_le_bytes());
 }
 
 /// Read access to a page's bytes. Implemented for `[u8]` (a latched page: stable) and for

@@ -11,9 +11,14 @@
 //! | 28     | 4    | page size                                       |
 //! | 32     | 8    | generation                                      |
 //! | 40     | 8    | page count at the checkpoint                    |
-//! | 48     | 8    | first free-list page (0: none)                  |
-//! | 56     | 8    | number of free page ids on the list             |
-//! | 64     | 8    | catalog root page                               |
+//! | 48     | 8    | catalog root page                               |
+//! | 56     | 8    | database id (random; every log record carries it) |
+//! | 64     | 8    | redo LSN: recovery replays the log from here    |
+//! | 72     | 8    | LSN of the checkpoint record (free list, tree counts) |
+//! | 80     | 8    | log segment size in bytes                       |
+//!
+//! The copies are written directly (O_DIRECT, synced), never through the pool, so a torn
+//! copy is never read back into the pool, and the other copy stays intact.
 //!
 //! Magic, version and page size are checked before the checksum, so a file of another
 //! version or page size is reported as such rather than as corrupted.
@@ -21,8 +26,8 @@
 use crate::page::{self, PAGE_SIZE, PageBytes, PageKind};
 
 pub const MAGIC: [u8; 8] = *b"bufpoolE";
-/// Version 2: node headers with common prefix and search hints.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3: the write-ahead log (free list and tree counts in checkpoint records).
+pub const FORMAT_VERSION: u32 = 3;
 /// The pages holding the two superblock copies.
 pub const SUPERBLOCK_PAGES: [u64; 2] = [0, 1];
 /// The first page that is not a superblock.
@@ -33,18 +38,21 @@ const VERSION_OFFSET: usize = 24;
 const PAGE_SIZE_OFFSET: usize = 28;
 const GENERATION_OFFSET: usize = 32;
 const PAGE_COUNT_OFFSET: usize = 40;
-const FREE_LIST_HEAD_OFFSET: usize = 48;
-const FREE_LIST_LEN_OFFSET: usize = 56;
-const CATALOG_ROOT_OFFSET: usize = 64;
+const CATALOG_ROOT_OFFSET: usize = 48;
+const DB_ID_OFFSET: usize = 56;
+const REDO_LSN_OFFSET: usize = 64;
+const CHECKPOINT_LSN_OFFSET: usize = 72;
+const SEGMENT_BYTES_OFFSET: usize = 80;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Superblock {
     pub generation: u64,
     pub page_count: u64,
-    /// First page of the persisted free list, 0 for none.
-    pub free_list_head: u64,
-    pub free_list_len: u64,
     pub catalog_root: u64,
+    pub db_id: u64,
+    pub redo_lsn: u64,
+    pub checkpoint_lsn: u64,
+    pub segment_bytes: u64,
 }
 
 /// Why a superblock copy is unusable, most specific first.
@@ -92,9 +100,11 @@ impl Superblock {
         put_u32(bytes, PAGE_SIZE_OFFSET, PAGE_SIZE as u32);
         put_u64(bytes, GENERATION_OFFSET, self.generation);
         put_u64(bytes, PAGE_COUNT_OFFSET, self.page_count);
-        put_u64(bytes, FREE_LIST_HEAD_OFFSET, self.free_list_head);
-        put_u64(bytes, FREE_LIST_LEN_OFFSET, self.free_list_len);
         put_u64(bytes, CATALOG_ROOT_OFFSET, self.catalog_root);
+        put_u64(bytes, DB_ID_OFFSET, self.db_id);
+        put_u64(bytes, REDO_LSN_OFFSET, self.redo_lsn);
+        put_u64(bytes, CHECKPOINT_LSN_OFFSET, self.checkpoint_lsn);
+        put_u64(bytes, SEGMENT_BYTES_OFFSET, self.segment_bytes);
     }
 
     /// Reads the copy stored in page `page_id`, checking magic, version, page size,
@@ -121,9 +131,11 @@ impl Superblock {
         let superblock = Superblock {
             generation: bytes.u64_at(GENERATION_OFFSET),
             page_count: bytes.u64_at(PAGE_COUNT_OFFSET),
-            free_list_head: bytes.u64_at(FREE_LIST_HEAD_OFFSET),
-            free_list_len: bytes.u64_at(FREE_LIST_LEN_OFFSET),
             catalog_root: bytes.u64_at(CATALOG_ROOT_OFFSET),
+            db_id: bytes.u64_at(DB_ID_OFFSET),
+            redo_lsn: bytes.u64_at(REDO_LSN_OFFSET),
+            checkpoint_lsn: bytes.u64_at(CHECKPOINT_LSN_OFFSET),
+            segment_bytes: bytes.u64_at(SEGMENT_BYTES_OFFSET),
         };
         if let Some(reason) = superblock.insane(page_id, bytes) {
             return damaged(format!("superblock copy in page {page_id}: {reason}"));
@@ -148,30 +160,17 @@ impl Superblock {
                 self.catalog_root
             ));
         }
-        if self.free_list_head != 0 && !in_file(self.free_list_head) {
+        if self.checkpoint_lsn < self.redo_lsn {
             return Some(format!(
-                "free list head {} outside the file",
-                self.free_list_head
+                "checkpoint record at {} before its redo point {}",
+                self.checkpoint_lsn, self.redo_lsn
             ));
         }
-        if self.free_list_len >= self.page_count {
-            return Some(format!(
-                "free list of {} pages in a file of {}",
-                self.free_list_len, self.page_count
-            ));
+        if self.segment_bytes < 1 << 20 || self.segment_bytes % 4096 != 0 {
+            return Some(format!("log segment size {}", self.segment_bytes));
         }
         None
     }
-}
-
-/// Writes `superblock` into its copy's page (marked dirty; durable at the next flush).
-pub(crate) fn encode_into(
-    pool: &bufpool::Pool,
-    superblock: &Superblock,
-) -> Result<(), bufpool::PoolError> {
-    let mut page = pool.exclusive(bufpool::PageId(superblock.page()))?;
-    superblock.encode(&mut page);
-    Ok(())
 }
 
 /// The newest valid copy; if none is valid, the most specific problem.
@@ -202,9 +201,11 @@ mod tests {
         Superblock {
             generation,
             page_count: 10,
-            free_list_head: 4,
-            free_list_len: 3,
             catalog_root: 2,
+            db_id: 0x1234,
+            redo_lsn: 4096,
+            checkpoint_lsn: 8192,
+            segment_bytes: 16 << 20,
         }
     }
 

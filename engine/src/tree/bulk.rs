@@ -5,16 +5,20 @@
 //! one node remains, which is copied into the tree's fixed root page under its latch. Until
 //! that last step nothing is reachable, so a failure (unsorted input, oversized record,
 //! I/O) frees every page built and leaves the tree as it was.
+//!
+//! The built pages are not logged (that would write every byte twice): they are written
+//! back and synced with the data file first, then one logged change installs the root and
+//! records their allocation, as PostgreSQL does for a table created and filled in one
+//! transaction. A crash before that change leaves them free.
 
 use std::ops::Range;
-
-use bufpool::PageId;
 
 use super::descend::TreeCtx;
 use super::{check_key, check_value};
 use crate::EngineError;
 use crate::node::{self, LeafValue};
 use crate::overflow;
+use crate::wal::{self, Change, PageMut};
 
 /// One level under construction: its nodes in key order and the separator before each
 /// node but the first.
@@ -38,11 +42,12 @@ impl Level {
     }
 }
 
+/// Returns the records loaded and the LSN of the change that installed them.
 pub(crate) fn load_sorted<I, K, V>(
     tree: TreeCtx<'_>,
     records: I,
     len: u64,
-) -> Result<u64, EngineError>
+) -> Result<(u64, u64), EngineError>
 where
     I: IntoIterator<Item = (K, V)>,
     K: AsRef<[u8]>,
@@ -51,17 +56,12 @@ where
     if len != 0 {
         return Err(EngineError::LoadIntoNonEmpty { len });
     }
-    let epoch = crossbeam_epoch::pin();
     let mut built = Vec::new();
     let result = build(tree, records, &mut built)
-        .and_then(|(top, loaded)| install(tree, top, &epoch).map(|()| loaded));
+        .and_then(|(top, loaded)| install(tree, top, &built, loaded).map(|lsn| (loaded, lsn)));
     if result.is_err() {
-        for page in built {
-            // Best effort: these pages are unreachable either way.
-            if let Ok(guard) = tree.shared.pool.exclusive(PageId(page)) {
-                tree.shared.allocator.retire(guard, &epoch);
-            }
-        }
+        // Never reachable: free again at once.
+        tree.shared.allocator.release(&built);
     }
     result
 }
@@ -98,8 +98,7 @@ where
 {
     let shared = tree.shared;
     let mut level = Level::default();
-    let mut leaf = shared.allocator.allocate(&shared.pool)?;
-    built.push(leaf.page_id().0);
+    let mut leaf = shared.allocate()?;
     node::init(&mut leaf, 0);
     let mut previous: Vec<u8> = Vec::new();
     let mut separator = Vec::new();
@@ -113,16 +112,15 @@ where
         }
         let stored = if key.len() + value.len() > node::MAX_INLINE_PAYLOAD {
             LeafValue::Overflow {
-                first: overflow::write(shared, value, built)?,
+                first: overflow::write(shared, value, |page| built.push(page.into_unlogged()))?,
                 len: value.len(),
             }
         } else {
             LeafValue::Inline(value)
         };
         if !node::fits(&leaf, node::leaf_entry_size(key.len(), &stored)) {
-            level.pages.push(leaf.page_id().0);
-            leaf = shared.allocator.allocate(&shared.pool)?;
-            built.push(leaf.page_id().0);
+            let full = std::mem::replace(&mut leaf, shared.allocate()?);
+            level.pages.push(keep(full, built));
             node::init(&mut leaf, 0);
             node::shortest_separator(&previous, key, &mut separator);
             level.push_separator(&separator);
@@ -133,8 +131,15 @@ where
         previous.extend_from_slice(key);
         loaded += 1;
     }
-    level.pages.push(leaf.page_id().0);
+    level.pages.push(keep(leaf, built));
     Ok((level, loaded))
+}
+
+/// A finished page: written unlogged, listed for release on failure.
+fn keep(page: PageMut<'_>, built: &mut Vec<u64>) -> u64 {
+    let id = page.into_unlogged();
+    built.push(id);
+    id
 }
 
 fn build_inner_level(
@@ -145,8 +150,7 @@ fn build_inner_level(
 ) -> Result<Level, EngineError> {
     let shared = tree.shared;
     let mut level = Level::default();
-    let mut inner = shared.allocator.allocate(&shared.pool)?;
-    built.push(inner.page_id().0);
+    let mut inner = shared.allocate()?;
     node::init(&mut inner, height);
     node::set_upper(&mut inner, below.pages[0]);
     for index in 1..below.pages.len() {
@@ -156,29 +160,49 @@ fn build_inner_level(
             let previous = node::upper(&inner[..]);
             node::insert_inner(&mut inner, count, separator, previous);
         } else {
-            level.pages.push(inner.page_id().0);
-            inner = shared.allocator.allocate(&shared.pool)?;
-            built.push(inner.page_id().0);
+            let full = std::mem::replace(&mut inner, shared.allocate()?);
+            level.pages.push(keep(full, built));
             node::init(&mut inner, height);
             level.push_separator(separator);
         }
         node::set_upper(&mut inner, below.pages[index]);
     }
-    level.pages.push(inner.page_id().0);
+    level.pages.push(keep(inner, built));
     Ok(level)
 }
 
-/// Copies the built top node into the root page, if the tree is still empty.
-fn install(tree: TreeCtx<'_>, top: u64, epoch: &crossbeam_epoch::Guard) -> Result<(), EngineError> {
-    let pool = &tree.shared.pool;
-    let mut root = pool.exclusive(PageId(tree.root))?;
+/// Writes the built pages to disk (synced), then copies the top node into the root page,
+/// if the tree is still empty, as one logged change that also records the allocations.
+fn install(tree: TreeCtx<'_>, top: u64, built: &[u64], loaded: u64) -> Result<u64, EngineError> {
+    let shared = tree.shared;
+    // Frees of pages the build reused must be durable before those pages are overwritten.
+    shared.log.flush_to(shared.log.end(), false)?;
+    if let Err(error) = shared.pool.flush() {
+        let error = EngineError::from(error);
+        if error.is_sync_failure() {
+            shared
+                .log
+                .fail(format!("data file sync failed in a bulk load: {error}"));
+        }
+        return Err(error);
+    }
+    let pool = &shared.pool;
+    let mut root = PageMut::new(pool.exclusive(bufpool::PageId(tree.root))?);
     if !node::is_leaf(&root[..]) || node::count(&root[..]) != 0 {
         return Err(EngineError::LoadIntoNonEmpty {
             len: node::count(&root[..]) as u64,
         });
     }
-    let top = pool.exclusive(PageId(top))?;
-    node::copy_node(&mut root, &top);
-    tree.shared.allocator.retire(top, epoch);
-    Ok(())
+    let top_page = pool.exclusive(bufpool::PageId(top))?;
+    node::copy_node(&mut root, &top_page);
+    drop(top_page);
+    let change = Change {
+        allocated_unlogged: built.iter().copied().filter(|&id| id != top).collect(),
+        len_delta: Some((tree.root, loaded as i64)),
+        ..Change::default()
+    };
+    let lsn = wal::commit(&shared.log, &shared.allocator, &mut [&mut root], change)?;
+    // The top node's copy is the root now; the page itself was never reachable.
+    shared.allocator.release(&[top]);
+    Ok(lsn)
 }

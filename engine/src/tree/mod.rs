@@ -36,10 +36,8 @@ pub enum Direction {
 pub(crate) struct TreeState {
     pub name: String,
     pub root: u64,
-    /// Records in the tree.
-    pub len: AtomicU64,
-    /// `len` as last written to the catalog.
-    pub persisted_len: AtomicU64,
+    /// Records in the tree; changed with each logged record (see `wal::commit`).
+    pub len: Arc<AtomicU64>,
 }
 
 /// A named B+-tree: a cheap handle (`Clone + Send + Sync`).
@@ -114,46 +112,35 @@ impl Tree {
         read::multi_get(self.ctx(), keys)
     }
 
-    /// Inserts or replaces.
+    /// Inserts or replaces. Returns once the write is as durable as the engine's
+    /// [`crate::Durability`] says.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
-        check_key(key)?;
-        check_value(value)?;
-        let _writer = self
-            .shared
-            .writers
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if write::put(self.ctx(), key, value)? {
-            self.state.len.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+        let lsn = self.put_nowait(key, value)?;
+        self.shared.acknowledge(lsn.0)
     }
 
     /// `put` that does not wait for the log sync even under `Durability::Immediate`: returns
     /// the write's LSN, for [`crate::Engine::wait_durable`] (a server acknowledging many
     /// writes after one sync).
     pub fn put_nowait(&self, key: &[u8], value: &[u8]) -> Result<crate::Lsn, EngineError> {
-        self.put(key, value)?;
-        Ok(crate::Lsn(0))
+        check_key(key)?;
+        check_value(value)?;
+        let (_, lsn) = write::put(self.ctx(), key, value, Vec::new())?;
+        Ok(crate::Lsn(lsn))
     }
 
-    /// `delete` without waiting for the log sync; see [`Tree::put_nowait`].
+    /// `delete` without waiting for the log sync; see [`Tree::put_nowait`]. The LSN is 0
+    /// if the key was absent (nothing to wait for).
     pub fn delete_nowait(&self, key: &[u8]) -> Result<(bool, crate::Lsn), EngineError> {
-        Ok((self.delete(key)?, crate::Lsn(0)))
+        check_key(key)?;
+        let (removed, lsn) = write::delete(self.ctx(), key)?;
+        Ok((removed, crate::Lsn(lsn)))
     }
 
     /// Removes `key`; `Ok(true)` if it was present.
     pub fn delete(&self, key: &[u8]) -> Result<bool, EngineError> {
-        check_key(key)?;
-        let _writer = self
-            .shared
-            .writers
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let removed = write::delete(self.ctx(), key)?;
-        if removed {
-            self.state.len.fetch_sub(1, Ordering::Relaxed);
-        }
+        let (removed, lsn) = self.delete_nowait(key)?;
+        self.shared.acknowledge(lsn.0)?;
         Ok(removed)
     }
 
@@ -206,13 +193,8 @@ impl Tree {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
-        let _writer = self
-            .shared
-            .writers
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let loaded = bulk::load_sorted(self.ctx(), records, self.len()?)?;
-        self.state.len.fetch_add(loaded, Ordering::Relaxed);
+        let (loaded, lsn) = bulk::load_sorted(self.ctx(), records, self.len()?)?;
+        self.shared.acknowledge(lsn)?;
         Ok(loaded)
     }
 }

@@ -8,13 +8,19 @@
 //! Deletes that leave a node underfull merge it with a sibling under the same parent,
 //! latching parent, left and right in that order. Latches are only ever waited for
 //! top-down and left to right, so writers cannot deadlock; readers hold none.
+//!
+//! Each step is one logged change (`wal::commit`, with its latches held): the leaf write
+//! (with a new overflow chain, the old chain freed and the record count), each split,
+//! each merge. A crash keeps a step entirely or not at all; splits and merges never change
+//! the tree's contents, so a put or delete is atomic as the user sees it.
 
-use bufpool::{ExclusiveGuard, PageId};
+use bufpool::PageId;
 
 use super::descend::{self, Abort, MAX_HEIGHT, OPTIMISTIC_ATTEMPTS, Route, TreeCtx};
 use crate::EngineError;
 use crate::node::{self, LeafValue, ValueRef};
 use crate::overflow;
+use crate::wal::{self, Change, PageMut};
 
 /// Tries of one write (optimistic, then latched) before giving up.
 const WRITE_ATTEMPTS: u32 = OPTIMISTIC_ATTEMPTS + 4 * MAX_HEIGHT as u32 + 1024;
@@ -36,7 +42,7 @@ fn latch_leaf<'p>(
     tree: TreeCtx<'p>,
     key: &[u8],
     attempt: u32,
-) -> Result<Option<ExclusiveGuard<'p>>, EngineError> {
+) -> Result<Option<PageMut<'p>>, EngineError> {
     let leaf = if attempt < OPTIMISTIC_ATTEMPTS {
         match descend::descend(tree, Route::Key(key), 0, None).and_then(|leaf| Ok(leaf.upgrade()?))
         {
@@ -50,7 +56,7 @@ fn latch_leaf<'p>(
     if !node::is_leaf(&leaf[..]) {
         return Err(descend::not_a_node(tree.shared, leaf.page_id().0));
     }
-    Ok(Some(leaf))
+    Ok(Some(PageMut::new(leaf)))
 }
 
 enum Insert {
@@ -88,26 +94,68 @@ fn insert_into(leaf: &mut [u8], key: &[u8], value: LeafValue<'_>, entry_size: us
     }
 }
 
-/// Inserts or replaces; `Ok(true)` if the key is new. The caller holds the writers' lock.
-pub(crate) fn put(tree: TreeCtx<'_>, key: &[u8], value: &[u8]) -> Result<bool, EngineError> {
-    let mut chain = Vec::new();
+/// Inserts or replaces; returns whether the key is new and the LSN of the change. `images`
+/// are new unreachable pages to log with it (a new tree's root).
+pub(crate) fn put(
+    tree: TreeCtx<'_>,
+    key: &[u8],
+    value: &[u8],
+    mut images: Vec<(u64, Vec<u8>)>,
+) -> Result<(bool, u64), EngineError> {
     let stored = if key.len() + value.len() > node::MAX_INLINE_PAYLOAD {
-        LeafValue::Overflow {
-            first: overflow::write(tree.shared, value, &mut chain)?,
-            len: value.len(),
+        let first = overflow::write(tree.shared, value, |page| images.push(page.into_image()));
+        match first {
+            Ok(first) => LeafValue::Overflow {
+                first,
+                len: value.len(),
+            },
+            Err(error) => {
+                release_images(tree, &images);
+                return Err(error);
+            }
         }
     } else {
         LeafValue::Inline(value)
     };
-    let result = put_stored(tree, key, stored);
-    if let (Err(_), LeafValue::Overflow { first, len }) = (&result, stored) {
-        // Best effort: the chain is unreachable either way.
-        let _ = overflow::retire(tree.shared, first, len, &crossbeam_epoch::pin());
-    }
+    let result = put_stored(tree, key, stored, &mut images);
+    // Pages not logged (the put failed) were never reachable: free again.
+    release_images(tree, &images);
     result
 }
 
-fn put_stored(tree: TreeCtx<'_>, key: &[u8], stored: LeafValue<'_>) -> Result<bool, EngineError> {
+fn release_images(tree: TreeCtx<'_>, images: &[(u64, Vec<u8>)]) {
+    let ids: Vec<u64> = images.iter().map(|(id, _)| *id).collect();
+    tree.shared.allocator.release(&ids);
+}
+
+/// The pages of an old value's chain, to free with the change that unlinks it. If they
+/// cannot be read, the change happens anyway and the chain leaks (until the pages are
+/// reclaimed): never the other way round.
+fn old_chain(tree: TreeCtx<'_>, old: Option<ValueRef>) -> Vec<u64> {
+    let Some(ValueRef::Overflow { first, len }) = old else {
+        return Vec::new();
+    };
+    match overflow::chain_pages(tree.shared, first, len) {
+        Ok(pages) => pages,
+        Err(error) => {
+            let pages = len.div_ceil(overflow::DATA_PER_PAGE) as u64;
+            tree.shared
+                .log
+                .counters
+                .leaked_pages
+                .fetch_add(pages, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(%error, first, pages, "old overflow chain not freed (leaked)");
+            Vec::new()
+        }
+    }
+}
+
+fn put_stored(
+    tree: TreeCtx<'_>,
+    key: &[u8],
+    stored: LeafValue<'_>,
+    images: &mut Vec<(u64, Vec<u8>)>,
+) -> Result<(bool, u64), EngineError> {
     let entry_size = node::leaf_entry_size(key.len(), &stored);
     for attempt in 0..WRITE_ATTEMPTS {
         let Some(mut leaf) = latch_leaf(tree, key, attempt)? else {
@@ -115,13 +163,27 @@ fn put_stored(tree: TreeCtx<'_>, key: &[u8], stored: LeafValue<'_>) -> Result<bo
         };
         match insert_into(&mut leaf, key, stored, entry_size) {
             Insert::Done { replaced } => {
-                drop(leaf);
-                if let Some(ValueRef::Overflow { first, len }) = replaced {
-                    // Pinned only now: readers that may still see the chain pinned before
-                    // they read the leaf that pointed at it, so the release waits for them.
-                    overflow::retire(tree.shared, first, len, &crossbeam_epoch::pin())?;
-                }
-                return Ok(replaced.is_none());
+                let change = Change {
+                    images: std::mem::take(images),
+                    freed: old_chain(tree, replaced),
+                    len_delta: Some((tree.root, i64::from(replaced.is_none()))),
+                    ..Change::default()
+                };
+                let lsn = wal::commit(
+                    &tree.shared.log,
+                    &tree.shared.allocator,
+                    &mut [&mut leaf],
+                    change,
+                );
+                return match lsn {
+                    Ok(lsn) => Ok((replaced.is_none(), lsn)),
+                    Err(error) => {
+                        // Nothing logged: the leaf rolls back when dropped; the images are
+                        // the caller's to release again.
+                        drop(leaf);
+                        Err(error)
+                    }
+                };
             }
             Insert::Full => {
                 let page = leaf.page_id().0;
@@ -133,10 +195,10 @@ fn put_stored(tree: TreeCtx<'_>, key: &[u8], stored: LeafValue<'_>) -> Result<bo
     Err(retry_limit("put"))
 }
 
-/// Removes `key`; `Ok(true)` if it was present. The caller holds the writers' lock.
-pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<bool, EngineError> {
+/// Removes `key`; returns whether it was present and the LSN of the change (0 if none).
+pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<(bool, u64), EngineError> {
     if !may_contain(tree, key)? {
-        return Ok(false);
+        return Ok((false, 0));
     }
     for attempt in 0..WRITE_ATTEMPTS {
         let Some(mut leaf) = latch_leaf(tree, key, attempt)? else {
@@ -144,20 +206,32 @@ pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<bool, EngineError>
         };
         let (index, found) = node::lower_bound(&leaf[..], key);
         if !found {
-            return Ok(false);
+            return Ok((false, 0));
         }
         let old = node::value_ref(&leaf[..], index);
+        let freed = old_chain(tree, Some(old));
         node::remove(&mut leaf, index);
         let page = leaf.page_id().0;
         let underfull = page != tree.root && node::used(&leaf) < node::UNDERFULL_BYTES;
+        let change = Change {
+            freed,
+            len_delta: Some((tree.root, -1)),
+            ..Change::default()
+        };
+        let lsn = wal::commit(
+            &tree.shared.log,
+            &tree.shared.allocator,
+            &mut [&mut leaf],
+            change,
+        )?;
         drop(leaf);
-        if let ValueRef::Overflow { first, len } = old {
-            overflow::retire(tree.shared, first, len, &crossbeam_epoch::pin())?;
-        }
         if underfull {
-            merge(tree, page, key, &crossbeam_epoch::pin(), 0)?;
+            // The delete has happened: a merge that fails only leaves the tree less dense.
+            if let Err(error) = merge(tree, page, key, 0) {
+                tracing::warn!(%error, page, "merge after a delete failed");
+            }
         }
-        return Ok(true);
+        return Ok((true, lsn));
     }
     Err(retry_limit("delete"))
 }
@@ -226,14 +300,14 @@ fn split_step(
         return Ok(SplitStep::Done);
     };
     let Some(parent) = parent else {
-        let mut root = target_guard.upgrade()?;
+        let mut root = PageMut::new(target_guard.upgrade()?);
         if !node::fits(&root, entry_size) {
             split_root(tree, &mut root)?;
         }
         return Ok(SplitStep::Done);
     };
-    let mut parent = parent.upgrade()?;
-    let mut node = target_guard.upgrade()?;
+    let mut parent = PageMut::new(parent.upgrade()?);
+    let mut node = PageMut::new(target_guard.upgrade()?);
     if node::fits(&node, entry_size) || node::count(&node[..]) < 2 {
         return Ok(SplitStep::Done);
     }
@@ -246,7 +320,7 @@ fn split_step(
             entry_size: separator_size,
         });
     }
-    let mut right = tree.shared.allocator.allocate(&tree.shared.pool)?;
+    let mut right = tree.shared.allocate()?;
     node::split(&mut node, &mut right, &mut separator);
     let index = node::child_index(&parent[..], key);
     assert_eq!(
@@ -256,20 +330,34 @@ fn split_step(
     );
     node::set_child(&mut parent, index, right.page_id().0);
     node::insert_inner(&mut parent, index, &separator, target);
+    let pages = &mut [&mut parent, &mut node, &mut right];
+    wal::commit(
+        &tree.shared.log,
+        &tree.shared.allocator,
+        pages,
+        Change::default(),
+    )?;
     Ok(SplitStep::Done)
 }
 
 /// The root page stays the root: its contents move into two new children.
-fn split_root(tree: TreeCtx<'_>, root: &mut ExclusiveGuard<'_>) -> Result<(), EngineError> {
+fn split_root<'p>(tree: TreeCtx<'p>, root: &mut PageMut<'p>) -> Result<(), EngineError> {
     let level = node::level(&root[..]);
-    let mut left = tree.shared.allocator.allocate(&tree.shared.pool)?;
-    let mut right = tree.shared.allocator.allocate(&tree.shared.pool)?;
+    let mut left = tree.shared.allocate()?;
+    let mut right = tree.shared.allocate()?;
     node::copy_node(&mut left, root);
     let mut separator = Vec::new();
     node::split(&mut left, &mut right, &mut separator);
     node::init(root, level + 1);
     node::insert_inner(root, 0, &separator, left.page_id().0);
     node::set_upper(root, right.page_id().0);
+    let pages = &mut [root, &mut left, &mut right];
+    wal::commit(
+        &tree.shared.log,
+        &tree.shared.allocator,
+        pages,
+        Change::default(),
+    )?;
     Ok(())
 }
 
@@ -296,13 +384,7 @@ enum MergeStep {
 /// Merges the underfull `target` (on the path of `key`) with its right or else its left
 /// neighbour if they fit; continues upwards while parents become underfull. Merging only
 /// keeps the tree dense: giving up on contention leaves a valid tree.
-fn merge(
-    tree: TreeCtx<'_>,
-    target: u64,
-    key: &[u8],
-    epoch: &crossbeam_epoch::Guard,
-    depth: usize,
-) -> Result<(), EngineError> {
+fn merge(tree: TreeCtx<'_>, target: u64, key: &[u8], depth: usize) -> Result<(), EngineError> {
     // Each level may merge a few times in a row (an underfull result absorbs the next
     // neighbour, e.g. an empty one left behind earlier), then moves up.
     if depth > MERGE_CASCADE_MAX {
@@ -310,13 +392,13 @@ fn merge(
     }
     for side in [Side::Right, Side::Left] {
         for _ in 0..STRUCTURE_ATTEMPTS {
-            match merge_step(tree, target, key, epoch, side) {
+            match merge_step(tree, target, key, side) {
                 Ok(MergeStep::Merged { merged, parent }) => {
                     if let Some(merged) = merged {
-                        merge(tree, merged, key, epoch, depth + 1)?;
+                        merge(tree, merged, key, depth + 1)?;
                     }
                     return match parent {
-                        Some(parent) => merge(tree, parent, key, epoch, depth + 1),
+                        Some(parent) => merge(tree, parent, key, depth + 1),
                         None => Ok(()),
                     };
                 }
@@ -331,13 +413,7 @@ fn merge(
 }
 
 /// One merge of `target` with its neighbour on `side`.
-fn merge_step(
-    tree: TreeCtx<'_>,
-    target: u64,
-    key: &[u8],
-    epoch: &crossbeam_epoch::Guard,
-    side: Side,
-) -> Result<MergeStep, Abort> {
+fn merge_step(tree: TreeCtx<'_>, target: u64, key: &[u8], side: Side) -> Result<MergeStep, Abort> {
     let Some((Some(parent), target_guard)) = descend::find_with_parent(tree, target, key)? else {
         return Ok(MergeStep::Nothing);
     };
@@ -376,9 +452,9 @@ fn merge_step(
     if target_used + sibling_used + pulled_down > MERGED_MAX_BYTES {
         return Ok(MergeStep::NoFit);
     }
-    let mut parent = parent.upgrade()?;
+    let mut parent = PageMut::new(parent.upgrade()?);
     // Latch order: parent, then left, then right.
-    let (left, mut right) = match side {
+    let (left, right) = match side {
         Side::Right => {
             let left = target_guard.upgrade()?;
             (left, sibling_guard.upgrade()?)
@@ -388,6 +464,7 @@ fn merge_step(
             (left, target_guard.upgrade()?)
         }
     };
+    let (left, mut right) = (PageMut::new(left), PageMut::new(right));
     if node::level(&left[..]) != node::level(&right[..]) {
         return Err(tree
             .shared
@@ -400,17 +477,27 @@ fn merge_step(
     }
     node::merge_into_right(&left, &mut right, &separator);
     node::remove(&mut parent, left_slot);
-    tree.shared.allocator.retire(left, epoch);
+    let log = &tree.shared.log;
+    let allocator = &tree.shared.allocator;
     let is_root = parent.page_id().0 == tree.root;
     if is_root && node::count(&parent[..]) == 0 {
         // The root has one child left: it takes the child's place (height - 1).
         node::copy_node(&mut parent, &right);
-        tree.shared.allocator.retire(right, epoch);
+        let change = Change {
+            freed: vec![left.id(), right.id()],
+            ..Change::default()
+        };
+        wal::commit(log, allocator, &mut [&mut parent], change)?;
         return Ok(MergeStep::Merged {
             merged: None,
             parent: None,
         });
     }
+    let change = Change {
+        freed: vec![left.id()],
+        ..Change::default()
+    };
+    wal::commit(log, allocator, &mut [&mut parent, &mut right], change)?;
     let merged = (node::used(&right) < node::UNDERFULL_BYTES).then_some(right.page_id().0);
     let parent_underfull = !is_root && node::used(&parent) < node::UNDERFULL_BYTES;
     Ok(MergeStep::Merged {

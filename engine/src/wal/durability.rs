@@ -5,11 +5,12 @@ use std::time::Duration;
 /// When a write returns `Ok`, how durable it is. Set per engine
 /// ([`crate::EngineOptions::durability`]); `Tree::put_nowait` / `delete_nowait` plus
 /// [`crate::Engine::wait_durable`] let a caller choose per call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// The call returns after the fdatasync of the log that covers it: it survives a
     /// process kill and a power cut. Concurrent writers share one log write and one sync
     /// (group commit). The default.
+    #[default]
     Immediate,
     /// The call returns once the write is in the log buffer; a background thread makes the
     /// log durable at least every `interval`. A crash loses at most about that much
@@ -18,12 +19,6 @@ pub enum Durability {
     /// No sync until a checkpoint (or until the log buffer fills and is written). A crash
     /// loses what was written since the last durable point; the database stays consistent.
     None,
-}
-
-impl Default for Durability {
-    fn default() -> Durability {
-        Durability::Immediate
-    }
 }
 
 impl Durability {

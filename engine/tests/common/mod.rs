@@ -12,7 +12,15 @@ pub fn test_path(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.db"));
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(log_dir(&path));
     path
+}
+
+/// The log directory of a database file.
+pub fn log_dir(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".wal");
+    PathBuf::from(name)
 }
 
 /// Options with a frame budget of `frames` pages: small budgets force eviction.

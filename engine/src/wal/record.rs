@@ -1,0 +1,449 @@
+//! The log's record format: what one atomic change looks like on disk.
+//!
+//! The log is one byte stream; a position in it is an LSN. Every record starts 8-byte
+//! aligned with this header (little endian):
+//!
+//! | offset | size | field                                                            |
+//! |--------|------|------------------------------------------------------------------|
+//! | 0      | 4    | CRC32C of bytes 4..len                                           |
+//! | 4      | 4    | len: header + body, unpadded                                     |
+//! | 8      | 8    | LSN of the record's first byte (a record found elsewhere is stale) |
+//! | 16     | 8    | database id (from the superblock: a log of another file is refused) |
+//! | 24     | 8    | durable LSN when the record was appended (everything before it was synced) |
+//! | 32     | 1    | kind: 1 page change, 2 checkpoint                                |
+//! | 33     | 7    | zero                                                             |
+//!
+//! A header of zeros is padding: inside a block it means "continue at the next block"
+//! (each log write ends padded to a block, so no block holding acknowledged records is
+//! ever written again); at a block boundary it is the end of the log.
+//!
+//! Page-change body: tree root u64, record-count delta i64 (root 0: none), then counts
+//! u32 of entries, freed ids, allocated ids, then the freed ids, the allocated ids, and
+//! the entries. An entry: page id u64, kind u8 (1 full image, 2 delta), zero u8, range
+//! count u16, data length u32, then a 4096-byte image or `(offset u16, len u16, bytes)*`.
+//!
+//! Checkpoint body: redo LSN u64, page count u64, free-range count u64, tree count u64,
+//! then `(first id, count)` per free range and `(root, record count)` per tree.
+
+use crate::page::{PAGE_SIZE, PageBytes};
+
+/// Log writes are whole blocks, block aligned (O_DIRECT).
+pub const BLOCK: u64 = 4096;
+pub const HEADER_SIZE: usize = 40;
+/// Largest record the reader accepts (a 1 MiB overflow value and its leaf, a checkpoint of
+/// a very fragmented free list): a larger `len` is damage, not a record.
+pub const RECORD_MAX: usize = 256 << 20;
+
+pub const KIND_PAGES: u8 = 1;
+pub const KIND_CHECKPOINT: u8 = 2;
+
+pub const ENTRY_IMAGE: u8 = 1;
+pub const ENTRY_DELTA: u8 = 2;
+const ENTRY_HEADER: usize = 16;
+const RANGE_HEADER: usize = 4;
+/// Bytes that differ less than this far apart are logged as one range.
+const RANGE_GAP_MAX: usize = 16;
+/// A delta larger than this is logged as a full image instead.
+const DELTA_MAX: usize = PAGE_SIZE / 2;
+
+pub fn align8(value: usize) -> usize {
+    value.next_multiple_of(8)
+}
+
+pub fn put_u16(out: &mut Vec<u8>, value: u16) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+pub fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+pub fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+/// Starts a record in `out` (cleared); `finish` fills in length and checksum.
+pub fn begin(out: &mut Vec<u8>, kind: u8) {
+    out.clear();
+    out.resize(HEADER_SIZE, 0);
+    out[32] = kind;
+}
+
+/// Completes the header of the record in `out`, to be stored at `lsn`.
+pub fn finish(out: &mut [u8], lsn: u64, db_id: u64, durable: u64) {
+    let len = out.len() as u32;
+    out[4..8].copy_from_slice(&len.to_le_bytes());
+    out[8..16].copy_from_slice(&lsn.to_le_bytes());
+    out[16..24].copy_from_slice(&db_id.to_le_bytes());
+    out[24..32].copy_from_slice(&durable.to_le_bytes());
+    let crc = crc32c::crc32c(&out[4..]);
+    out[..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A record header as read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub len: usize,
+    pub lsn: u64,
+    pub db_id: u64,
+    pub durable: u64,
+    pub kind: u8,
+}
+
+pub fn is_zero_header(bytes: &[u8]) -> bool {
+    bytes.iter().take(HEADER_SIZE).all(|&b| b == 0)
+}
+
+/// The header at the start of `bytes`, if it is plausible (length in bounds).
+pub fn header(bytes: &[u8]) -> Option<Header> {
+    if bytes.len() < HEADER_SIZE {
+        return None;
+    }
+    let len = bytes.u32_at(4) as usize;
+    if !(HEADER_SIZE..=RECORD_MAX).contains(&len) {
+        return None;
+    }
+    Some(Header {
+        len,
+        lsn: bytes.u64_at(8),
+        db_id: bytes.u64_at(16),
+        durable: bytes.u64_at(24),
+        kind: bytes[32],
+    })
+}
+
+/// Whether the whole record in `bytes[..len]` matches its checksum.
+pub fn checksum_ok(bytes: &[u8], len: usize) -> bool {
+    bytes.len() >= len && crc32c::crc32c(&bytes[4..len]) == bytes.u32_at(0)
+}
+
+/// Appends an entry for a changed page: its full image if `image` is set or the change is
+/// large, else the byte ranges that differ. Returns whether an image was logged, or
+/// `None` if nothing changed.
+pub fn put_entry(
+    out: &mut Vec<u8>,
+    page: u64,
+    before: &[u8],
+    after: &[u8],
+    image: bool,
+) -> Option<bool> {
+    assert!(before.len() == PAGE_SIZE && after.len() == PAGE_SIZE);
+    let start = out.len();
+    put_u64(out, page);
+    out.extend_from_slice(&[ENTRY_DELTA, 0, 0, 0, 0, 0, 0, 0]);
+    if !image {
+        let mut ranges = 0u16;
+        let mut at = 0;
+        while let Some(first) = first_difference(before, after, at) {
+            let mut end = first + 1;
+            let mut probe = end;
+            // Extend while the next difference is close: one range costs 4 bytes.
+            while probe < PAGE_SIZE && probe < end + RANGE_GAP_MAX {
+                if before[probe] != after[probe] {
+                    end = probe + 1;
+                }
+                probe += 1;
+            }
+            put_u16(out, first as u16);
+            put_u16(out, (end - first) as u16);
+            out.extend_from_slice(&after[first..end]);
+            ranges += 1;
+            at = end;
+            if out.len() - start > DELTA_MAX {
+                break;
+            }
+        }
+        if ranges == 0 {
+            out.truncate(start);
+            return None;
+        }
+        if out.len() - start <= DELTA_MAX {
+            let data_len = (out.len() - start - ENTRY_HEADER) as u32;
+            out[start + 10..start + 12].copy_from_slice(&ranges.to_le_bytes());
+            out[start + 12..start + 16].copy_from_slice(&data_len.to_le_bytes());
+            return Some(false);
+        }
+        out.truncate(start + ENTRY_HEADER);
+    }
+    out[start + 8] = ENTRY_IMAGE;
+    out[start + 12..start + 16].copy_from_slice(&(PAGE_SIZE as u32).to_le_bytes());
+    out.extend_from_slice(after);
+    Some(true)
+}
+
+/// Appends a full image entry for a page whose bytes are given.
+pub fn put_image(out: &mut Vec<u8>, page: u64, bytes: &[u8]) {
+    assert_eq!(bytes.len(), PAGE_SIZE);
+    put_u64(out, page);
+    out.extend_from_slice(&[ENTRY_IMAGE, 0, 0, 0]);
+    put_u32(out, PAGE_SIZE as u32);
+    out.extend_from_slice(bytes);
+}
+
+fn first_difference(before: &[u8], after: &[u8], from: usize) -> Option<usize> {
+    // Word-wise, then byte-wise inside the differing word.
+    let mut at = from;
+    while at + 8 <= PAGE_SIZE {
+        if before[at..at + 8] != after[at..at + 8] {
+            break;
+        }
+        at += 8;
+    }
+    (at..PAGE_SIZE).find(|&index| before[index] != after[index])
+}
+
+/// One page's change, as read back.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub page: u64,
+    pub kind: u8,
+    pub ranges: u16,
+    pub data: &'a [u8],
+}
+
+impl Entry<'_> {
+    /// Applies the change to `page` (whose LSN the caller sets).
+    pub fn apply(&self, page: &mut [u8]) -> Result<(), &'static str> {
+        if self.kind == ENTRY_IMAGE {
+            if self.data.len() != PAGE_SIZE {
+                return Err("page image of the wrong size");
+            }
+            page.copy_from_slice(self.data);
+            return Ok(());
+        }
+        let mut at = 0;
+        for _ in 0..self.ranges {
+            let offset = self.data.u16_at(at) as usize;
+            let len = self.data.u16_at(at + 2) as usize;
+            let bytes = self
+                .data
+                .get(at + RANGE_HEADER..at + RANGE_HEADER + len)
+                .ok_or("delta range past its entry")?;
+            page.get_mut(offset..offset + len)
+                .ok_or("delta range past the page")?
+                .copy_from_slice(bytes);
+            at += RANGE_HEADER + len;
+        }
+        if at != self.data.len() {
+            return Err("delta entry of the wrong length");
+        }
+        Ok(())
+    }
+}
+
+/// A page-change record's body, parsed.
+#[derive(Debug, Default)]
+pub struct PagesBody<'a> {
+    pub tree_root: u64,
+    pub len_delta: i64,
+    pub freed: Vec<u64>,
+    pub allocated: Vec<u64>,
+    pub entries: Vec<Entry<'a>>,
+}
+
+/// Writes the fixed part of a page-change body; returns where the counts go.
+pub fn begin_pages(
+    out: &mut Vec<u8>,
+    tree_root: u64,
+    len_delta: i64,
+    freed: &[u64],
+    allocated: &[u64],
+) -> usize {
+    put_u64(out, tree_root);
+    put_u64(out, len_delta as u64);
+    let counts = out.len();
+    put_u32(out, 0);
+    put_u32(out, freed.len() as u32);
+    put_u32(out, allocated.len() as u32);
+    put_u32(out, 0);
+    for &id in freed.iter().chain(allocated) {
+        put_u64(out, id);
+    }
+    counts
+}
+
+pub fn set_pages_counts(out: &mut [u8], counts: usize, entries: u32) {
+    out[counts..counts + 4].copy_from_slice(&entries.to_le_bytes());
+}
+
+pub fn parse_pages(body: &[u8]) -> Result<PagesBody<'_>, &'static str> {
+    let mut cursor = Cursor { bytes: body, at: 0 };
+    let tree_root = cursor.u64()?;
+    let len_delta = cursor.u64()? as i64;
+    let entry_count = cursor.u32()?;
+    let freed_count = cursor.u32()?;
+    let allocated_count = cursor.u32()?;
+    cursor.u32()?;
+    let mut parsed = PagesBody {
+        tree_root,
+        len_delta,
+        ..PagesBody::default()
+    };
+    for _ in 0..freed_count {
+        parsed.freed.push(cursor.u64()?);
+    }
+    for _ in 0..allocated_count {
+        parsed.allocated.push(cursor.u64()?);
+    }
+    for _ in 0..entry_count {
+        let page = cursor.u64()?;
+        let kind = cursor.take(1)?[0];
+        cursor.take(1)?;
+        let ranges = cursor.u16()?;
+        let data_len = cursor.u32()? as usize;
+        let data = cursor.take(data_len)?;
+        if kind != ENTRY_IMAGE && kind != ENTRY_DELTA {
+            return Err("unknown entry kind");
+        }
+        parsed.entries.push(Entry {
+            page,
+            kind,
+            ranges,
+            data,
+        });
+    }
+    if cursor.at != body.len() {
+        return Err("trailing bytes after the entries");
+    }
+    Ok(parsed)
+}
+
+/// What a checkpoint record says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointBody {
+    pub redo_lsn: u64,
+    pub page_count: u64,
+    /// Sorted, disjoint `(first, count)` ranges of free page ids.
+    pub free: Vec<(u64, u64)>,
+    /// `(root, record count)` of every tree.
+    pub trees: Vec<(u64, u64)>,
+}
+
+impl CheckpointBody {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.redo_lsn);
+        put_u64(out, self.page_count);
+        put_u64(out, self.free.len() as u64);
+        put_u64(out, self.trees.len() as u64);
+        for &(first, count) in self.free.iter().chain(self.trees.iter()) {
+            put_u64(out, first);
+            put_u64(out, count);
+        }
+    }
+
+    pub fn decode(body: &[u8]) -> Result<CheckpointBody, &'static str> {
+        let mut cursor = Cursor { bytes: body, at: 0 };
+        let redo_lsn = cursor.u64()?;
+        let page_count = cursor.u64()?;
+        let free_count = cursor.u64()? as usize;
+        let tree_count = cursor.u64()? as usize;
+        if free_count.saturating_add(tree_count).saturating_mul(16) != body.len() - cursor.at {
+            return Err("checkpoint record of the wrong length");
+        }
+        let mut pair = || Ok::<_, &'static str>((cursor.u64()?, cursor.u64()?));
+        let free = (0..free_count).map(|_| pair()).collect::<Result<_, _>>()?;
+        let trees = (0..tree_count).map(|_| pair()).collect::<Result<_, _>>()?;
+        Ok(CheckpointBody {
+            redo_lsn,
+            page_count,
+            free,
+            trees,
+        })
+    }
+
+    /// Sorted ids as ranges.
+    pub fn ranges_of(sorted: &[u64]) -> Vec<(u64, u64)> {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for &id in sorted {
+            match ranges.last_mut() {
+                Some((first, count)) if *first + *count == id => *count += 1,
+                _ => ranges.push((id, 1)),
+            }
+        }
+        ranges
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], &'static str> {
+        let end = self.at.checked_add(len).ok_or("length overflow")?;
+        let slice = self
+            .bytes
+            .get(self.at..end)
+            .ok_or("record body too short")?;
+        self.at = end;
+        Ok(slice)
+    }
+    fn u16(&mut self) -> Result<u16, &'static str> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> Result<u32, &'static str> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, &'static str> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delta_reproduces_the_page_and_an_unchanged_page_logs_nothing() {
+        let before = vec![7u8; PAGE_SIZE];
+        let mut after = before.clone();
+        after[100] = 1;
+        after[105] = 2;
+        after[3000..3100].fill(9);
+        let mut out = Vec::new();
+        assert_eq!(put_entry(&mut out, 5, &before, &before, false), None);
+        assert!(out.is_empty());
+        assert_eq!(put_entry(&mut out, 5, &before, &after, false), Some(false));
+        assert!(out.len() < 200, "{}", out.len());
+        let mut body = Vec::new();
+        let counts = begin_pages(&mut body, 0, 0, &[], &[]);
+        body.extend_from_slice(&out);
+        set_pages_counts(&mut body, counts, 1);
+        let parsed = parse_pages(&body).unwrap();
+        let mut page = before.clone();
+        parsed.entries[0].apply(&mut page).unwrap();
+        assert_eq!(page, after);
+    }
+
+    #[test]
+    fn a_large_change_is_a_full_image() {
+        let before = vec![0u8; PAGE_SIZE];
+        let after: Vec<u8> = (0..PAGE_SIZE).map(|i| (i % 251) as u8 + 1).collect();
+        let mut out = Vec::new();
+        assert_eq!(put_entry(&mut out, 9, &before, &after, false), Some(true));
+        assert_eq!(out.len(), ENTRY_HEADER + PAGE_SIZE);
+    }
+
+    #[test]
+    fn records_check_their_crc_and_checkpoints_round_trip() {
+        let body = CheckpointBody {
+            redo_lsn: 4096,
+            page_count: 77,
+            free: CheckpointBody::ranges_of(&[3, 4, 5, 9]),
+            trees: vec![(2, 10), (6, 0)],
+        };
+        assert_eq!(body.free, vec![(3, 3), (9, 1)]);
+        let mut out = Vec::new();
+        begin(&mut out, KIND_CHECKPOINT);
+        body.encode(&mut out);
+        finish(&mut out, 8192, 42, 4096);
+        let head = header(&out).unwrap();
+        assert_eq!(
+            (head.lsn, head.db_id, head.kind),
+            (8192, 42, KIND_CHECKPOINT)
+        );
+        assert!(checksum_ok(&out, head.len));
+        assert_eq!(CheckpointBody::decode(&out[HEADER_SIZE..]).unwrap(), body);
+        out[50] ^= 1;
+        assert!(!checksum_ok(&out, head.len));
+    }
+}
