@@ -7,7 +7,9 @@
 //! Invariants:
 //! 1. For each file, identified by (st_dev, st_ino), `State::files` holds every write submitted
 //!    since that file's last completed sync, with its pre-image (the bytes before it, zeros past
-//!    the end of the file), read before the write was handed to the kernel.
+//!    the end of the file), read before the write was handed to the kernel. A completed sync
+//!    forgets the writes that had completed when it started (what fdatasync covers); a write
+//!    still in flight at that moment stays remembered.
 //! 2. Once `Inner::cut` is set it never clears; every read, write and sync that consults the
 //!    simulator afterwards fails with EIO, and no write is recorded or submitted any more.
 //! 3. Pre-images are restored only when no recorded write is in flight (`in_flight == 0`), so
@@ -20,6 +22,8 @@
 //! * Pre-images are exact when no two writes to overlapping ranges of one file are in flight
 //!   at once (the pool writes a page from one place at a time; a log writes its tail from one
 //!   thread). Overlapping writes in sequence are fine: they are undone newest first.
+//! * A file truncated or rewritten by other means while writes are remembered gets the
+//!   remembered pre-images back at the cut.
 //! * Only I/O through `IoEngine` (and its `IoQueue`) is seen. `DirectFile::sync_data`,
 //!   `grow_to` and `preallocate` called directly bypass the simulator.
 
@@ -386,7 +390,7 @@ fn restore(files: &HashMap<FileId, FileLog>, seed: u64) -> Result<CutReport, Str
             writes.map(move |(index, write)| (write.seq, *id, index))
         })
         .collect();
-    order.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    order.sort_unstable_by_key(|&(seq, ..)| std::cmp::Reverse(seq));
     let mut random = SplitMix64(seed);
     let mut report = CutReport::default();
     let mut settled: HashSet<(FileId, u64)> = HashSet::new();
