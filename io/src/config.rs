@@ -1,7 +1,9 @@
-//! `IoConfig`: which engine, how big its rings are, and optional fault injection.
+//! `IoConfig`: which engine, how big its rings are, and the optional test hooks (fault
+//! injection, simulated power loss).
 
 use crate::error::IoError;
 use crate::faults::FaultInjector;
+use crate::power_loss::PowerLoss;
 
 /// The environment variable that overrides `EngineChoice::Auto`: `sync`, `uring` or `auto`.
 pub const ENGINE_ENV_VAR: &str = "BUFPOOL_IO_ENGINE";
@@ -31,7 +33,11 @@ pub struct IoConfig {
     /// Submission-queue entries of each per-thread ring (the completion queue gets twice as
     /// many). Also the most requests one thread keeps in flight.
     pub ring_entries: u32,
+    /// Injected faults (tests).
     pub faults: Option<FaultInjector>,
+    /// Simulated power loss (crash tests); give every engine of one "machine" (data file and
+    /// log files) a clone of the same simulator.
+    pub power_loss: Option<PowerLoss>,
 }
 
 impl Default for IoConfig {
@@ -40,6 +46,7 @@ impl Default for IoConfig {
             engine: EngineChoice::Auto,
             ring_entries: 256,
             faults: None,
+            power_loss: None,
         }
     }
 }

@@ -1,15 +1,16 @@
 //! `IoEngine`: the handle the buffer pool drives. It picks io_uring or pread/pwrite once, at
 //! construction, and dispatches every call to that engine.
 
+use std::io;
 use std::sync::{Arc, Once};
 
 use crate::config::{EngineChoice, EngineKind, IoConfig};
-use crate::error::IoError;
-use crate::faults::FaultInjector;
-use crate::file::DirectFile;
+use crate::error::{IoError, IoOp};
+use crate::file::{DirectFile, os_error};
+use crate::power_loss::PowerLoss;
 use crate::queue::IoQueue;
 use crate::sync_engine;
-use crate::transfer::check_request;
+use crate::transfer::{Hooks, check_request};
 use crate::uring::{self, RingFlags, UringSetupError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +63,7 @@ pub(crate) struct EngineShared {
     pub kind: EngineKind,
     pub ring_entries: u32,
     pub ring_flags: RingFlags,
-    pub faults: Option<FaultInjector>,
+    pub hooks: Hooks,
 }
 
 static FALLBACK_WARNING: Once = Once::new();
@@ -102,7 +103,10 @@ impl IoEngine {
             kind,
             ring_entries: config.ring_entries,
             ring_flags,
-            faults: config.faults,
+            hooks: Hooks {
+                faults: config.faults,
+                power_loss: config.power_loss,
+            },
         };
         Ok(IoEngine {
             shared: Arc::new(shared),
@@ -167,6 +171,8 @@ impl IoEngine {
 
     /// `submit_batch`, then fdatasync in the same submission (the sync waits for the writes
     /// with IOSQE_IO_DRAIN). Returns the sync's result; each write's result is in `outcomes`.
+    /// Counts as one sync for fault injection and power loss; with a power-loss simulator the
+    /// sync is submitted after the writes completed, so a cut at this sync finds them unsynced.
     ///
     /// # Safety
     /// As `submit_batch`.
@@ -180,13 +186,11 @@ impl IoEngine {
         unsafe { self.batch(file, requests, outcomes, true) }
     }
 
-    /// fdatasync through the engine (an io_uring op, or the direct syscall for Sync).
+    /// fdatasync through the engine (an io_uring op, or the direct syscall for Sync), after
+    /// asking the fault injector and the power-loss simulator, if configured.
     pub fn sync_data(&self, file: &DirectFile) -> Result<(), IoError> {
-        match self.shared.kind {
-            EngineKind::Sync => file.sync_data(),
-            // SAFETY: no requests, so no buffers.
-            EngineKind::Uring => unsafe { self.batch(file, &[], &mut [], true) },
-        }
+        // SAFETY: no requests, so no buffers.
+        unsafe { self.batch(file, &[], &mut [], true) }
     }
 
     /// Submits `count` no-op requests in batches of the ring size and waits for them: the cost
@@ -208,10 +212,6 @@ impl IoEngine {
         IoQueue::new(&self.shared, file, depth)
     }
 
-    pub(crate) fn faults(&self) -> Option<&FaultInjector> {
-        self.shared.faults.as_ref()
-    }
-
     /// # Safety
     /// As `read_at`/`write_at`.
     unsafe fn one(&self, file: &DirectFile, request: IoRequest) -> Result<(), IoError> {
@@ -219,7 +219,7 @@ impl IoEngine {
             EngineKind::Sync => {
                 check_request(file, &request)?;
                 // SAFETY: checked; buffer contract forwarded from the caller.
-                unsafe { sync_engine::run(file, request, self.faults()) }
+                unsafe { sync_engine::run(file, request, &self.shared.hooks) }
             }
             EngineKind::Uring => {
                 let mut outcome = [Ok(())];
@@ -245,6 +245,69 @@ impl IoEngine {
             outcomes.len(),
             "one outcome slot per request"
         );
+        if sync_after && !self.shared.hooks.is_empty() {
+            // SAFETY: forwarded caller contract.
+            return unsafe { self.batch_with_sync_hooks(file, requests, outcomes) };
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { self.dispatch(file, requests, outcomes, sync_after) }
+    }
+
+    /// A batch ending in a sync, with test hooks. Order: power off fails the sync; else the
+    /// fault injector may fail it; else the power-loss simulator counts it (and may cut
+    /// there), after the batch's writes completed; a sync that succeeds makes the simulator
+    /// forget the writes it covers. A failed sync is never performed.
+    ///
+    /// # Safety
+    /// As `submit_batch`.
+    unsafe fn batch_with_sync_hooks(
+        &self,
+        file: &DirectFile,
+        requests: &[IoRequest],
+        outcomes: &mut [Result<(), IoError>],
+    ) -> Result<(), IoError> {
+        let hooks = &self.shared.hooks;
+        let power_loss = hooks.power_loss.as_ref();
+        let injected = if power_loss.is_some_and(PowerLoss::is_cut) {
+            Some(libc::EIO)
+        } else {
+            hooks.faults.as_ref().and_then(|faults| faults.on_sync())
+        };
+        let Some(power_loss) = power_loss.filter(|_| injected.is_none()) else {
+            if let Some(errno) = injected {
+                // SAFETY: forwarded caller contract.
+                unsafe { self.dispatch(file, requests, outcomes, false) }?;
+                return Err(sync_error(file, errno));
+            }
+            // Only a fault injector, and it let this sync pass: the drained sync as usual.
+            // SAFETY: forwarded caller contract.
+            return unsafe { self.dispatch(file, requests, outcomes, true) };
+        };
+        // SAFETY: forwarded caller contract.
+        unsafe { self.dispatch(file, requests, outcomes, false) }?;
+        let ticket = power_loss
+            .before_sync(file)
+            .map_err(|errno| sync_error(file, errno))?;
+        // SAFETY: no requests, so no buffers.
+        unsafe { self.dispatch(file, &[], &mut [], true) }?;
+        power_loss
+            .after_sync(ticket)
+            .map_err(|errno| sync_error(file, errno))
+    }
+
+    /// Runs a batch on this engine's kind. The `Err` is the sync's result when `sync_after`,
+    /// or "no ring on this thread" for io_uring; per-request results are in `outcomes`.
+    ///
+    /// # Safety
+    /// As `submit_batch`.
+    unsafe fn dispatch(
+        &self,
+        file: &DirectFile,
+        requests: &[IoRequest],
+        outcomes: &mut [Result<(), IoError>],
+        sync_after: bool,
+    ) -> Result<(), IoError> {
+        let hooks = &self.shared.hooks;
         match self.shared.kind {
             EngineKind::Sync => {
                 for (request, outcome) in requests.iter().zip(outcomes.iter_mut()) {
@@ -253,16 +316,15 @@ impl IoEngine {
                 for (request, outcome) in requests.iter().zip(outcomes.iter_mut()) {
                     if outcome.is_ok() {
                         // SAFETY: checked; buffer contract forwarded from the caller.
-                        *outcome = unsafe { sync_engine::run(file, *request, self.faults()) };
+                        *outcome = unsafe { sync_engine::run(file, *request, hooks) };
                     }
                 }
                 if sync_after { file.sync_data() } else { Ok(()) }
             }
             EngineKind::Uring => {
-                let faults = self.shared.faults.as_ref();
                 // SAFETY: forwarded caller contract.
                 let ran = uring::with_thread_ring(&self.shared, |ring| unsafe {
-                    ring.run_batch(file, requests, outcomes, faults, sync_after)
+                    ring.run_batch(file, requests, outcomes, hooks, sync_after)
                 });
                 ran.unwrap_or_else(|error| {
                     // No ring on this thread: nothing was submitted.
@@ -276,6 +338,17 @@ impl IoEngine {
             }
         }
     }
+}
+
+/// A sync that failed without reaching the kernel (injected, or power is off).
+fn sync_error(file: &DirectFile, errno: i32) -> IoError {
+    os_error(
+        IoOp::Sync,
+        file.path(),
+        0,
+        0,
+        io::Error::from_raw_os_error(errno),
+    )
 }
 
 impl std::fmt::Debug for IoEngine {

@@ -1,10 +1,13 @@
 //! Fault injection for tests of the layers above: make the n-th read or write fail or complete
-//! short. The engines check `Option<FaultInjector>` once per transfer; absent, it costs nothing
-//! more.
+//! short, or the n-th fdatasync fail. The engines check `Option<FaultInjector>` once per
+//! transfer and once per sync; absent, it costs nothing more.
 //!
 //! Counting rule: every transfer handed to the kernel counts, including the continuation of a
 //! short transfer. So `fail_nth_write(1, Short)` followed by `fail_nth_write(2, Enospc)` models a
 //! disk that fills up in the middle of a write: the first part lands, the rest gets ENOSPC.
+//! Syncs are counted once per `IoEngine::sync_data` or `IoEngine::write_batch_and_sync` call
+//! (whatever the engine issues underneath). An injected sync fault skips the fdatasync itself:
+//! the writes of a `write_batch_and_sync` still happen, but nothing is made durable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,6 +46,7 @@ pub struct FaultInjector {
 struct Inner {
     reads_seen: AtomicU64,
     writes_seen: AtomicU64,
+    syncs_seen: AtomicU64,
     plan: Mutex<Plan>,
 }
 
@@ -52,6 +56,9 @@ struct Plan {
     reads: Vec<(u64, Fault)>,
     writes: Vec<(u64, Fault)>,
     all_writes: Option<Fault>,
+    /// (sync number, fault), 1-based like transfers; faults are Eio or Enospc only.
+    syncs: Vec<(u64, Fault)>,
+    all_syncs: Option<Fault>,
 }
 
 impl FaultInjector {
@@ -79,12 +86,57 @@ impl FaultInjector {
         self.plan().all_writes = fault;
     }
 
+    /// The `n`-th sync from now (1-based) fails with `fault`, and is not performed.
+    ///
+    /// # Panics
+    /// `fault` is `Short`: a sync moves no bytes, so a short sync has no meaning; asking for one
+    /// is a bug in the test.
+    pub fn fail_nth_sync(&self, n: u64, fault: Fault) {
+        assert!(n >= 1, "n is 1-based");
+        assert_sync_fault(fault);
+        let target = self.inner.syncs_seen.load(Ordering::SeqCst) + n;
+        self.plan().syncs.push((target, fault));
+    }
+
+    /// Every sync fails with `fault` (and is not performed) until called again with `None`
+    /// (or `clear`): "the device lost its write cache and says so on every flush".
+    ///
+    /// # Panics
+    /// As `fail_nth_sync`, for `Some(Short { .. })`.
+    pub fn fail_all_syncs(&self, fault: Option<Fault>) {
+        if let Some(fault) = fault {
+            assert_sync_fault(fault);
+        }
+        self.plan().all_syncs = fault;
+    }
+
     /// Forgets every planned fault.
     pub fn clear(&self) {
         let mut plan = self.plan();
         plan.reads.clear();
         plan.writes.clear();
         plan.all_writes = None;
+        plan.syncs.clear();
+        plan.all_syncs = None;
+    }
+
+    /// Called by the engines once per sync, before it is issued: the errno (positive) the sync
+    /// must fail with instead of being performed, if any.
+    pub(crate) fn on_sync(&self) -> Option<i32> {
+        let number = self.inner.syncs_seen.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut plan = self.plan();
+        let fault = match plan.all_syncs {
+            Some(fault) => Some(fault),
+            None => {
+                let position = plan.syncs.iter().position(|(target, _)| *target == number);
+                position.map(|index| plan.syncs.swap_remove(index).1)
+            }
+        };
+        fault.map(|fault| match fault {
+            Fault::Eio => libc::EIO,
+            Fault::Enospc => libc::ENOSPC,
+            Fault::Short { .. } => unreachable!("refused by assert_sync_fault when planned"),
+        })
     }
 
     /// Called by the engines once per transfer, before it is submitted.
@@ -120,4 +172,11 @@ impl FaultInjector {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn assert_sync_fault(fault: Fault) {
+    assert!(
+        !matches!(fault, Fault::Short { .. }),
+        "a sync transfers no bytes, so it cannot be short: use Fault::Eio or Fault::Enospc"
+    );
 }

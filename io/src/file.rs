@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoError, IoOp};
@@ -125,18 +125,22 @@ impl DirectFile {
     }
 
     /// fdatasync: the data written so far (and the metadata needed to read it) is durable.
+    /// EINTR is retried at most [`SYNC_EINTR_RETRIES_MAX`] times in a row; then the EINTR is
+    /// returned as `IoError::Os { op: Sync, .. }`, like any other failed sync.
+    ///
+    /// Bypasses fault injection and power-loss simulation: engines call it through
+    /// `IoEngine::sync_data`, which consults both first.
     pub fn sync_data(&self) -> Result<(), IoError> {
-        loop {
+        let fd = self.file.as_raw_fd();
+        retry_interrupted(SYNC_EINTR_RETRIES_MAX, || {
             // SAFETY: fdatasync on a descriptor we own.
-            let result = unsafe { libc::fdatasync(self.file.as_raw_fd()) };
-            if result == 0 {
-                return Ok(());
+            if unsafe { libc::fdatasync(fd) } == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
             }
-            let source = io::Error::last_os_error();
-            if source.raw_os_error() != Some(libc::EINTR) {
-                return Err(os_error(IoOp::Sync, &self.path, 0, 0, source));
-            }
-        }
+        })
+        .map_err(|source| os_error(IoOp::Sync, &self.path, 0, 0, source))
     }
 
     /// The alignment every request's buffer address, length and offset must have:
@@ -147,6 +151,36 @@ impl DirectFile {
 
     pub fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
+    }
+
+    /// (st_dev, st_ino): what makes two handles (or two paths) the same file.
+    pub(crate) fn identity(&self) -> io::Result<(u64, u64)> {
+        let metadata = self.file.metadata()?;
+        Ok((metadata.dev(), metadata.ino()))
+    }
+
+    /// A second descriptor on the same open file description (so also O_DIRECT), close-on-exec.
+    pub(crate) fn duplicate(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+}
+
+/// Consecutive EINTR results `DirectFile::sync_data` retries before it reports the EINTR. A
+/// signal storm long enough to exhaust it means the caller is being asked to stop; a bound
+/// also keeps a misbehaving kernel from spinning us forever.
+pub const SYNC_EINTR_RETRIES_MAX: u32 = 64;
+
+/// Runs `call` until it succeeds, fails with something other than EINTR, or was interrupted
+/// `retries_max + 1` times in a row (then that EINTR is returned).
+fn retry_interrupted(retries_max: u32, mut call: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+    let mut retries = 0;
+    loop {
+        match call() {
+            Err(error) if error.raw_os_error() == Some(libc::EINTR) && retries < retries_max => {
+                retries += 1;
+            }
+            result => return result,
+        }
     }
 }
 
@@ -252,4 +286,51 @@ fn direct_io_alignment(file: &File, path: &Path) -> Result<usize, IoError> {
         });
     }
     Ok(DIRECT_IO_ALIGN.max(memory).max(offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interrupted() -> io::Error {
+        io::Error::from_raw_os_error(libc::EINTR)
+    }
+
+    #[test]
+    fn eintr_is_retried_up_to_the_limit_then_returned() {
+        let mut calls = 0u32;
+        let result = retry_interrupted(SYNC_EINTR_RETRIES_MAX, || {
+            calls += 1;
+            Err(interrupted())
+        });
+        assert_eq!(result.map_err(|e| e.raw_os_error()), Err(Some(libc::EINTR)));
+        assert_eq!(
+            calls,
+            SYNC_EINTR_RETRIES_MAX + 1,
+            "first try plus the retries"
+        );
+    }
+
+    #[test]
+    fn eintr_then_success_succeeds_and_other_errors_are_not_retried() {
+        let mut calls = 0u32;
+        let result = retry_interrupted(SYNC_EINTR_RETRIES_MAX, || {
+            calls += 1;
+            if calls < 3 {
+                Err(interrupted())
+            } else {
+                Ok(())
+            }
+        });
+        assert!(result.is_ok());
+        assert_eq!(calls, 3);
+
+        let mut calls = 0u32;
+        let result = retry_interrupted(SYNC_EINTR_RETRIES_MAX, || {
+            calls += 1;
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        });
+        assert_eq!(result.map_err(|e| e.raw_os_error()), Err(Some(libc::EIO)));
+        assert_eq!(calls, 1, "EIO is final");
+    }
 }

@@ -16,10 +16,9 @@ use io_uring::IoUring;
 use crate::config::{EngineKind, RING_ENTRIES_MAX};
 use crate::engine::{EngineShared, IoRequest};
 use crate::error::{IoError, IoOp};
-use crate::faults::FaultInjector;
 use crate::file::{DirectFile, os_error};
 use crate::sync_engine;
-use crate::transfer::{Plan, Step, Transfer, check_request};
+use crate::transfer::{Hooks, Plan, Step, Transfer, check_request};
 use crate::uring::{self, Target, fatal_ring_error, transfer_entry};
 
 /// Default `submit_batch`: hand requests to the kernel in pairs as they are pushed. Measured
@@ -40,7 +39,7 @@ pub struct Completion {
 /// created it (IORING_SETUP_SINGLE_ISSUER).
 pub struct IoQueue<'file> {
     file: &'file DirectFile,
-    faults: Option<FaultInjector>,
+    hooks: Hooks,
     ring: Option<IoUring>,
     target: Target,
     depth: usize,
@@ -88,7 +87,7 @@ impl<'file> IoQueue<'file> {
         );
         Ok(IoQueue {
             file,
-            faults: shared.faults.clone(),
+            hooks: shared.hooks.clone(),
             ring,
             target,
             depth,
@@ -136,7 +135,7 @@ impl<'file> IoQueue<'file> {
         self.in_flight += 1;
         if self.ring.is_none() {
             // SAFETY: checked; buffer contract forwarded from the caller.
-            let result = unsafe { sync_engine::run(self.file, request, self.faults.as_ref()) };
+            let result = unsafe { sync_engine::run(self.file, request, &self.hooks) };
             self.ready.push(Completion { tag, result });
             return Ok(());
         }
@@ -211,7 +210,7 @@ impl<'file> IoQueue<'file> {
         for entry in completion.by_ref() {
             let slot = entry.user_data() as usize;
             let (tag, transfer) = &mut self.slots[slot];
-            match transfer.on_result(entry.result(), self.file) {
+            match transfer.on_result(entry.result(), self.file, &self.hooks) {
                 Step::Complete => {
                     out.push(Completion {
                         tag: *tag,
@@ -256,11 +255,13 @@ impl<'file> IoQueue<'file> {
     unsafe fn start(&mut self, slot: usize) {
         // Ends: each pass without the kernel either finishes or uses a bounded retry.
         loop {
-            let (tag, transfer) = self.slots[slot];
-            match transfer.plan(self.faults.as_ref()) {
+            let tag = self.slots[slot].0;
+            // SAFETY: forwarded from the caller.
+            let plan = unsafe { self.slots[slot].1.plan(&self.hooks, self.file) };
+            match plan {
                 Plan::Submit(chunk) => {
-                    let entry =
-                        transfer_entry(self.target, transfer.request.kind, &chunk, slot as u64);
+                    let kind = self.slots[slot].1.request.kind;
+                    let entry = transfer_entry(self.target, kind, &chunk, slot as u64);
                     let ring = self.ring.as_mut().expect("io_uring queue");
                     // SAFETY: forwarded from the caller; in_flight <= depth = SQ size, and a
                     // full SQ is flushed first.
@@ -272,11 +273,13 @@ impl<'file> IoQueue<'file> {
                     }
                     return;
                 }
-                Plan::Pretend(result) => match self.slots[slot].1.on_result(result, self.file) {
-                    Step::Resubmit => continue,
-                    Step::Complete => self.finish_early(slot, tag, Ok(())),
-                    Step::Failed(error) => self.finish_early(slot, tag, Err(error)),
-                },
+                Plan::Pretend(result) => {
+                    match self.slots[slot].1.on_result(result, self.file, &self.hooks) {
+                        Step::Resubmit => continue,
+                        Step::Complete => self.finish_early(slot, tag, Ok(())),
+                        Step::Failed(error) => self.finish_early(slot, tag, Err(error)),
+                    }
+                }
             }
             return;
         }

@@ -1,13 +1,12 @@
 //! The pread/pwrite engine: used when io_uring is unavailable or forced off. Same rules as the
-//! ring engine (short transfers continued, EAGAIN/EINTR retried, faults injected per transfer).
+//! ring engine (short transfers continued, EAGAIN/EINTR retried, test hooks asked per transfer).
 
 use std::io;
 
 use crate::engine::{IoKind, IoRequest};
 use crate::error::IoError;
-use crate::faults::FaultInjector;
 use crate::file::DirectFile;
-use crate::transfer::{Plan, Step, Transfer};
+use crate::transfer::{Hooks, Plan, Step, Transfer};
 
 /// Runs one request to completion on the calling thread.
 ///
@@ -17,7 +16,7 @@ use crate::transfer::{Plan, Step, Transfer};
 pub(crate) unsafe fn run(
     file: &DirectFile,
     request: IoRequest,
-    faults: Option<&FaultInjector>,
+    hooks: &Hooks,
 ) -> Result<(), IoError> {
     let mut transfer = Transfer::new(request);
     if transfer.is_complete() {
@@ -25,14 +24,15 @@ pub(crate) unsafe fn run(
     }
     // Every pass either makes progress, or uses one of RETRY_LIMIT retries, or ends.
     loop {
-        let result = match transfer.plan(faults) {
+        // SAFETY: the caller guarantees the request's buffer until this returns.
+        let result = match unsafe { transfer.plan(hooks, file) } {
             Plan::Pretend(result) => result,
             // SAFETY: the caller guarantees the buffer; the chunk lies inside the request.
             Plan::Submit(chunk) => unsafe {
                 positioned(file, request.kind, chunk.offset, chunk.buf, chunk.len)
             },
         };
-        match transfer.on_result(result, file) {
+        match transfer.on_result(result, file, hooks) {
             Step::Complete => return Ok(()),
             Step::Resubmit => continue,
             Step::Failed(error) => return Err(error),

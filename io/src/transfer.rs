@@ -1,5 +1,6 @@
-//! One request's progress, shared by both engines: alignment check, chunking, and what to do
-//! with a completion result (done, continue a short transfer, retry EAGAIN/EINTR, fail).
+//! One request's progress, shared by both engines: alignment check, chunking, the test hooks
+//! (fault injection, power loss) asked before each chunk, and what to do with a completion
+//! result (done, continue a short transfer, retry EAGAIN/EINTR, fail).
 
 use std::io;
 
@@ -7,6 +8,21 @@ use crate::engine::{IoKind, IoRequest};
 use crate::error::{IoError, IoOp};
 use crate::faults::{FaultInjector, Injected};
 use crate::file::{DirectFile, os_error};
+use crate::power_loss::{PowerLoss, WriteTicket};
+
+/// The test hooks an engine consults; both absent in production, which costs one `Option`
+/// check each per transfer and per sync.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Hooks {
+    pub faults: Option<FaultInjector>,
+    pub power_loss: Option<PowerLoss>,
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.faults.is_none() && self.power_loss.is_none()
+    }
+}
 
 /// Consecutive EAGAIN/EINTR results one transfer tolerates before the error is surfaced.
 pub(crate) const RETRY_LIMIT: u32 = 64;
@@ -41,6 +57,8 @@ pub(crate) struct Transfer {
     pub request: IoRequest,
     pub done: usize,
     pub retries: u32,
+    /// The power-loss simulator's record of the chunk in flight, if it recorded one.
+    pub recorded: Option<WriteTicket>,
 }
 
 impl Transfer {
@@ -49,6 +67,7 @@ impl Transfer {
             request,
             done: 0,
             retries: 0,
+            recorded: None,
         }
     }
 
@@ -56,27 +75,47 @@ impl Transfer {
         self.done == self.request.len
     }
 
-    /// The next chunk, after asking the fault injector (if any) what to do with it.
-    pub fn plan(&self, faults: Option<&FaultInjector>) -> Plan {
+    /// The next chunk, after asking the hooks (if any) what to do with it: power off fails
+    /// it, an injected fault fails or shortens it, the power-loss simulator records a write
+    /// (with its pre-image) before it is submitted.
+    ///
+    /// # Safety
+    /// The request's buffer is valid for its direction until the transfer completes.
+    pub unsafe fn plan(&mut self, hooks: &Hooks, file: &DirectFile) -> Plan {
         let remaining = self.request.len - self.done;
         let mut chunk = Chunk {
             offset: self.request.offset + self.done as u64,
             buf: self.request.buf.wrapping_add(self.done),
             len: remaining.min(CHUNK_BYTES_MAX),
         };
-        match faults.and_then(|faults| faults.on_transfer(self.request.kind)) {
-            None => Plan::Submit(chunk),
-            Some(Injected::Fail(errno)) => Plan::Pretend(errno),
-            Some(Injected::Limit(0)) => Plan::Pretend(0),
-            Some(Injected::Limit(bytes)) => {
-                chunk.len = chunk.len.min(bytes);
-                Plan::Submit(chunk)
+        if hooks.power_loss.as_ref().is_some_and(PowerLoss::is_cut) {
+            return Plan::Pretend(-libc::EIO);
+        }
+        match hooks
+            .faults
+            .as_ref()
+            .and_then(|faults| faults.on_transfer(self.request.kind))
+        {
+            None => {}
+            Some(Injected::Fail(errno)) => return Plan::Pretend(errno),
+            Some(Injected::Limit(0)) => return Plan::Pretend(0),
+            Some(Injected::Limit(bytes)) => chunk.len = chunk.len.min(bytes),
+        }
+        if let (IoKind::Write, Some(power_loss)) = (self.request.kind, &hooks.power_loss) {
+            // SAFETY: the chunk lies inside the request, whose buffer the caller guarantees.
+            match unsafe { power_loss.before_write(file, &chunk) } {
+                Ok(ticket) => self.recorded = Some(ticket),
+                Err(errno) => return Plan::Pretend(-errno),
             }
         }
+        Plan::Submit(chunk)
     }
 
     /// Consumes one kernel result (bytes transferred, or a negative errno).
-    pub fn on_result(&mut self, result: i32, file: &DirectFile) -> Step {
+    pub fn on_result(&mut self, result: i32, file: &DirectFile, hooks: &Hooks) -> Step {
+        if let (Some(ticket), Some(power_loss)) = (self.recorded.take(), &hooks.power_loss) {
+            power_loss.write_completed(ticket);
+        }
         if result > 0 {
             self.retries = 0;
             self.done += result as usize;

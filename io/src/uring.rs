@@ -19,9 +19,8 @@ use io_uring::{IoUring, opcode, squeue, types};
 
 use crate::engine::{EngineShared, IoKind, IoRequest};
 use crate::error::{IoError, IoOp};
-use crate::faults::FaultInjector;
 use crate::file::{DirectFile, os_error};
-use crate::transfer::{Chunk, Plan, Step, Transfer, check_request};
+use crate::transfer::{Chunk, Hooks, Plan, Step, Transfer, check_request};
 
 /// `user_data` of the fdatasync that closes a batch.
 const SYNC_USER_DATA: u64 = u64::MAX;
@@ -272,7 +271,7 @@ impl Ring {
         file: &DirectFile,
         requests: &[IoRequest],
         outcomes: &mut [Result<(), IoError>],
-        faults: Option<&FaultInjector>,
+        hooks: &Hooks,
         sync_after: bool,
     ) -> Result<(), IoError> {
         self.transfers.clear();
@@ -300,7 +299,7 @@ impl Ring {
         // Every round submits or completes at least one transfer step; each transfer has
         // finitely many steps (progress or bounded retries), so this ends.
         loop {
-            self.fill(file, faults, outcomes, &mut state);
+            self.fill(file, hooks, outcomes, &mut state);
             if state.in_flight == 0 {
                 if self.resubmit.is_empty() && state.next == self.transfers.len() {
                     break;
@@ -308,7 +307,7 @@ impl Ring {
                 continue;
             }
             submit_and_wait(&self.uring, 1).unwrap_or_else(|error| fatal_ring_error(&error));
-            self.reap(file, outcomes, &mut state);
+            self.reap(file, hooks, outcomes, &mut state);
         }
         match state.sync {
             SyncState::Stale => file.sync_data(),
@@ -320,7 +319,7 @@ impl Ring {
     fn fill(
         &mut self,
         file: &DirectFile,
-        faults: Option<&FaultInjector>,
+        hooks: &Hooks,
         outcomes: &mut [Result<(), IoError>],
         state: &mut BatchState,
     ) {
@@ -333,10 +332,12 @@ impl Ring {
                     None => break,
                 },
             };
-            let transfer = self.transfers[index].0;
-            match transfer.plan(faults) {
+            // SAFETY: the caller of run_batch guarantees the buffers for the whole batch.
+            let plan = unsafe { self.transfers[index].0.plan(hooks, file) };
+            match plan {
                 Plan::Submit(chunk) => {
-                    let entry = transfer_entry(target, transfer.request.kind, &chunk, index as u64);
+                    let kind = self.transfers[index].0.request.kind;
+                    let entry = transfer_entry(target, kind, &chunk, index as u64);
                     // SAFETY: the caller of run_batch guarantees the buffer for the whole
                     // batch, and run_batch waits for this entry's completion before returning.
                     unsafe { self.push(&entry) };
@@ -347,11 +348,10 @@ impl Ring {
                     }
                 }
                 Plan::Pretend(result) => settle(
-                    &mut self.transfers,
-                    &mut self.resubmit,
+                    (&mut self.transfers, &mut self.resubmit),
                     index,
                     result,
-                    file,
+                    (file, hooks),
                     outcomes,
                 ),
             }
@@ -409,6 +409,7 @@ impl Ring {
     fn reap(
         &mut self,
         file: &DirectFile,
+        hooks: &Hooks,
         outcomes: &mut [Result<(), IoError>],
         state: &mut BatchState,
     ) {
@@ -421,7 +422,8 @@ impl Ring {
                 continue;
             }
             let index = entry.user_data() as usize;
-            settle(transfers, resubmit, index, entry.result(), file, outcomes);
+            let scratch = (transfers.as_mut_slice(), &mut *resubmit);
+            settle(scratch, index, entry.result(), (file, hooks), outcomes);
         }
     }
 
@@ -448,15 +450,14 @@ impl Ring {
 
 /// Applies one result to transfer `index`.
 fn settle(
-    transfers: &mut [(Transfer, Stage)],
-    resubmit: &mut Vec<usize>,
+    (transfers, resubmit): (&mut [(Transfer, Stage)], &mut Vec<usize>),
     index: usize,
     result: i32,
-    file: &DirectFile,
+    (file, hooks): (&DirectFile, &Hooks),
     outcomes: &mut [Result<(), IoError>],
 ) {
     let (transfer, stage) = &mut transfers[index];
-    match transfer.on_result(result, file) {
+    match transfer.on_result(result, file, hooks) {
         Step::Complete => {
             *stage = Stage::Finished;
             outcomes[index] = Ok(());

@@ -207,7 +207,7 @@ fn batches_larger_than_the_ring_complete() {
         let config = bufpool_io::IoConfig {
             engine: choice,
             ring_entries: 8,
-            faults: None,
+            ..bufpool_io::IoConfig::default()
         };
         let engine = support::engine_with(config);
         let data = AlignedBuf::filled(100 * PAGE, 77);

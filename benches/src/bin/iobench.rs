@@ -98,7 +98,7 @@ fn run(args: &Args) -> Result<(), String> {
     let engine = IoEngine::new(IoConfig {
         engine: choice,
         ring_entries,
-        faults: None,
+        ..IoConfig::default()
     })
     .map_err(|error| error.to_string())?;
     let file = prepare_file(&engine, &args.file, args.size)?;
