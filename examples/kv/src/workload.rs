@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bufpool_engine::LogStats;
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -40,6 +41,9 @@ pub enum Workload {
     Scan,
     /// 85% lookups, 10% updates, 5% scans.
     Mixed,
+    /// bufpool only: `update` for the measured time (default `--durability none`), then drop
+    /// the engine without a checkpoint, reopen it and report the log replay (MiB/s).
+    Recovery,
 }
 
 impl Workload {
@@ -49,17 +53,21 @@ impl Workload {
             Workload::Update => "update",
             Workload::Scan => "scan",
             Workload::Mixed => "mixed",
+            Workload::Recovery => "recovery",
         }
     }
 
     pub fn writes(self) -> bool {
-        matches!(self, Workload::Update | Workload::Mixed)
+        matches!(
+            self,
+            Workload::Update | Workload::Mixed | Workload::Recovery
+        )
     }
 
     fn pick(self, rng: &mut SmallRng) -> OpKind {
         match self {
             Workload::Read => OpKind::Get,
-            Workload::Update => OpKind::Put,
+            Workload::Update | Workload::Recovery => OpKind::Put,
             Workload::Scan => OpKind::Scan,
             Workload::Mixed => {
                 let draw = rng.random_range(0..100);
@@ -114,6 +122,10 @@ pub struct Snapshot {
     pub pool: Option<PoolCounters>,
     pub storage_read_bytes: Option<u64>,
     pub cpu_ns: u64,
+    /// Syncs so far (`Store::sync_count`).
+    pub syncs: Option<u64>,
+    /// The write-ahead log's counters (bufpool).
+    pub log: Option<LogStats>,
 }
 
 impl Snapshot {
@@ -122,6 +134,8 @@ impl Snapshot {
             pool: store.pool_counters(),
             storage_read_bytes: proc_stats::storage_read_bytes(),
             cpu_ns: proc_stats::process_cpu_ns(),
+            syncs: store.sync_count(),
+            log: store.log_stats(),
         }
     }
 }
