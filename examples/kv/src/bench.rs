@@ -209,6 +209,13 @@ fn run_config(args: &BenchArgs) -> Result<RunConfig, KvError> {
         batch: args.batch,
         scan_length: args.scan_length,
         seed: args.seed,
+        // A synced write costs a device sync: two clock reads each are noise, and every
+        // commit's latency counts.
+        latency_sample_every: if args.durability == bufpool_engine::Durability::Immediate {
+            1
+        } else {
+            workload::LATENCY_SAMPLE_EVERY
+        },
     })
 }
 

@@ -68,6 +68,7 @@ pub fn run(args: &DemoArgs) -> Result<(), KvError> {
         batch: 1,
         scan_length: DEMO_SCAN_LENGTH,
         seed: DEMO_SEED,
+        latency_sample_every: workload::LATENCY_SAMPLE_EVERY,
     };
     println!(
         "kv demo: {} records ({} MiB of keys and values) in a {} MiB buffer pool, {}",

@@ -217,7 +217,7 @@ impl Report<'_> {
             "p999_us": quantile_us(&all, 0.999),
             "max_us": quantile_us(&all, 1.0),
             "latency_us": latency,
-            "latency_sample_every": crate::workload::LATENCY_SAMPLE_EVERY,
+            "latency_sample_every": self.config.latency_sample_every,
             "hits": pool.map(|pool| pool.hits),
             "misses": pool.map(|pool| pool.misses),
             "evictions": pool.map(|pool| pool.evictions),

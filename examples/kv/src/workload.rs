@@ -4,7 +4,8 @@
 //! run's seed and the thread number), runs operations until told to stop, and tallies them
 //! locally; nothing is shared between threads on the hot path but the phase word. Latency is
 //! timed on every `LATENCY_SAMPLE_EVERY`-th operation (chosen by count, not by outcome, so
-//! the sample is unbiased) to keep two clock reads off the other operations.
+//! the sample is unbiased) to keep two clock reads off the other operations; synced runs
+//! (`--durability immediate`, where each write costs a device sync) time every operation.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::thread;
@@ -114,6 +115,8 @@ pub struct RunConfig {
     pub batch: usize,
     pub scan_length: usize,
     pub seed: u64,
+    /// Time every this-many-th operation (`LATENCY_SAMPLE_EVERY`, or 1 when writes sync).
+    pub latency_sample_every: u64,
 }
 
 /// Counters the control thread samples at the start and the end of the measured phase.
@@ -334,7 +337,7 @@ impl<'run> Worker<'run> {
                 seen = now;
             }
             let kind = self.config.workload.pick(&mut self.rng);
-            let timed = op_count % LATENCY_SAMPLE_EVERY == 0;
+            let timed = op_count % self.config.latency_sample_every.max(1) == 0;
             let start = timed.then(Instant::now);
             match kind {
                 OpKind::Get if self.config.batch > 1 => self.multi_get()?,

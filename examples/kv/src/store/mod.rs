@@ -11,9 +11,9 @@
 //!
 //! Syncs per second: bufpool counts its log's fdatasyncs (`Engine::log_stats().syncs`), so
 //! group commit shows as fewer syncs than commits. LMDB and redb do not expose a sync count:
-//! when synced, each commit syncs (LMDB: one `fdatasync` of the data file per commit; redb:
-//! `Immediate` commits sync the file, twice on some paths), so their count is the number of
-//! synced commits, a lower bound; unsynced, it is 0. The BTreeMap has no persistence.
+//! when synced, every commit syncs before it returns (LMDB: the data pages, then the meta
+//! page; redb: its commit's sync), so their count is the number of synced commits, a lower
+//! bound on their device syncs; unsynced, it is 0. The BTreeMap has no persistence.
 
 pub mod btreemap;
 pub mod bufpool;
