@@ -526,7 +526,10 @@ fn shell_round_trip_through_a_pipe() {
             .starts_with("ERR key is 2000 bytes")
     );
     // Blank lines and comments get no answer: the next answer is the next command's.
-    assert_eq!(shell.ask("\n# a comment\nget apple"), r#""green""#);
+    assert_eq!(
+        shell.ask("\n  \t\n  # a \"comment\nget apple"),
+        r#""green""#
+    );
 
     assert_eq!(
         shell.scan(r#"scan """#),

@@ -246,13 +246,15 @@ impl Session {
 
     /// Runs one line and writes its result; only an error writing `out` is returned.
     fn execute(&mut self, line: &[u8], out: &mut impl Write) -> std::io::Result<Next> {
+        let text_start = line.iter().position(|&byte| byte != b' ' && byte != b'\t');
+        match text_start.map(|start| line[start]) {
+            None | Some(b'#') => return Ok(Next::Continue), // blank or a comment: no answer
+            Some(_) => {}
+        }
         let next = match syntax::split_words(line) {
             Err(reason) => {
                 writeln!(out, "ERR {reason}")?;
                 Next::Continue
-            }
-            Ok(words) if words.is_empty() || words[0].first() == Some(&b'#') => {
-                return Ok(Next::Continue);
             }
             Ok(words) => self.command(&words, out)?,
         };
