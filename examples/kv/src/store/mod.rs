@@ -92,7 +92,9 @@ impl EngineKind {
 
 /// Where a sync count comes from (said in the report).
 pub const SYNCS_FROM_LOG: &str = "log stats (fdatasyncs of the log)";
+#[cfg(feature = "peers")]
 pub const SYNCS_FROM_COMMITS: &str = "synced commits (one sync per commit)";
+#[cfg(feature = "peers")]
 pub const SYNCS_NONE: &str = "commits do not sync";
 
 /// Counters of a buffer pool (bufpool only; the peers' caches do not expose them).
