@@ -99,7 +99,7 @@ pub fn run(args: &ShellArgs) -> Result<(), KvError> {
     };
     // Close even after a failed write to stdout: the database must not be left unclean.
     let closed = session.close();
-    let ended = ended.map_err(|error| KvError::io("write to stdout", error))?;
+    let ended = ended.map_err(|error| KvError::io("read commands or write results", error))?;
     match (ended, closed) {
         (Ended::Quit, Err(error)) => {
             // The quit command's result, then the one-line error and exit 1 as for any failure.
