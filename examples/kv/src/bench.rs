@@ -1,4 +1,13 @@
 //! `kv bench`: load (or reuse) a data set in one engine, run a workload, report.
+//!
+//! `--durability` picks what each write's return promises, mapped to each engine's own modes
+//! (table in `store/mod.rs`; `--durability immediate` is the synced comparison: bufpool's log
+//! fdatasync with group commit, LMDB's sync per commit, redb's `Durability::Immediate`). The
+//! default, `none`, keeps the unsynced comparison every engine ran before the log existed.
+//!
+//! `--workload recovery` (bufpool): the update workload, then the engine is dropped without a
+//! checkpoint (as a crash leaves the files), reopened, and `Engine::recovery_report` gives the
+//! log replayed and the time it took (`recovery_mb_per_s`, MiB of log per second of replay).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::dataset::Dataset;
 use crate::error::KvError;
 use crate::memory_cap::{self, MemoryCap};
-use crate::report::{Report, duration_from_seconds};
+use crate::report::{Recovery, Report, duration_from_seconds};
 use crate::store::{self, EngineKind, OpenOptions, Store};
 use crate::workload::{self, RunConfig, Workload};
 
@@ -49,6 +58,10 @@ pub struct BenchArgs {
     pub scan_length: usize,
     #[arg(long, value_enum, default_value_t = EngineKind::Bufpool)]
     pub engine: EngineKind,
+    /// What a write's return promises: immediate (synced per commit), periodic[:MS] or none;
+    /// see `store/mod.rs` for each engine's equivalent.
+    #[arg(long, default_value = "none", value_parser = crate::repl::parse_durability)]
+    pub durability: bufpool_engine::Durability,
     /// Database path (default ./kv-data/bench-ENGINE.*, replaced on each run unless --reuse).
     #[arg(long)]
     pub db: Option<PathBuf>,
@@ -97,7 +110,13 @@ pub fn run(args: &BenchArgs) -> Result<(), KvError> {
         path: path.clone(),
         memory_bytes: args.pool_mb << 20,
         threads: args.threads,
+        durability: args.durability,
     };
+    if args.workload == Workload::Recovery && args.engine != EngineKind::Bufpool {
+        return Err(KvError::InvalidArgument(
+            "--workload recovery replays bufpool's log: use --engine bufpool".into(),
+        ));
+    }
     let policy = ExistingPolicy {
         reuse: args.reuse,
         owned,
@@ -112,7 +131,14 @@ pub fn run(args: &BenchArgs) -> Result<(), KvError> {
     if !args.workload.writes() {
         prepared.store.seal_read_only();
     }
+    let sync_source = prepared.store.sync_source();
     let measurement = workload::run(prepared.store.as_ref(), &dataset, &config)?;
+    let (store, recovery) = if args.workload == Workload::Recovery {
+        let (store, recovery) = crash_and_reopen(prepared.store, &options)?;
+        (store, Some(recovery))
+    } else {
+        (prepared.store, None)
+    };
     let report = Report {
         engine: args.engine,
         dataset: &dataset,
@@ -123,13 +149,38 @@ pub fn run(args: &BenchArgs) -> Result<(), KvError> {
         load_seconds: prepared.load_seconds,
         loaded: prepared.loaded,
         database: database_label(args.engine, &path),
+        durability: args.durability,
+        sync_source,
+        recovery,
     };
     if args.json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_table());
     }
-    prepared.store.close()
+    store.close()
+}
+
+/// The recovery workload's second half: drop the store without a checkpoint, reopen it (the
+/// log is replayed in `open`), and return the reopened store with what recovery reported.
+fn crash_and_reopen(
+    store: Box<dyn Store>,
+    options: &OpenOptions,
+) -> Result<(Box<dyn Store>, Recovery), KvError> {
+    store.abandon();
+    let start = Instant::now();
+    let reopened = store::open(options)?;
+    let reopen_seconds = start.elapsed().as_secs_f64();
+    let report = reopened
+        .recovery_report()
+        .expect("the recovery workload runs on bufpool, which reports recovery");
+    Ok((
+        reopened,
+        Recovery {
+            report,
+            reopen_seconds,
+        },
+    ))
 }
 
 fn run_config(args: &BenchArgs) -> Result<RunConfig, KvError> {
@@ -158,6 +209,13 @@ fn run_config(args: &BenchArgs) -> Result<RunConfig, KvError> {
         batch: args.batch,
         scan_length: args.scan_length,
         seed: args.seed,
+        // A synced write costs a device sync: two clock reads each are noise, and every
+        // commit's latency counts.
+        latency_sample_every: if args.durability == bufpool_engine::Durability::Immediate {
+            1
+        } else {
+            workload::LATENCY_SAMPLE_EVERY
+        },
     })
 }
 

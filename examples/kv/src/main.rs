@@ -3,6 +3,7 @@
 //! * `kv` or `kv demo`: load a data set larger than the buffer pool (once, under ./kv-data/),
 //!   run a mixed workload for a few seconds, print throughput, latency and pool statistics.
 //! * `kv get|put|delete|scan --db PATH`: the store at a shell.
+//! * `kv shell --db PATH`: a session of commands on stdin, one result line each (scripts, people).
 //! * `kv bench`: the vmcache random-lookup shape (and read/update/scan/mixed workloads) on
 //!   bufpool, or side by side on LMDB, redb and a std BTreeMap (`--engine`), optionally under
 //!   a cgroup memory cap (`--cgroup-mb`).
@@ -16,6 +17,7 @@ mod demo;
 mod error;
 mod memory_cap;
 mod proc_stats;
+mod repl;
 mod report;
 mod shell;
 mod store;
@@ -52,6 +54,9 @@ enum Command {
     Delete(shell::DeleteArgs),
     /// Print records in key order (tab-separated key and value).
     Scan(shell::ScanArgs),
+    /// A line-oriented session: commands on stdin, one result line each on stdout.
+    #[command(after_help = repl::PROTOCOL_HELP)]
+    Shell(repl::ShellArgs),
     /// Measure a workload on bufpool or a peer engine.
     Bench(bench::BenchArgs),
 }
@@ -95,5 +100,6 @@ fn run(command: Command) -> Result<(), KvError> {
         Command::Put(args) => shell::put(&args),
         Command::Delete(args) => shell::delete(&args),
         Command::Scan(args) => shell::scan(&args),
+        Command::Shell(args) => repl::run(&args),
     }
 }

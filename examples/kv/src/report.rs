@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bufpool_engine::{Durability, LogStats, RecoveryReport};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
@@ -9,7 +10,7 @@ use crate::dataset::Dataset;
 use crate::memory_cap::MemoryCap;
 use crate::proc_stats;
 use crate::store::{EngineKind, PoolCounters};
-use crate::workload::{Measurement, OP_KINDS, RunConfig};
+use crate::workload::{Measurement, OP_KINDS, OpKind, RunConfig};
 
 /// Bytes per page read, to turn /proc/self/io's byte count into pages.
 const PAGE_BYTES: u64 = 4096;
@@ -30,6 +31,45 @@ pub struct Report<'run> {
     pub load_seconds: f64,
     pub loaded: bool,
     pub database: String,
+    /// `--durability`, and how the engine's syncs were counted (`Store::sync_source`).
+    pub durability: Durability,
+    pub sync_source: &'static str,
+    /// The recovery workload's reopen.
+    pub recovery: Option<Recovery>,
+}
+
+/// What the reopen after the recovery workload's crash found.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub report: RecoveryReport,
+    /// Wall time of `Engine::open`, the replay included.
+    pub reopen_seconds: f64,
+}
+
+impl Recovery {
+    /// MiB of log replayed per second of replay (None if the replay took no measurable time).
+    pub fn mib_per_s(&self) -> Option<f64> {
+        let seconds = self.report.duration.as_secs_f64();
+        (seconds > 0.0).then(|| self.report.bytes as f64 / MIB / seconds)
+    }
+
+    fn to_json(&self) -> serde_json::Map<String, Value> {
+        let report = &self.report;
+        let fields = json!({
+            "recovery_log_bytes": report.bytes,
+            "recovery_records": report.records,
+            "recovery_seconds": round(report.duration.as_secs_f64(), 6),
+            "recovery_mb_per_s": self.mib_per_s().map(|value| round(value, 1)),
+            "recovery_pages_applied": report.pages_applied,
+            "recovery_pages_skipped": report.pages_skipped,
+            "recovery_discarded_tail_bytes": report.discarded_tail_bytes,
+            "reopen_seconds": round(self.reopen_seconds, 6),
+        });
+        match fields {
+            Value::Object(map) => map,
+            _ => unreachable!("json! of an object literal is an object"),
+        }
+    }
 }
 
 impl Report<'_> {
@@ -106,6 +146,36 @@ impl Report<'_> {
         )
     }
 
+    /// Syncs during the measured phase (None for an engine without persistence).
+    fn syncs(&self) -> Option<u64> {
+        let before = self.measurement.before.syncs?;
+        let after = self.measurement.after.syncs?;
+        Some(after.saturating_sub(before))
+    }
+
+    /// The log's counters over the measured phase (bufpool).
+    fn log_delta(&self) -> Option<LogStats> {
+        let (before, after) = (self.measurement.before.log?, self.measurement.after.log?);
+        Some(LogStats {
+            records: after.records.saturating_sub(before.records),
+            bytes: after.bytes.saturating_sub(before.bytes),
+            page_images: after.page_images.saturating_sub(before.page_images),
+            writes: after.writes.saturating_sub(before.writes),
+            syncs: after.syncs.saturating_sub(before.syncs),
+            durable_waits: after.durable_waits.saturating_sub(before.durable_waits),
+            durable_lsn: after.durable_lsn,
+            end_lsn: after.end_lsn,
+            checkpoints: after.checkpoints.saturating_sub(before.checkpoints),
+            leaked_pages: after.leaked_pages,
+        })
+    }
+
+    /// Sampled latency of the writes (each one write transaction), if there were any.
+    fn commit_latency(&self) -> Option<&Histogram<u64>> {
+        let histogram = &self.measurement.tally.latency_ns[OpKind::Put as usize];
+        (!histogram.is_empty()).then_some(histogram)
+    }
+
     /// The JSON object (`--json` prints it as the last line).
     pub fn to_json(&self) -> Value {
         let tally = &self.measurement.tally;
@@ -120,7 +190,7 @@ impl Report<'_> {
                 latency.insert(kind.name().into(), percentiles_json(histogram));
             }
         }
-        json!({
+        let mut object = json!({
             "engine": self.engine.name(),
             "workload": self.config.workload.name(),
             "records": self.dataset.records,
@@ -147,7 +217,7 @@ impl Report<'_> {
             "p999_us": quantile_us(&all, 0.999),
             "max_us": quantile_us(&all, 1.0),
             "latency_us": latency,
-            "latency_sample_every": crate::workload::LATENCY_SAMPLE_EVERY,
+            "latency_sample_every": self.config.latency_sample_every,
             "hits": pool.map(|pool| pool.hits),
             "misses": pool.map(|pool| pool.misses),
             "evictions": pool.map(|pool| pool.evictions),
@@ -160,7 +230,41 @@ impl Report<'_> {
             "load_seconds": round(self.load_seconds, 3),
             "loaded": self.loaded,
             "database": self.database,
-        })
+        });
+        if let Value::Object(map) = &mut object {
+            map.extend(self.durability_json());
+            if let Some(recovery) = &self.recovery {
+                map.extend(recovery.to_json());
+            }
+        }
+        object
+    }
+
+    /// The JSON fields about durability and commits (every run has them).
+    fn durability_json(&self) -> serde_json::Map<String, Value> {
+        let tally = &self.measurement.tally;
+        let syncs = self.syncs();
+        let log = self.log_delta();
+        let commit = self.commit_latency();
+        let fields = json!({
+            "durability": self.durability.name(),
+            "durability_mapping": self.engine.durability_mapping(self.durability),
+            "commits": tally.ops[OpKind::Put as usize],
+            "syncs": syncs,
+            "syncs_per_s": syncs.map(|count| round(self.per_second(count), 1)),
+            "syncs_source": self.sync_source,
+            "commit_p50_us": commit.map(|histogram| quantile_us(histogram, 0.50)),
+            "commit_p99_us": commit.map(|histogram| quantile_us(histogram, 0.99)),
+            "commit_p999_us": commit.map(|histogram| quantile_us(histogram, 0.999)),
+            "log_bytes": log.map(|log| log.bytes),
+            "log_mb_per_s": log.map(|log| round(self.per_second(log.bytes) / MIB, 2)),
+            "log_page_images": log.map(|log| log.page_images),
+            "group_commit_average": log.map(|log| round(log.group_commit_average(), 2)),
+        });
+        match fields {
+            Value::Object(map) => map,
+            _ => unreachable!("json! of an object literal is an object"),
+        }
     }
 
     /// The human table.
@@ -209,6 +313,61 @@ impl Report<'_> {
                 ),
             ),
         ];
+        rows.push((
+            "durability".into(),
+            format!(
+                "{} ({})",
+                self.durability.name(),
+                self.engine.durability_mapping(self.durability)
+            ),
+        ));
+        if let Some(histogram) = self.commit_latency() {
+            let syncs = match self.syncs() {
+                Some(count) => format!(
+                    "{}/s ({})",
+                    group_digits(self.per_second(count) as u64),
+                    self.sync_source
+                ),
+                None => "none (no persistence)".into(),
+            };
+            rows.push((
+                "commits".into(),
+                format!(
+                    "{}/s, p50 {} µs, p99 {} µs; syncs {syncs}",
+                    group_digits(
+                        self.per_second(self.measurement.tally.ops[OpKind::Put as usize]) as u64
+                    ),
+                    format_us(quantile_us(histogram, 0.50)),
+                    format_us(quantile_us(histogram, 0.99)),
+                ),
+            ));
+        }
+        if let Some(log) = self.log_delta() {
+            rows.push((
+                "log".into(),
+                format!(
+                    "{:.1} MiB/s appended, {} page images, {:.2} commits per sync",
+                    self.per_second(log.bytes) / MIB,
+                    group_digits(log.page_images),
+                    log.group_commit_average()
+                ),
+            ));
+        }
+        if let Some(recovery) = &self.recovery {
+            let report = &recovery.report;
+            rows.push((
+                "recovery".into(),
+                format!(
+                    "{:.1} MiB of log, {} records in {:.3} s ({} MiB/s); reopen {:.3} s, {} tail bytes discarded",
+                    report.bytes as f64 / MIB,
+                    group_digits(report.records),
+                    report.duration.as_secs_f64(),
+                    recovery.mib_per_s().map_or("-".into(), |value| format!("{value:.0}")),
+                    recovery.reopen_seconds,
+                    group_digits(report.discarded_tail_bytes)
+                ),
+            ));
+        }
         rows.push((
             "cpu".into(),
             format!(

@@ -4,12 +4,14 @@
 //! run's seed and the thread number), runs operations until told to stop, and tallies them
 //! locally; nothing is shared between threads on the hot path but the phase word. Latency is
 //! timed on every `LATENCY_SAMPLE_EVERY`-th operation (chosen by count, not by outcome, so
-//! the sample is unbiased) to keep two clock reads off the other operations.
+//! the sample is unbiased) to keep two clock reads off the other operations; synced runs
+//! (`--durability immediate`, where each write costs a device sync) time every operation.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bufpool_engine::LogStats;
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -40,6 +42,9 @@ pub enum Workload {
     Scan,
     /// 85% lookups, 10% updates, 5% scans.
     Mixed,
+    /// bufpool only: `update` for the measured time (default `--durability none`), then drop
+    /// the engine without a checkpoint, reopen it and report the log replay (MiB/s).
+    Recovery,
 }
 
 impl Workload {
@@ -49,17 +54,21 @@ impl Workload {
             Workload::Update => "update",
             Workload::Scan => "scan",
             Workload::Mixed => "mixed",
+            Workload::Recovery => "recovery",
         }
     }
 
     pub fn writes(self) -> bool {
-        matches!(self, Workload::Update | Workload::Mixed)
+        matches!(
+            self,
+            Workload::Update | Workload::Mixed | Workload::Recovery
+        )
     }
 
     fn pick(self, rng: &mut SmallRng) -> OpKind {
         match self {
             Workload::Read => OpKind::Get,
-            Workload::Update => OpKind::Put,
+            Workload::Update | Workload::Recovery => OpKind::Put,
             Workload::Scan => OpKind::Scan,
             Workload::Mixed => {
                 let draw = rng.random_range(0..100);
@@ -106,6 +115,8 @@ pub struct RunConfig {
     pub batch: usize,
     pub scan_length: usize,
     pub seed: u64,
+    /// Time every this-many-th operation (`LATENCY_SAMPLE_EVERY`, or 1 when writes sync).
+    pub latency_sample_every: u64,
 }
 
 /// Counters the control thread samples at the start and the end of the measured phase.
@@ -114,6 +125,10 @@ pub struct Snapshot {
     pub pool: Option<PoolCounters>,
     pub storage_read_bytes: Option<u64>,
     pub cpu_ns: u64,
+    /// Syncs so far (`Store::sync_count`).
+    pub syncs: Option<u64>,
+    /// The write-ahead log's counters (bufpool).
+    pub log: Option<LogStats>,
 }
 
 impl Snapshot {
@@ -122,6 +137,8 @@ impl Snapshot {
             pool: store.pool_counters(),
             storage_read_bytes: proc_stats::storage_read_bytes(),
             cpu_ns: proc_stats::process_cpu_ns(),
+            syncs: store.sync_count(),
+            log: store.log_stats(),
         }
     }
 }
@@ -320,7 +337,7 @@ impl<'run> Worker<'run> {
                 seen = now;
             }
             let kind = self.config.workload.pick(&mut self.rng);
-            let timed = op_count % LATENCY_SAMPLE_EVERY == 0;
+            let timed = op_count % self.config.latency_sample_every.max(1) == 0;
             let start = timed.then(Instant::now);
             match kind {
                 OpKind::Get if self.config.batch > 1 => self.multi_get()?,

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use bufpool_engine::{Direction, Engine, EngineOptions, Tree};
+use bufpool_engine::{
+    Direction, Durability, Engine, EngineOptions, LogStats, RecoveryReport, Tree,
+};
 use indicatif::ProgressBar;
 
 use super::{EngineKind, PoolCounters, Store, tick};
@@ -21,10 +23,16 @@ pub struct BufpoolStore {
 }
 
 impl BufpoolStore {
-    /// Opens or creates the database at `path` with a frame budget of `pool_bytes`.
-    pub fn open_or_create(path: &Path, pool_bytes: u64) -> Result<BufpoolStore, KvError> {
+    /// Opens or creates the database at `path` with a frame budget of `pool_bytes`; each
+    /// `put` returns as `durability` promises.
+    pub fn open_or_create(
+        path: &Path,
+        pool_bytes: u64,
+        durability: Durability,
+    ) -> Result<BufpoolStore, KvError> {
         let options = EngineOptions {
             pool_bytes,
+            durability,
             ..EngineOptions::default()
         };
         let engine = Engine::open_or_create(path, options)?;
@@ -120,5 +128,27 @@ impl Store for BufpoolStore {
         let BufpoolStore { engine, data, meta } = *self;
         drop((data, meta));
         Ok(engine.close()?)
+    }
+
+    fn sync_count(&self) -> Option<u64> {
+        Some(self.engine.log_stats().syncs)
+    }
+
+    fn sync_source(&self) -> &'static str {
+        super::SYNCS_FROM_LOG
+    }
+
+    fn log_stats(&self) -> Option<LogStats> {
+        Some(self.engine.log_stats())
+    }
+
+    fn recovery_report(&self) -> Option<RecoveryReport> {
+        Some(self.engine.recovery_report())
+    }
+
+    fn abandon(self: Box<Self>) {
+        // Dropping does not checkpoint (`close` does); the trees hold the file open too.
+        let BufpoolStore { engine, data, meta } = *self;
+        drop((data, meta, engine));
     }
 }

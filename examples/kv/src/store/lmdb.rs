@@ -4,8 +4,10 @@
 //!   128 KiB read and the lookup rate collapses (to about 300/s on this machine class).
 //! * `MDB_NOTLS` (heed's `read_txn_without_tls`): read transactions are not bound to a thread's
 //!   slot, so any number of bench threads can each hold one; `max_readers` covers them all.
-//! * `MDB_NOSYNC`: commits do not fsync; loading syncs once at the end (`force_sync`), and bench
-//!   updates are not durable per operation, as bufpool's are not until a checkpoint.
+//! * `MDB_NOSYNC` unless `--durability immediate`: commits do not fsync; loading syncs once at
+//!   the end (`force_sync`), and bench updates are not durable per operation (bufpool's are
+//!   not either under `--durability none`). With `--durability immediate`, LMDB's default:
+//!   every commit syncs the data file before it returns (the sync count is the commit count).
 //! * `MDB_WRITEMAP` off (the default): pages are only written through `write(2)`, readers see a
 //!   read-only map.
 //! * A 1 TiB map: virtual only; the file grows as pages are used.
@@ -13,6 +15,7 @@
 //! * One read transaction per lookup (or per `multi_get` batch), like every other engine here.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, PutFlags, WithTls};
@@ -31,17 +34,21 @@ pub struct LmdbStore {
     env: Env<WithTls>,
     data: Database<'static, Bytes, Bytes>,
     meta: Database<'static, Bytes, Bytes>,
+    /// Commits sync (no `MDB_NOSYNC`).
+    synced: bool,
+    /// Bench commits made with a sync.
+    synced_commits: AtomicU64,
 }
 
 impl LmdbStore {
-    /// Opens or creates the single-file environment at `path`.
-    pub fn open(path: &Path, threads: usize) -> Result<LmdbStore, KvError> {
+    /// Opens or creates the single-file environment at `path`; `synced`: every commit syncs.
+    pub fn open(path: &Path, threads: usize, synced: bool) -> Result<LmdbStore, KvError> {
         let settings = LmdbSettings {
             map_size_bytes: MAP_SIZE_BYTES,
             max_readers: u32::try_from(threads).unwrap_or(u32::MAX / 2) + SPARE_READERS,
             max_dbs: 2,
             no_read_ahead: true,
-            no_sync: true,
+            no_sync: !synced,
         };
         let env = open_env(path, settings)?;
         let txn = env.write_txn()?;
@@ -51,7 +58,13 @@ impl LmdbStore {
             heed::Result::Ok(CommitOrAbort::<_, ()>::Commit((data, meta)))
         })?;
         let (data, meta) = created.commit().expect("the closure never aborts");
-        Ok(LmdbStore { env, data, meta })
+        Ok(LmdbStore {
+            env,
+            data,
+            meta,
+            synced,
+            synced_commits: AtomicU64::new(0),
+        })
     }
 }
 
@@ -115,6 +128,9 @@ impl Store for LmdbStore {
         let mut txn = self.env.write_txn()?;
         self.data.put(&mut txn, key, value)?;
         txn.commit()?;
+        if self.synced {
+            self.synced_commits.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -142,5 +158,17 @@ impl Store for LmdbStore {
 
     fn pool_counters(&self) -> Option<PoolCounters> {
         None
+    }
+
+    fn sync_count(&self) -> Option<u64> {
+        Some(self.synced_commits.load(Ordering::Relaxed))
+    }
+
+    fn sync_source(&self) -> &'static str {
+        if self.synced {
+            super::SYNCS_FROM_COMMITS
+        } else {
+            super::SYNCS_NONE
+        }
     }
 }

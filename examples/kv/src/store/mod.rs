@@ -1,5 +1,19 @@
 //! The engines `kv bench` drives, behind one small trait, so every engine runs the same
 //! workload code on the same data set.
+//!
+//! `--durability` maps to each engine's own modes, one write transaction per operation:
+//!
+//! | `--durability` | bufpool                        | LMDB                           | redb                    |
+//! |----------------|--------------------------------|--------------------------------|-------------------------|
+//! | `immediate`    | `Durability::Immediate`: `put` returns after the log fdatasync covering it (group commit) | sync per commit (its default: no `MDB_NOSYNC`) | `Durability::Immediate` |
+//! | `periodic[:MS]`| `Durability::Periodic`: log synced in the background every MS (1000) ms | `MDB_NOSYNC` (no periodic mode of its own) | `Durability::None` (likewise) |
+//! | `none`         | `Durability::None`: synced at checkpoints | `MDB_NOSYNC`                  | `Durability::None`      |
+//!
+//! Syncs per second: bufpool counts its log's fdatasyncs (`Engine::log_stats().syncs`), so
+//! group commit shows as fewer syncs than commits. LMDB and redb do not expose a sync count:
+//! when synced, every commit syncs before it returns (LMDB: the data pages, then the meta
+//! page; redb: its commit's sync), so their count is the number of synced commits, a lower
+//! bound on their device syncs; unsynced, it is 0. The BTreeMap has no persistence.
 
 pub mod btreemap;
 pub mod bufpool;
@@ -10,6 +24,7 @@ pub mod redb;
 
 use std::path::{Path, PathBuf};
 
+use bufpool_engine::{Durability, LogStats, RecoveryReport};
 use indicatif::ProgressBar;
 
 use crate::dataset::Dataset;
@@ -56,7 +71,31 @@ impl EngineKind {
     pub fn is_persistent(self) -> bool {
         self != EngineKind::Btreemap
     }
+
+    /// What `--durability` becomes in this engine (see the module doc).
+    pub fn durability_mapping(self, durability: Durability) -> &'static str {
+        let synced = durability == Durability::Immediate;
+        match (self, durability) {
+            (EngineKind::Bufpool, Durability::Immediate) => {
+                "log fdatasync covering each put before it returns (group commit)"
+            }
+            (EngineKind::Bufpool, Durability::Periodic(_)) => "log synced in the background",
+            (EngineKind::Bufpool, Durability::None) => "log synced at checkpoints only",
+            (EngineKind::Lmdb, _) if synced => "sync per commit (LMDB default)",
+            (EngineKind::Lmdb, _) => "MDB_NOSYNC: commits do not sync",
+            (EngineKind::Redb, _) if synced => "Durability::Immediate per commit",
+            (EngineKind::Redb, _) => "Durability::None: commits do not sync",
+            (EngineKind::Btreemap, _) => "in memory, no persistence",
+        }
+    }
 }
+
+/// Where a sync count comes from (said in the report).
+pub const SYNCS_FROM_LOG: &str = "log stats (fdatasyncs of the log)";
+#[cfg(feature = "peers")]
+pub const SYNCS_FROM_COMMITS: &str = "synced commits (one sync per commit)";
+#[cfg(feature = "peers")]
+pub const SYNCS_NONE: &str = "commits do not sync";
 
 /// Counters of a buffer pool (bufpool only; the peers' caches do not expose them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,6 +151,31 @@ pub trait Store: Send + Sync {
     fn close(self: Box<Self>) -> Result<(), KvError> {
         self.flush()
     }
+
+    /// Syncs so far (None: the engine does not persist), counted as `sync_source` says.
+    fn sync_count(&self) -> Option<u64> {
+        None
+    }
+
+    fn sync_source(&self) -> &'static str {
+        "no persistence"
+    }
+
+    /// The write-ahead log's counters (bufpool only).
+    fn log_stats(&self) -> Option<LogStats> {
+        None
+    }
+
+    /// What recovery did when the store was opened (bufpool only).
+    fn recovery_report(&self) -> Option<RecoveryReport> {
+        None
+    }
+
+    /// Closes without a checkpoint or flush, as a crash would leave the files (the recovery
+    /// workload). The process keeps running, so only what the engine wrote counts.
+    fn abandon(self: Box<Self>) {
+        drop(self);
+    }
 }
 
 /// How to open a store.
@@ -124,6 +188,8 @@ pub struct OpenOptions {
     /// Bench threads (LMDB needs a reader slot each).
     #[cfg_attr(not(feature = "peers"), allow(dead_code))]
     pub threads: usize,
+    /// What a write's return promises (see the module doc for each engine's mapping).
+    pub durability: Durability,
 }
 
 /// Opens (creating if missing) the store `options` describe.
@@ -132,6 +198,7 @@ pub fn open(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
         EngineKind::Bufpool => Ok(Box::new(bufpool::BufpoolStore::open_or_create(
             &options.path,
             options.memory_bytes,
+            options.durability,
         )?)),
         EngineKind::Btreemap => Ok(Box::new(btreemap::BTreeMapStore::new())),
         EngineKind::Lmdb | EngineKind::Redb => open_peer(options),
@@ -144,10 +211,12 @@ fn open_peer(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
         EngineKind::Lmdb => Ok(Box::new(lmdb::LmdbStore::open(
             &options.path,
             options.threads,
+            options.durability == Durability::Immediate,
         )?)),
         EngineKind::Redb => Ok(Box::new(redb::RedbStore::open(
             &options.path,
             options.memory_bytes,
+            options.durability == Durability::Immediate,
         )?)),
         EngineKind::Bufpool | EngineKind::Btreemap => unreachable!("not a peer"),
     }

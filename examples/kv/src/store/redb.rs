@@ -4,11 +4,14 @@
 //!   (`--pool-mb`); redb reads the file through that cache (and the kernel's page cache,
 //!   which `--cgroup-mb` caps).
 //! * Loading commits 100 000 sorted records per write transaction with `Durability::None`, and
-//!   then the data set description with `Durability::Immediate` (which makes all of it durable); bench updates commit with `Durability::None`
-//!   (not durable per operation, as bufpool's are not until a checkpoint).
+//!   then the data set description with `Durability::Immediate` (which makes all of it
+//!   durable). Bench updates commit with `Durability::Immediate` under `--durability
+//!   immediate` (the commit returns after the sync; the sync count is the commit count), else
+//!   with `Durability::None` (not durable per operation, as bufpool's under `none`).
 //! * One read transaction per lookup (or per `multi_get` batch), like every other engine here.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use indicatif::ProgressBar;
 use redb::{Database, Durability, ReadableDatabase, TableDefinition, TableError};
@@ -22,16 +25,24 @@ const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
 
 pub struct RedbStore {
     database: Database,
+    /// Bench updates commit with `Durability::Immediate`.
+    synced: bool,
+    synced_commits: AtomicU64,
 }
 
 impl RedbStore {
-    /// Opens or creates the database at `path` with a cache of `cache_bytes`.
-    pub fn open(path: &Path, cache_bytes: u64) -> Result<RedbStore, KvError> {
+    /// Opens or creates the database at `path` with a cache of `cache_bytes`; `synced`:
+    /// bench updates commit with `Durability::Immediate`.
+    pub fn open(path: &Path, cache_bytes: u64, synced: bool) -> Result<RedbStore, KvError> {
         let cache_bytes = usize::try_from(cache_bytes).unwrap_or(usize::MAX);
         let database = Database::builder()
             .set_cache_size(cache_bytes)
             .create(path)?;
-        Ok(RedbStore { database })
+        Ok(RedbStore {
+            database,
+            synced,
+            synced_commits: AtomicU64::new(0),
+        })
     }
 
     fn commit_batch(
@@ -117,13 +128,21 @@ impl Store for RedbStore {
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
         let mut txn = self.database.begin_write()?;
-        txn.set_durability(Durability::None)
+        let durability = if self.synced {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability)
             .map_err(|error| KvError::InvalidArgument(format!("redb durability: {error}")))?;
         {
             let mut table = txn.open_table(DATA)?;
             table.insert(key, value)?;
         }
         txn.commit()?;
+        if self.synced {
+            self.synced_commits.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -153,5 +172,17 @@ impl Store for RedbStore {
 
     fn pool_counters(&self) -> Option<PoolCounters> {
         None
+    }
+
+    fn sync_count(&self) -> Option<u64> {
+        Some(self.synced_commits.load(Ordering::Relaxed))
+    }
+
+    fn sync_source(&self) -> &'static str {
+        if self.synced {
+            super::SYNCS_FROM_COMMITS
+        } else {
+            super::SYNCS_NONE
+        }
     }
 }
