@@ -224,8 +224,8 @@ impl Engine {
         };
         let engine = Engine::assemble(parts, path, options);
         // Both copies valid from the start.
-        engine.checkpoint()?;
-        engine.checkpoint()?;
+        engine.shared.checkpoint_forced()?;
+        engine.shared.checkpoint_forced()?;
         Ok(engine)
     }
 
@@ -243,6 +243,7 @@ impl Engine {
             data_file: parts.data_file,
             last_superblock: Mutex::new(parts.last),
             older_redo_lsn: AtomicU64::new(parts.last.redo_lsn),
+            checkpoint_end: AtomicU64::new(0),
             checkpoint_lock: Mutex::new(()),
             closing: AtomicBool::new(false),
             recovery: parts.recovery,
@@ -322,7 +323,19 @@ impl Engine {
         hooks.set_recovering(true);
         let recovered = recovery::redo(&pool, &hooks, &log_dir, &start, &checkpoint, &options.io)?;
         hooks.set_recovering(false);
-        let resume = recovery::truncate(&log_dir, start.segment_bytes, recovered.end, &options.io)?;
+        let report = &recovered.report;
+        // Closed cleanly: nothing after the checkpoint, nothing torn, the newest copy used.
+        // Such an open writes nothing (a read-only use leaves the files as they were).
+        let clean = report.pages_applied + report.pages_skipped == 0
+            && report.discarded_tail_bytes == 0
+            && last.generation == newest.generation;
+        let resume = recovery::truncate(
+            &log_dir,
+            start.segment_bytes,
+            recovered.end,
+            recovered.end + report.discarded_tail_bytes,
+            &options.io,
+        )?;
         let tree_lens = recovered
             .tree_lens
             .iter()
@@ -359,11 +372,34 @@ impl Engine {
             recovery: recovered.report,
         };
         let engine = Engine::assemble(parts, &path, &options);
-        // Twice: both superblock copies then start past the recovered end, so neither
-        // refers to a log stretch with a discarded tail in it.
-        engine.checkpoint()?;
-        engine.checkpoint()?;
+        engine
+            .shared
+            .checkpoint_end
+            .store(resume, Ordering::Release);
+        if !clean {
+            // Twice: both superblock copies then start past the recovered end, so neither
+            // refers to a log stretch with a discarded tail in it.
+            engine.shared.checkpoint_forced()?;
+            engine.shared.checkpoint_forced()?;
+        }
         Ok(engine)
+    }
+
+    /// The log directory of the database file `path` (`PATH.wal`).
+    pub fn log_dir(path: impl AsRef<Path>) -> PathBuf {
+        wal::log_dir_of(path.as_ref())
+    }
+
+    /// Deletes a database: its file and its log directory (missing ones are fine). The
+    /// database must not be open.
+    pub fn remove(path: impl AsRef<Path>) -> std::io::Result<()> {
+        let path = path.as_ref();
+        let ignore_missing = |result: std::io::Result<()>| match result {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+        ignore_missing(std::fs::remove_file(path))?;
+        ignore_missing(std::fs::remove_dir_all(wal::log_dir_of(path)))
     }
 
     /// Opens `path` if it exists, creates it otherwise.
@@ -455,11 +491,23 @@ impl Shared {
     ///
     /// A failed data or superblock sync makes the engine refuse writes until reopened:
     /// pages it marked clean may not be on disk, and only the log still has them.
+    /// Does nothing if nothing was logged since the last checkpoint.
     pub(crate) fn checkpoint(&self) -> Result<(), EngineError> {
+        self.checkpoint_if(false)
+    }
+
+    pub(crate) fn checkpoint_forced(&self) -> Result<(), EngineError> {
+        self.checkpoint_if(true)
+    }
+
+    fn checkpoint_if(&self, forced: bool) -> Result<(), EngineError> {
         let _one = self
             .checkpoint_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !forced && self.log.end() == self.checkpoint_end.load(Ordering::Acquire) {
+            return Ok(());
+        }
         if let Some(reason) = self.log.failure() {
             return Err(EngineError::WritesRefused {
                 path: self.path.clone(),

@@ -428,17 +428,21 @@ fn replay_free_list(
     free.into_iter().collect()
 }
 
-/// Makes the log end at `end` for good: zeroes the rest of its segment from the next block
-/// and deletes later segments, so no stale record beyond can ever be read as a
-/// continuation. Returns the block where appending resumes.
+/// Makes the log end at `end` for good: zeroes what follows up to `garbage_end` (the
+/// discarded tail; the rest of its segment) and deletes later segments, so no stale record
+/// beyond can ever be read as a continuation. Returns the block where appending resumes.
 pub(crate) fn truncate(
     dir: &Path,
     segment_bytes: u64,
     end: u64,
+    garbage_end: u64,
     io_config: &bufpool_io::IoConfig,
 ) -> Result<u64, EngineError> {
     let resume = end.next_multiple_of(BLOCK);
     let index = resume / segment_bytes;
+    if garbage_end <= resume {
+        return Ok(resume);
+    }
     for later in existing_segments(dir)? {
         if later > index {
             let path = segment_path(dir, later);

@@ -231,6 +231,10 @@ fn open_peer(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
 
 /// Removes a store's files (the bench's own default databases only).
 pub fn remove_files(engine: EngineKind, path: &Path) -> Result<(), KvError> {
+    if engine == EngineKind::Bufpool {
+        return bufpool_engine::Engine::remove(path)
+            .map_err(|error| KvError::io(format!("remove {}", path.display()), error));
+    }
     let mut paths = vec![path.to_path_buf()];
     if engine == EngineKind::Lmdb {
         paths.push(lmdb_lock_path(path));
