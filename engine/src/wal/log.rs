@@ -33,8 +33,10 @@ use crate::EngineError;
 pub const SEGMENT_BYTES_DEFAULT: u64 = 16 << 20;
 /// Initial size of each of the two append buffers; a larger record grows them.
 const BUFFER_BYTES: usize = 4 << 20;
-/// An appender that finds the buffer this full flushes it (no sync needed by anyone).
+/// A buffer this full is handed to the flusher thread (nobody may be waiting for it).
 const BUFFER_FLUSH_AT: usize = BUFFER_BYTES / 2;
+/// A buffer this full makes its appender wait for a flush (the flusher fell behind).
+const BUFFER_BACKPRESSURE_AT: usize = 4 * BUFFER_BYTES;
 /// Rounds of waiting for other leaders before `flush_to` gives up (each round is one
 /// completed flush by someone else, or a 100 ms timeout).
 const FLUSH_WAIT_ROUNDS_MAX: u32 = 100_000;
@@ -59,6 +61,8 @@ pub(crate) struct Log {
     io: IoEngine,
     inner: Mutex<Inner>,
     flushed: Condvar,
+    /// Wakes the flusher thread (`start_flusher`) when the buffer fills.
+    flush_wanted: Condvar,
     durable: AtomicU64,
     end: AtomicU64,
     /// Redo LSN of the newest checkpoint begun: a page whose LSN is below it gets a full
@@ -123,6 +127,7 @@ impl Log {
             io,
             inner: Mutex::new(inner),
             flushed: Condvar::new(),
+            flush_wanted: Condvar::new(),
             durable: AtomicU64::new(end),
             end: AtomicU64::new(end),
             image_threshold: AtomicU64::new(0),
@@ -229,9 +234,54 @@ impl Log {
         Ok(inner.end)
     }
 
-    /// Whether the buffer is full enough that its appender should write it out.
-    pub fn wants_flush(inner: &Inner) -> bool {
-        !inner.flushing && (inner.end - inner.buffer_lsn) as usize >= BUFFER_FLUSH_AT
+    /// After an append: wakes the flusher if the buffer is half full, or writes it out here
+    /// if the flusher fell far behind (bounded memory).
+    pub fn after_append(&self, inner: MutexGuard<'_, Inner>) -> Result<(), EngineError> {
+        let buffered = (inner.end - inner.buffer_lsn) as usize;
+        let end = inner.end;
+        drop(inner);
+        if buffered >= BUFFER_BACKPRESSURE_AT {
+            return self.flush_to(end, false);
+        }
+        if buffered >= BUFFER_FLUSH_AT {
+            self.flush_wanted.notify_one();
+        }
+        Ok(())
+    }
+
+    /// A thread that writes the buffer out when it fills, so appenders never wait for the
+    /// disk unless they ask for durability. It holds the log weakly and ends with it.
+    pub fn start_flusher(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("bufpool-log".into())
+            .spawn(move || {
+                loop {
+                    let Some(log) = weak.upgrade() else { return };
+                    let inner = log.lock();
+                    let buffered = (inner.end - inner.buffer_lsn) as usize;
+                    let idle = buffered < BUFFER_FLUSH_AT;
+                    let inner = if idle && inner.failed.is_none() {
+                        log.flush_wanted
+                            .wait_timeout(inner, std::time::Duration::from_millis(100))
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .0
+                    } else {
+                        inner
+                    };
+                    if inner.failed.is_some() {
+                        return;
+                    }
+                    let full = (inner.end - inner.buffer_lsn) as usize >= BUFFER_FLUSH_AT;
+                    drop(inner);
+                    if full && log.flush_buffer().is_err() {
+                        return;
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "no log flusher thread: appenders write the buffer themselves");
+        }
     }
 
     /// Creates (preallocated, directory synced) the segments covering `[from, to)`.

@@ -243,11 +243,7 @@ pub(crate) fn commit(
         if !change.freed.is_empty() {
             allocator.retire(&change.freed, &crossbeam_epoch::pin());
         }
-        let flush = Log::wants_flush(&inner);
-        drop(inner);
-        if flush {
-            log.flush_buffer()?;
-        }
+        log.after_append(inner)?;
         Ok(lsn)
     })
 }
