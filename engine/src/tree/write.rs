@@ -163,6 +163,7 @@ fn put_stored(
         };
         match insert_into(&mut leaf, key, stored, entry_size) {
             Insert::Done { replaced } => {
+                let image_ids: Vec<u64> = images.iter().map(|(id, _)| *id).collect();
                 let change = Change {
                     images: std::mem::take(images),
                     freed: old_chain(tree, replaced),
@@ -178,9 +179,10 @@ fn put_stored(
                 return match lsn {
                     Ok(lsn) => Ok((replaced.is_none(), lsn)),
                     Err(error) => {
-                        // Nothing logged: the leaf rolls back when dropped; the images are
-                        // the caller's to release again.
+                        // Nothing logged: the leaf rolls back when dropped, and the new
+                        // pages are free again.
                         drop(leaf);
+                        tree.shared.allocator.release(&image_ids);
                         Err(error)
                     }
                 };
