@@ -203,7 +203,12 @@ pub(crate) fn commit(
             let logged = match &page.before {
                 Some(before) => {
                     let image = is_new || page::lsn_of(&before[..]) < threshold;
-                    record::put_entry(&mut out, page.id(), &before[..], &page.guard, image)
+                    record::put_entry(&mut out, page.id(), &before[..], &page.guard, image).or_else(
+                        || {
+                            is_new.then(|| record::put_image(&mut out, page.id(), &page.guard))?;
+                            Some(true)
+                        },
+                    )
                 }
                 // A new page is always logged whole, changed or not.
                 None if is_new => {

@@ -126,6 +126,9 @@ pub fn put_entry(
     image: bool,
 ) -> Option<bool> {
     assert!(before.len() == PAGE_SIZE && after.len() == PAGE_SIZE);
+    if before == after {
+        return None;
+    }
     let start = out.len();
     put_u64(out, page);
     out.extend_from_slice(&[ENTRY_DELTA, 0, 0, 0, 0, 0, 0, 0]);
