@@ -46,12 +46,30 @@ fn malformed_input_closes_only_that_client() {
     let server = Server::start("malformed", &[]);
     let mut bystander = server.raw();
     let cases: [(&[u8], &str); 6] = [
-        (b"*2\r\n$3\r\nGET\r\n:1\r\n", "-ERR Protocol error: expected '$', got ':'\r\n"),
-        (b"*x\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"*1\r\n$-3\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
-        (b"*1\r\n$2000000\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
-        (b"*2000000\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"*1\r\n$3\r\nGETxx\r\n", "-ERR Protocol error: missing CRLF after bulk string\r\n"),
+        (
+            b"*2\r\n$3\r\nGET\r\n:1\r\n",
+            "-ERR Protocol error: expected '$', got ':'\r\n",
+        ),
+        (
+            b"*x\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\r\n$-3\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*1\r\n$2000000\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*2000000\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\r\n$3\r\nGETxx\r\n",
+            "-ERR Protocol error: missing CRLF after bulk string\r\n",
+        ),
     ];
     for (input, expected) in cases {
         let mut raw = server.raw();
@@ -62,13 +80,20 @@ fn malformed_input_closes_only_that_client() {
     // An inline request longer than 64 KiB without a newline.
     let mut raw = server.raw();
     raw.send(&vec![b'a'; 70 * 1024]);
-    assert_eq!(raw.line(), "-ERR Protocol error: too big inline request\r\n");
+    assert_eq!(
+        raw.line(),
+        "-ERR Protocol error: too big inline request\r\n"
+    );
     // Binary garbage and a connection closed mid-command.
     let mut raw = server.raw();
-    let _ = raw.stream.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\nonly part");
+    let _ = raw
+        .stream
+        .write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\nonly part");
     drop(raw);
     let mut raw = server.raw();
-    let _ = raw.stream.write_all(&[0xff, 0x00, 0x13, b'\r', b'\n', 0x80]);
+    let _ = raw
+        .stream
+        .write_all(&[0xff, 0x00, 0x13, b'\r', b'\n', 0x80]);
     drop(raw);
     bystander.command(&["PING"]);
     assert_eq!(bystander.line(), "+PONG\r\n");
@@ -95,7 +120,9 @@ fn query_buffer_limit_disconnects_with_a_logged_reason() {
     std::thread::sleep(Duration::from_millis(100));
     let logged = server.log_lines();
     assert!(
-        logged.iter().any(|line| line.contains("max query buffer length")),
+        logged
+            .iter()
+            .any(|line| line.contains("max query buffer length")),
         "{logged:?}"
     );
     raw.command(&["PING"]);
@@ -112,7 +139,10 @@ fn oversized_keys_and_values_are_refused() {
     // A value just under the bulk limit but above what a string entry can hold.
     let value = "v".repeat(1 << 20);
     raw.command(&["SET", "k", &value]);
-    assert_eq!(raw.line(), "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n");
+    assert_eq!(
+        raw.line(),
+        "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n"
+    );
     raw.command(&["PING"]);
     assert_eq!(raw.line(), "+PONG\r\n");
 }
@@ -147,7 +177,10 @@ fn password_gates_every_command_but_auth_hello_ping_quit() {
     assert_eq!(other.line(), "%7\r\n");
     // The Rust client with the password in the URL.
     let url = format!("redis://:s3cret@127.0.0.1:{}/", server.port);
-    let mut con = redis::Client::open(url).expect("client").get_connection().expect("connect");
+    let mut con = redis::Client::open(url)
+        .expect("client")
+        .get_connection()
+        .expect("connect");
     let value: String = redis::cmd("GET").arg("k").query(&mut con).expect("get");
     assert_eq!(value, "v");
 }
@@ -200,7 +233,10 @@ fn a_thousand_idle_connections_are_served() {
         after_kib.saturating_sub(before_kib) * 1024 / 1000
     );
     let mut con = server.client();
-    let info: String = redis::cmd("INFO").arg("clients").query(&mut con).expect("info");
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query(&mut con)
+        .expect("info");
     assert!(info.contains("connected_clients:1001"), "{info}");
 }
 

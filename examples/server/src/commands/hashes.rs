@@ -127,7 +127,7 @@ pub fn hincrby(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 }
 
 /// Fields and values of the hash at `key` (empty if absent).
-fn all_fields(exec: &Exec, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, super::CommandError> {
+fn all_fields(exec: &Exec, key: &[u8]) -> Result<Vec<super::Record>, super::CommandError> {
     let Some((_, header)) = collection(exec, key, Kind::Hash)? else {
         return Ok(Vec::new());
     };

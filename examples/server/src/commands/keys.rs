@@ -185,10 +185,7 @@ pub fn randomkey(exec: &mut Exec, _args: &[Bytes]) -> CommandResult {
     Ok(Reply::Nil)
 }
 
-fn first_record(
-    tree: &Tree,
-    start: Bound<&[u8]>,
-) -> Result<Option<(Vec<u8>, Vec<u8>)>, CommandError> {
+fn first_record(tree: &Tree, start: Bound<&[u8]>) -> Result<Option<super::Record>, CommandError> {
     let mut records = tree.range::<[u8], _>((start, Bound::Unbounded), Direction::Forward);
     Ok(records.next().transpose()?)
 }
@@ -302,7 +299,7 @@ pub fn scan_step(
     upper: &[u8],
     count: usize,
     mut keep: impl FnMut(&[u8], &[u8]) -> bool,
-) -> Result<(u64, Vec<(Vec<u8>, Vec<u8>)>), CommandError> {
+) -> Result<(u64, Vec<super::Record>), CommandError> {
     let position = exec.cursors.position(cursor)?;
     let start = match &position {
         Some(last) if last.as_slice() >= lower => Bound::Excluded(last.as_slice()),

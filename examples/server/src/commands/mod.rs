@@ -39,6 +39,8 @@ impl From<Reply> for CommandError {
 }
 
 pub type CommandResult = Result<Reply, CommandError>;
+/// A tree record: key and value.
+pub type Record = (Vec<u8>, Vec<u8>);
 pub type EngineFn = fn(&mut Exec, &[Bytes]) -> CommandResult;
 
 /// Where a command runs.
@@ -275,7 +277,7 @@ pub fn too_large(what: &str, len: usize, max: usize) -> CommandError {
 pub fn parse_i64(argument: &[u8]) -> Result<i64, CommandError> {
     std::str::from_utf8(argument)
         .ok()
-        .filter(|text| !text.starts_with('+') && !(text.len() > 1 && text.starts_with('0')))
+        .filter(|text| !(text.starts_with('+') || text.len() > 1 && text.starts_with('0')))
         .and_then(|text| text.parse::<i64>().ok())
         .ok_or_else(not_integer)
 }

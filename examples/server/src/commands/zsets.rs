@@ -316,8 +316,7 @@ fn by_score_range(
         .store
         .zscore
         .range(lower.as_slice()..upper.as_slice(), direction);
-    let in_bounds =
-        |score: f64| !(min_exclusive && score <= min) && !(max_exclusive && score >= max);
+    let in_bounds = |score: f64| !(min_exclusive && score <= min || max_exclusive && score >= max);
     let mut skipped = 0;
     for record in records {
         let (member, score) = split_score_key(&record?.0[8..]);

@@ -151,6 +151,7 @@ pub struct Raw {
 impl Raw {
     pub fn connect(port: u16) -> Raw {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting");
+        stream.set_nodelay(true).expect("nodelay");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
@@ -203,9 +204,13 @@ impl Raw {
         String::from_utf8_lossy(&line).into_owned()
     }
 
-    /// Whether the server closed the connection (reads EOF within the timeout).
+    /// Whether the server closed the connection (EOF or a reset within the read timeout;
+    /// a timeout means it is still open).
     pub fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        matches!(self.stream.read_to_end(&mut rest), Ok(_))
+        match self.stream.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+        }
     }
 }
