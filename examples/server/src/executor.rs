@@ -3,7 +3,8 @@
 //! One thread keeps each command atomic (INCR, LPUSH... read and write several records)
 //! without locks, as Redis's single thread does. It takes all the batches that are ready
 //! from all connections at once, faults in the keys they will read with one `multi_get`
-//! (misses from many clients in one I/O submission), runs them, and hands the replies with
+//! while the pool is missing (misses from many clients in one I/O submission), runs them,
+//! and hands the replies with
 //! the highest LSN written to the syncer thread. Under `always` the syncer waits once
 //! (`Engine::wait_durable`) for the whole group and then releases the replies: writes from
 //! many connections share one log sync, while the executor goes on with the next batch.
@@ -80,6 +81,10 @@ fn run(mut exec: Exec, receiver: mpsc::Receiver<Job>, engine: Arc<Engine>) {
         .spawn(move || sync_and_deliver(&engine, &syncer_state, syncer_input))
         .expect("spawning the syncer thread");
     let mut last_sweep = Instant::now();
+    // Prefetching costs a second lookup per key when everything is resident: it runs only
+    // while the pool has been missing (misses grew during the previous turn).
+    let mut pool_misses = exec.store.engine.pool_stats().misses;
+    let mut missing = true;
     loop {
         let first = match receiver.recv_timeout(SWEEP_INTERVAL) {
             Ok(job) => job,
@@ -99,9 +104,19 @@ fn run(mut exec: Exec, receiver: mpsc::Receiver<Job>, engine: Arc<Engine>) {
         }
         exec.state.batches_total.fetch_add(1, Ordering::Relaxed);
         if exec.state.read_prefetch.load(Ordering::Relaxed) {
-            prefetch(&exec, &jobs);
+            if missing {
+                prefetch(&exec, &jobs);
+            }
+            let misses = exec.store.engine.pool_stats().misses;
+            missing = misses > pool_misses;
+            pool_misses = misses;
         }
         let mut outputs = Vec::with_capacity(jobs.len());
+        let wrote = jobs.iter().any(|job| {
+            job.commands
+                .iter()
+                .any(|(spec, _, _)| spec.flags & WRITE != 0)
+        });
         for job in jobs {
             let replies = job
                 .commands
@@ -111,9 +126,10 @@ fn run(mut exec: Exec, receiver: mpsc::Receiver<Job>, engine: Arc<Engine>) {
             outputs.push((job.reply, replies));
         }
         let delivery = (exec.store.max_lsn(), outputs);
-        if exec.state.settings.fsync == Fsync::Always {
-            // Through the syncer even without writes: a read may have seen a write of an
-            // earlier batch whose sync is still running, and must not be answered before it.
+        // A turn without writes goes through the syncer too while an earlier turn's sync is
+        // still running: its reads may have seen those writes and must not be answered first.
+        let synced = Lsn(exec.state.synced_lsn.load(Ordering::Acquire));
+        if exec.state.settings.fsync == Fsync::Always && (wrote || delivery.0 > synced) {
             if deliveries.send(delivery).is_err() {
                 break;
             }
@@ -221,6 +237,7 @@ fn sync_and_deliver(engine: &Engine, state: &ServerState, input: mpsc::Receiver<
                 }
             } else {
                 durable = target;
+                state.synced_lsn.fetch_max(durable.0, Ordering::Release);
             }
         }
         deliver(outputs);

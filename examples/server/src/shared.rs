@@ -77,6 +77,8 @@ pub struct ServerState {
     pub expired_keys: AtomicU64,
     pub batches_total: AtomicU64,
     pub durable_waits_total: AtomicU64,
+    /// The log position the syncer last saw durable.
+    pub synced_lsn: AtomicU64,
     pub last_save_unix_s: AtomicU64,
     pub started: Instant,
     shutdown: watch::Sender<bool>,
@@ -102,6 +104,7 @@ impl ServerState {
             expired_keys: AtomicU64::new(0),
             batches_total: AtomicU64::new(0),
             durable_waits_total: AtomicU64::new(0),
+            synced_lsn: AtomicU64::new(0),
             last_save_unix_s: AtomicU64::new(crate::store::now_ms() / 1000),
             started: Instant::now(),
             shutdown: watch::channel(false).0,
