@@ -564,7 +564,27 @@ fn data_survives_shutdown_and_sigterm() {
 
 #[test]
 fn pipelined_clients_all_get_their_replies() {
+    pipelined_clients(&[]);
+}
+
+/// The naive designs kept for comparison (a log wait per write, no read prefetch) give the
+/// same answers.
+#[test]
+fn naive_modes_give_the_same_answers() {
+    pipelined_clients(&[("group-commit", "no"), ("read-prefetch", "no")]);
+}
+
+fn pipelined_clients(config: &[(&str, &str)]) {
     let server = Server::start("pipeline", &[]);
+    let mut admin = server.client();
+    for (name, value) in config {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut admin)
+            .expect("config set");
+    }
     let threads: Vec<_> = (0..8)
         .map(|thread| {
             let url = server.url();
@@ -580,6 +600,10 @@ fn pipelined_clients_all_get_their_replies() {
                 }
                 let counts: Vec<i64> = pipe.query(&mut con).expect("pipeline");
                 assert_eq!(counts, (1..=500).collect::<Vec<_>>());
+                let keys: Vec<String> =
+                    (0..500).map(|index| format!("t{thread}:{index}")).collect();
+                let values: Vec<i64> = redis::cmd("MGET").arg(&keys).query(&mut con).expect("mget");
+                assert_eq!(values, (0..500).collect::<Vec<_>>());
             })
         })
         .collect();

@@ -179,6 +179,23 @@ fn config_set(exec: &Exec, name: &[u8], value: &[u8]) -> Result<(), super::Comma
             }
             state.query_buffer_bytes_max.store(bytes, Ordering::Relaxed);
         }
+        "client-output-buffer-limit" => {
+            // Redis's form `normal <hard> <soft> <seconds>`, or just the byte limit.
+            let text = String::from_utf8_lossy(value).to_ascii_lowercase();
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let hard = match words.as_slice() {
+                [bytes] => bytes,
+                ["normal", hard, _soft, _seconds] => hard,
+                _ => return Err(invalid("argument must be 'normal <hard> <soft> <seconds>'")),
+            };
+            let bytes = size(hard.as_bytes())?;
+            if bytes < 1 << 20 {
+                return Err(invalid("argument must be at least 1mb"));
+            }
+            state
+                .output_buffer_bytes_max
+                .store(bytes, Ordering::Relaxed);
+        }
         "group-commit" => state.group_commit.store(flag(value)?, Ordering::Relaxed),
         "read-prefetch" => state.read_prefetch.store(flag(value)?, Ordering::Relaxed),
         "save" | "appendonly" | "appendfsync" | "bind" | "port" | "dir" | "databases"
