@@ -523,7 +523,7 @@ fn server_commands() {
 }
 
 #[test]
-fn data_survives_shutdown_and_sigterm() {
+fn data_survives_shutdown_sigterm_and_sigint() {
     let dir = common::data_dir("restart");
     let server = Server::start_in(&dir, &[]);
     let mut con = server.client();
@@ -560,6 +560,12 @@ fn data_survives_shutdown_and_sigterm() {
         con.lrange::<_, Vec<String>>("l", 0, -1).expect("lrange"),
         vec!["a", "b"]
     );
+    let _: () = con.set("before-sigint", "1").expect("set");
+    assert!(server.signal("-INT").success(), "SIGINT exits 0");
+
+    let server = Server::start_in(&dir, &[]);
+    let mut con = server.client();
+    assert_eq!(con.get::<_, String>("before-sigint").expect("get"), "1");
 }
 
 #[test]

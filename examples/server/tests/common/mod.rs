@@ -89,10 +89,15 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the exit (bounded).
-    pub fn terminate(mut self) -> ExitStatus {
+    pub fn terminate(self) -> ExitStatus {
+        self.signal("-TERM")
+    }
+
+    /// Sends `signal` (as `kill` spells it) and waits for the exit (bounded).
+    pub fn signal(mut self, signal: &str) -> ExitStatus {
         let pid = self.child.id().to_string();
         let status = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([signal, &pid])
             .status()
             .expect("kill");
         assert!(status.success());
