@@ -208,11 +208,11 @@ pub fn mset(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     if args.len() % 2 == 0 {
         return Ok(wrong_arity("mset"));
     }
-    if let Some(pair) = args[1..]
+    // All or nothing: check every value before writing any.
+    if args[1..]
         .chunks(2)
-        .find(|pair| pair[1].len() > STRING_BYTES_MAX)
+        .any(|pair| pair[1].len() > STRING_BYTES_MAX)
     {
-        let _ = pair;
         return Err(too_big());
     }
     for pair in args[1..].chunks(2) {
@@ -225,6 +225,12 @@ pub fn mset(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 pub fn msetnx(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     if args.len() % 2 == 0 {
         return Ok(wrong_arity("msetnx"));
+    }
+    if args[1..]
+        .chunks(2)
+        .any(|pair| pair[1].len() > STRING_BYTES_MAX)
+    {
+        return Err(too_big());
     }
     for pair in args[1..].chunks(2) {
         if exec.store.entry(&pair[0])?.is_some() {
