@@ -47,6 +47,8 @@ pub struct Exec {
 const JOBS_PER_TURN_MAX: usize = 512;
 /// How often the background sweep runs (expired keys, deleted collections' members).
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the executor looks whether the pool is missing (turning read prefetch on/off).
+const PREFETCH_CHECK_INTERVAL: Duration = Duration::from_millis(5);
 /// Records the sweep removes per turn and per kind.
 const SWEEP_BUDGET: usize = 256;
 
@@ -82,9 +84,11 @@ fn run(mut exec: Exec, receiver: mpsc::Receiver<Job>, engine: Arc<Engine>) {
         .expect("spawning the syncer thread");
     let mut last_sweep = Instant::now();
     // Prefetching costs a second lookup per key when everything is resident: it runs only
-    // while the pool has been missing (misses grew during the previous turn).
+    // while the pool is missing (its miss counter grew since the last look, taken every
+    // PREFETCH_CHECK_INTERVAL: summing the pool's counters is not free).
     let mut pool_misses = exec.store.engine.pool_stats().misses;
     let mut missing = true;
+    let mut last_check = Instant::now();
     loop {
         let first = match receiver.recv_timeout(SWEEP_INTERVAL) {
             Ok(job) => job,
@@ -107,9 +111,12 @@ fn run(mut exec: Exec, receiver: mpsc::Receiver<Job>, engine: Arc<Engine>) {
             if missing {
                 prefetch(&exec, &jobs);
             }
-            let misses = exec.store.engine.pool_stats().misses;
-            missing = misses > pool_misses;
-            pool_misses = misses;
+            if last_check.elapsed() >= PREFETCH_CHECK_INTERVAL {
+                let misses = exec.store.engine.pool_stats().misses;
+                missing = misses > pool_misses;
+                pool_misses = misses;
+                last_check = Instant::now();
+            }
         }
         let mut outputs = Vec::with_capacity(jobs.len());
         let wrote = jobs.iter().any(|job| {

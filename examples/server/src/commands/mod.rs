@@ -230,15 +230,28 @@ pub static COMMANDS: &[CommandSpec] = &[
     command!("zrank", -3, READONLY, 1, 1, 1, "sorted-set", "A member's rank.", Engine(zsets::zrank)),
 ];
 
-/// The table entry of `name` (any case).
-pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
-    if name.len() > 32 {
-        return None;
-    }
-    let lower = name.to_ascii_lowercase();
+/// Longest command name in the table (checked by a test).
+const NAME_BYTES_MAX: usize = 16;
+
+static BY_NAME: std::sync::LazyLock<
+    std::collections::HashMap<&'static [u8], &'static CommandSpec>,
+> = std::sync::LazyLock::new(|| {
     COMMANDS
         .iter()
-        .find(|spec| spec.name.as_bytes() == lower.as_slice())
+        .map(|spec| (spec.name.as_bytes(), spec))
+        .collect()
+});
+
+/// The table entry of `name` (any case), without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    if name.len() > NAME_BYTES_MAX {
+        return None;
+    }
+    let mut lower = [0u8; NAME_BYTES_MAX];
+    let lower = &mut lower[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    BY_NAME.get(&*lower).copied()
 }
 
 // Errors with Redis's texts.
@@ -405,6 +418,7 @@ mod tests {
     fn table_names_are_lowercase_and_unique() {
         let mut names: Vec<_> = COMMANDS.iter().map(|spec| spec.name).collect();
         assert!(names.iter().all(|name| name.to_ascii_lowercase() == *name));
+        assert!(names.iter().all(|name| name.len() <= NAME_BYTES_MAX));
         names.sort_unstable();
         let count = names.len();
         names.dedup();
