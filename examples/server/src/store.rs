@@ -1,0 +1,486 @@
+//! The keyspace in the engine's trees: how each data type is encoded, expiry, and the lazy
+//! reclamation of deleted collections.
+//!
+//! Trees (see DESIGN.md, "The storage server"):
+//! * `keys`: user key → `[type u8][expire_at_ms u64 BE, 0 = none][body]`. A string's body is
+//!   its value; a collection's body is its header `[id u64][len u64][head u64][tail u64]`
+//!   (head and tail only used by lists).
+//! * `expires`: `expire_at_ms BE ++ key` → empty, for the background sweep.
+//! * `hash`: `id ++ field` → value; `set`: `id ++ member` → empty;
+//!   `list`: `id ++ seq BE` → element, seqs contiguous from head to tail;
+//!   `zset.member`: `id ++ member` → score (f64 BE); `zset.score`: `id ++ sortable score ++
+//!   member` → empty.
+//! * `sys`: `next_id` (the reserved id ceiling) and `gc ++ id` → type of a deleted collection
+//!   whose members the sweep still has to remove.
+//!
+//! Each collection has a fresh id, so deleting one is O(1): its header goes at once, its
+//! members later (they are unreachable without the header).
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bufpool_engine::{Direction, Engine, EngineError, Lsn, MAX_KEY_SIZE, MAX_VALUE_SIZE, Tree};
+
+/// Longest user key, hash field, set or sorted-set member: the engine's key limit less the
+/// 16 bytes of prefix the longest encoding adds (`id ++ score ++ member`).
+pub const KEY_BYTES_MAX: usize = MAX_KEY_SIZE - 16;
+/// Longest string value: the engine's value limit less the entry header.
+pub const STRING_BYTES_MAX: usize = MAX_VALUE_SIZE - HEADER_BYTES;
+const HEADER_BYTES: usize = 9;
+/// Ids are reserved in blocks so that `next_id` is written once per block.
+const ID_BLOCK: u64 = 1024;
+/// Collections up to this size are deleted at once; larger ones by the sweep.
+const INLINE_DROP_MAX: u64 = 128;
+/// First list sequence number: lists grow both ways from the middle of the u64 range.
+pub const LIST_ORIGIN: u64 = 1 << 63;
+
+/// A value's type, as `TYPE` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    String = 0,
+    Hash = 1,
+    List = 2,
+    Set = 3,
+    ZSet = 4,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Kind> {
+        Some(match byte {
+            0 => Kind::String,
+            1 => Kind::Hash,
+            2 => Kind::List,
+            3 => Kind::Set,
+            4 => Kind::ZSet,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::String => "string",
+            Kind::Hash => "hash",
+            Kind::List => "list",
+            Kind::Set => "set",
+            Kind::ZSet => "zset",
+        }
+    }
+}
+
+/// A key's record in the `keys` tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub kind: Kind,
+    /// Absolute expiry in Unix milliseconds; 0 = none.
+    pub expire_ms: u64,
+    pub body: Vec<u8>,
+}
+
+/// A collection's header (the body of its entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Collection {
+    pub id: u64,
+    pub len: u64,
+    pub head: u64,
+    pub tail: u64,
+}
+
+impl Collection {
+    pub fn encode(&self) -> Vec<u8> {
+        [self.id, self.len, self.head, self.tail]
+            .iter()
+            .flat_map(|value| value.to_be_bytes())
+            .collect()
+    }
+
+    pub fn decode(body: &[u8]) -> Option<Collection> {
+        let word = |index: usize| -> Option<u64> {
+            Some(u64::from_be_bytes(
+                body.get(index * 8..index * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        Some(Collection {
+            id: word(0)?,
+            len: word(1)?,
+            head: word(2)?,
+            tail: word(3)?,
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// `id ++ suffix`: a member's key in a collection tree.
+pub fn member_key(id: u64, suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + suffix.len());
+    key.extend_from_slice(&id.to_be_bytes());
+    key.extend_from_slice(suffix);
+    key
+}
+
+/// The range of keys of collection `id`: `[id, id + 1)`.
+pub fn id_bounds(id: u64) -> (Vec<u8>, Vec<u8>) {
+    (id.to_be_bytes().to_vec(), (id + 1).to_be_bytes().to_vec())
+}
+
+/// A score's 8 bytes whose byte order is the numeric order (sign bit flipped for
+/// positives, all bits flipped for negatives).
+pub fn sortable_score(score: f64) -> [u8; 8] {
+    let bits = score.to_bits();
+    let ordered = if bits >> 63 == 0 {
+        bits | (1 << 63)
+    } else {
+        !bits
+    };
+    ordered.to_be_bytes()
+}
+
+pub fn score_from_sortable(bytes: &[u8]) -> f64 {
+    let ordered = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let bits = if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    };
+    f64::from_bits(bits)
+}
+
+/// The engine's trees and the writes made through them. Used by one thread (the executor).
+pub struct Store {
+    pub engine: Arc<Engine>,
+    pub keys: Tree,
+    expires: Tree,
+    pub hash: Tree,
+    pub list: Tree,
+    pub set: Tree,
+    pub zmember: Tree,
+    pub zscore: Tree,
+    sys: Tree,
+    /// Highest LSN of a write made so far: what an acknowledgement waits for.
+    max_lsn: Cell<Lsn>,
+    next_id: Cell<u64>,
+    reserved_id: Cell<u64>,
+}
+
+const NEXT_ID_KEY: &[u8] = b"next_id";
+const GC_PREFIX: &[u8] = b"gc:";
+
+impl Store {
+    pub fn open(engine: Arc<Engine>) -> Result<Store, EngineError> {
+        let sys = engine.tree("sys")?;
+        let reserved = sys
+            .get(NEXT_ID_KEY)?
+            .and_then(|bytes| Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?)))
+            .unwrap_or(1);
+        Ok(Store {
+            keys: engine.tree("keys")?,
+            expires: engine.tree("expires")?,
+            hash: engine.tree("hash")?,
+            list: engine.tree("list")?,
+            set: engine.tree("set")?,
+            zmember: engine.tree("zset.member")?,
+            zscore: engine.tree("zset.score")?,
+            sys,
+            engine,
+            max_lsn: Cell::new(Lsn(0)),
+            // Ids below the persisted ceiling may have been used before a crash: start past it.
+            next_id: Cell::new(reserved),
+            reserved_id: Cell::new(reserved),
+        })
+    }
+
+    pub fn max_lsn(&self) -> Lsn {
+        self.max_lsn.get()
+    }
+
+    fn note(&self, lsn: Lsn) {
+        if lsn > self.max_lsn.get() {
+            self.max_lsn.set(lsn);
+        }
+    }
+
+    /// Writes a record without waiting for the log; the executor waits once per batch.
+    pub fn put(&self, tree: &Tree, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
+        self.note(tree.put_nowait(key, value)?);
+        Ok(())
+    }
+
+    pub fn delete(&self, tree: &Tree, key: &[u8]) -> Result<bool, EngineError> {
+        let (removed, lsn) = tree.delete_nowait(key)?;
+        self.note(lsn);
+        Ok(removed)
+    }
+
+    /// A fresh collection id.
+    pub fn allocate_id(&self) -> Result<u64, EngineError> {
+        let id = self.next_id.get();
+        if id >= self.reserved_id.get() {
+            let ceiling = id + ID_BLOCK;
+            self.put(&self.sys, NEXT_ID_KEY, &ceiling.to_be_bytes())?;
+            self.reserved_id.set(ceiling);
+        }
+        self.next_id.set(id + 1);
+        Ok(id)
+    }
+
+    /// The live entry of `key`: an expired one is deleted here and reported absent.
+    pub fn entry(&self, key: &[u8]) -> Result<Option<Entry>, EngineError> {
+        let Some(bytes) = self.keys.get(key)? else {
+            return Ok(None);
+        };
+        let entry = decode_entry(&bytes);
+        if entry.expire_ms != 0 && entry.expire_ms <= now_ms() {
+            self.remove(key, &entry)?;
+            return Ok(None);
+        }
+        Ok(Some(entry))
+    }
+
+    /// Writes `entry` for `key`; `old_expire_ms` is the expiry of the record it replaces
+    /// (0 if none), so the `expires` index stays in step.
+    pub fn write_entry(
+        &self,
+        key: &[u8],
+        entry: &Entry,
+        old_expire_ms: u64,
+    ) -> Result<(), EngineError> {
+        let mut bytes = Vec::with_capacity(HEADER_BYTES + entry.body.len());
+        bytes.push(entry.kind as u8);
+        bytes.extend_from_slice(&entry.expire_ms.to_be_bytes());
+        bytes.extend_from_slice(&entry.body);
+        if old_expire_ms != entry.expire_ms {
+            if old_expire_ms != 0 {
+                self.delete(&self.expires, &expiry_key(old_expire_ms, key))?;
+            }
+            if entry.expire_ms != 0 {
+                self.put(&self.expires, &expiry_key(entry.expire_ms, key), &[])?;
+            }
+        }
+        self.put(&self.keys, key, &bytes)
+    }
+
+    /// Deletes the record of `key` and its expiry, leaving members alone (RENAME moves them
+    /// with the header).
+    pub fn detach(&self, key: &[u8], entry: &Entry) -> Result<(), EngineError> {
+        self.delete(&self.keys, key)?;
+        if entry.expire_ms != 0 {
+            self.delete(&self.expires, &expiry_key(entry.expire_ms, key))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `key` (whose current entry is `entry`) and, now or later, its members.
+    pub fn remove(&self, key: &[u8], entry: &Entry) -> Result<(), EngineError> {
+        self.detach(key, entry)?;
+        if entry.kind == Kind::String {
+            return Ok(());
+        }
+        let collection = Collection::decode(&entry.body).expect("collection header");
+        if collection.len <= INLINE_DROP_MAX {
+            self.drop_members(entry.kind, collection.id, u64::MAX)?;
+        } else {
+            self.put(
+                &self.sys,
+                &[GC_PREFIX, &collection.id.to_be_bytes()].concat(),
+                &[entry.kind as u8],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn member_trees(&self, kind: Kind) -> Vec<&Tree> {
+        match kind {
+            Kind::String => Vec::new(),
+            Kind::Hash => vec![&self.hash],
+            Kind::List => vec![&self.list],
+            Kind::Set => vec![&self.set],
+            Kind::ZSet => vec![&self.zmember, &self.zscore],
+        }
+    }
+
+    /// Deletes up to `limit` member records of collection `id` per tree; returns how many.
+    fn drop_members(&self, kind: Kind, id: u64, limit: u64) -> Result<u64, EngineError> {
+        let (start, end) = id_bounds(id);
+        let mut dropped = 0;
+        for tree in self.member_trees(kind) {
+            let mut doomed = Vec::new();
+            for record in tree.range(start.as_slice()..end.as_slice(), Direction::Forward) {
+                doomed.push(record?.0);
+                if doomed.len() as u64 >= limit {
+                    break;
+                }
+            }
+            for key in doomed {
+                self.delete(tree, &key)?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Background work for one idle turn: expired keys and members of deleted collections,
+    /// at most `budget` records each. Returns the number of keys expired.
+    pub fn sweep(&self, budget: usize) -> Result<u64, EngineError> {
+        let now = (now_ms() + 1).to_be_bytes();
+        let mut due = Vec::new();
+        for record in self
+            .expires
+            .range(..now.as_slice(), Direction::Forward)
+            .take(budget)
+        {
+            due.push(record?.0);
+        }
+        let mut expired = 0;
+        for index_key in due {
+            let key = &index_key[8..];
+            // `entry` deletes the key if it is due; a stale index record is removed too.
+            if self.entry(key)?.is_none() {
+                expired += 1;
+            }
+            self.delete(&self.expires, &index_key)?;
+        }
+        let mut collections = Vec::new();
+        for record in self.sys.range(GC_PREFIX.., Direction::Forward).take(budget) {
+            let (key, value) = record?;
+            if !key.starts_with(GC_PREFIX) {
+                break;
+            }
+            collections.push((key, value));
+        }
+        for (key, value) in collections {
+            let id = u64::from_be_bytes(key[GC_PREFIX.len()..].try_into().expect("8-byte id"));
+            let kind = value.first().and_then(|byte| Kind::from_byte(*byte));
+            let kind = kind.unwrap_or(Kind::String);
+            if self.drop_members(kind, id, budget as u64)? == 0 {
+                self.delete(&self.sys, &key)?;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Keys whose expiry is due but not yet swept: `DBSIZE` subtracts them.
+    pub fn due_count(&self) -> Result<u64, EngineError> {
+        let now = (now_ms() + 1).to_be_bytes();
+        let mut count = 0;
+        for record in self.expires.range(..now.as_slice(), Direction::Forward) {
+            record?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Keys with an expiry set.
+    pub fn expires_len(&self) -> Result<u64, EngineError> {
+        self.expires.len()
+    }
+
+    /// Deletes every record of every tree (FLUSHDB), in bounded chunks.
+    pub fn clear(&self) -> Result<(), EngineError> {
+        const CHUNK: usize = 4096;
+        let trees = [
+            &self.keys,
+            &self.expires,
+            &self.hash,
+            &self.list,
+            &self.set,
+            &self.zmember,
+            &self.zscore,
+        ];
+        for tree in trees {
+            // Bounded: each round deletes up to CHUNK records and the tree only shrinks.
+            loop {
+                let mut doomed = Vec::with_capacity(CHUNK);
+                for record in tree.iter().take(CHUNK) {
+                    doomed.push(record?.0);
+                }
+                if doomed.is_empty() {
+                    break;
+                }
+                for key in doomed {
+                    self.delete(tree, &key)?;
+                }
+            }
+        }
+        let mut gc = Vec::new();
+        for record in self.sys.range(GC_PREFIX.., Direction::Forward) {
+            let key = record?.0;
+            if !key.starts_with(GC_PREFIX) {
+                break;
+            }
+            gc.push(key);
+        }
+        for key in gc {
+            self.delete(&self.sys, &key)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn decode_entry(bytes: &[u8]) -> Entry {
+    // Only this module writes the `keys` tree; a short or unknown record is a bug or damage
+    // the checksums missed, reported as an empty string rather than a crash.
+    if bytes.len() < HEADER_BYTES {
+        return Entry {
+            kind: Kind::String,
+            expire_ms: 0,
+            body: Vec::new(),
+        };
+    }
+    Entry {
+        kind: Kind::from_byte(bytes[0]).unwrap_or(Kind::String),
+        expire_ms: u64::from_be_bytes(bytes[1..9].try_into().expect("8 bytes")),
+        body: bytes[HEADER_BYTES..].to_vec(),
+    }
+}
+
+fn expiry_key(expire_ms: u64, key: &[u8]) -> Vec<u8> {
+    let mut index_key = Vec::with_capacity(8 + key.len());
+    index_key.extend_from_slice(&expire_ms.to_be_bytes());
+    index_key.extend_from_slice(key);
+    index_key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sortable_scores_order_like_numbers() {
+        let scores = [
+            f64::NEG_INFINITY,
+            -1e9,
+            -1.5,
+            -0.0,
+            0.0,
+            1e-9,
+            2.0,
+            f64::INFINITY,
+        ];
+        for pair in scores.windows(2) {
+            assert!(
+                sortable_score(pair[0]) <= sortable_score(pair[1]),
+                "{pair:?}"
+            );
+        }
+        for score in scores {
+            assert_eq!(score_from_sortable(&sortable_score(score)), score);
+        }
+    }
+
+    #[test]
+    fn collection_headers_round_trip() {
+        let header = Collection {
+            id: 7,
+            len: 3,
+            head: LIST_ORIGIN - 1,
+            tail: LIST_ORIGIN + 2,
+        };
+        assert_eq!(Collection::decode(&header.encode()), Some(header));
+    }
+}
