@@ -32,3 +32,5 @@ pub fn options_with_frames(frames: u64) -> EngineOptions {
         ..EngineOptions::default()
     }
 }
+
+pub mod files;

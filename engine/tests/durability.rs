@@ -1,0 +1,405 @@
+//! Regression tests for the data-loss findings of issue 7 (each failed on the pre-log code,
+//! commit 5484c2f), and for bad input around the log: a clear typed error and files left
+//! untouched, a torn tail discarded and reported, a full disk survived.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bufpool_engine::{Engine, EngineError, EngineOptions, Tree};
+use bufpool_io::{Fault, FaultInjector, IoConfig};
+use common::files::{self, key, value};
+
+/// Options with a frame budget of `frames` pages and the given fault injector.
+fn options(faults: &FaultInjector, frames: u64) -> EngineOptions {
+    EngineOptions {
+        io: IoConfig {
+            faults: Some(faults.clone()),
+            ..IoConfig::default()
+        },
+        ..common::options_with_frames(frames)
+    }
+}
+
+/// Puts `records` records of `len`-byte values into `tree` (and `model`), waiting once for
+/// the log at the end: all are acknowledged when this returns.
+fn fill(
+    engine: &Engine,
+    tree: &Tree,
+    records: std::ops::Range<u32>,
+    salt: u8,
+    len: usize,
+    model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+) {
+    let mut last = None;
+    for i in records {
+        let (key, value) = (key(i), value(i, salt, len));
+        last = Some(tree.put_nowait(&key, &value).unwrap());
+        model.insert(key, value);
+    }
+    if let Some(lsn) = last {
+        engine.wait_durable(lsn).unwrap();
+    }
+}
+
+/// Reopens `path` and checks every tree of `models` against its model, `verify` and `len`.
+fn reopen_and_check(path: &Path, frames: u64, models: &[(&str, &BTreeMap<Vec<u8>, Vec<u8>>)]) {
+    let engine = Engine::open(path, options(&FaultInjector::new(), frames))
+        .unwrap_or_else(|error| panic!("reopening {}: {error}", path.display()));
+    for (name, model) in models {
+        let tree = engine.tree(name).unwrap();
+        files::assert_contents(&tree, model, "after reopening");
+        tree.verify().unwrap();
+        assert_eq!(tree.len().unwrap(), model.len() as u64, "len of {name}");
+    }
+    engine.close().unwrap();
+}
+
+// ---- Finding 1 ----------------------------------------------------------------------------
+
+/// Fills another tree until the small pool has evicted everything of `tree` (its overflow
+/// chains included), then reads `probe` so the path to it (not the chain) is back in memory.
+fn evict_chains(engine: &Engine, tree: &Tree, probe: &[u8], round: u8) {
+    let churn = engine.tree("churn").unwrap();
+    let mut ignored = BTreeMap::new();
+    let start = u32::from(round) * 4000;
+    fill(engine, &churn, start..start + 4000, round, 200, &mut ignored);
+    assert!(tree.get(probe).unwrap().is_some());
+}
+
+#[test]
+fn finding1_a_put_or_delete_whose_old_chain_cannot_be_read_keeps_the_new_value_live() {
+    let path = common::test_path("durability-finding1");
+    let faults = FaultInjector::new();
+    let engine = Engine::create(&path, options(&faults, 128)).unwrap();
+    let tree = engine.tree("t").unwrap();
+    let mut model = BTreeMap::new();
+    fill(&engine, &tree, 0..20, 0, 40, &mut model);
+    let (big, old_value, new_value) = (b"big".to_vec(), vec![0xA1; 10_000], vec![0xB2; 10_000]);
+    tree.put(&big, &old_value).unwrap();
+    model.insert(big.clone(), old_value.clone());
+    evict_chains(&engine, &tree, &key(0), 1);
+
+    // The first read of the put is the old chain's first page: it fails.
+    faults.fail_nth_read(1, Fault::Eio);
+    let result = tree.put(&big, &new_value);
+    let expected = match &result {
+        Ok(()) => &new_value,
+        Err(_) => &old_value,
+    };
+    assert!(
+        tree.get(&big).unwrap().as_ref() == Some(expected),
+        "put returned {result:?}, but the key does not hold the value that result implies"
+    );
+    model.insert(big.clone(), expected.clone());
+    tree.verify().unwrap();
+    // The injected failure hit the old chain (not the path to the leaf): it was leaked.
+    let leaked = engine.log_stats().leaked_pages;
+    assert_eq!(leaked, 3, "pages leaked by the put");
+
+    // Once the epoch passes, freed pages are reused: other large values must not land in
+    // the chain the leaf points at.
+    for i in 100..130 {
+        let (key, value) = (key(i), value(i, 7, 9_000));
+        tree.put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+    files::assert_contents(&tree, &model, "after more large values");
+    tree.verify().unwrap();
+
+    // The same for a delete: the call's result, the key and `len` must agree.
+    let gone = b"gone".to_vec();
+    let gone_value = vec![0xC3; 10_000];
+    tree.put(&gone, &gone_value).unwrap();
+    model.insert(gone.clone(), gone_value.clone());
+    evict_chains(&engine, &tree, &key(0), 2);
+    let len_before = tree.len().unwrap();
+    faults.fail_nth_read(1, Fault::Eio);
+    let result = tree.delete(&gone);
+    let (found, len) = (tree.get(&gone).unwrap(), tree.len().unwrap());
+    assert_eq!(engine.log_stats().leaked_pages, leaked + 3, "pages leaked by the delete");
+    match &result {
+        Ok(true) => {
+            assert_eq!(found, None, "delete returned Ok(true) but the key is there");
+            assert_eq!(len, len_before - 1, "delete returned Ok(true): len");
+            model.remove(&gone);
+        }
+        Ok(false) => panic!("delete of a present key returned Ok(false)"),
+        Err(error) => {
+            assert!(
+                found.as_ref() == Some(&gone_value),
+                "delete failed ({error}) but the key is gone"
+            );
+            assert_eq!(len, len_before, "delete failed ({error}): len changed");
+        }
+    }
+    for i in 200..230 {
+        let (key, value) = (key(i), value(i, 8, 9_000));
+        tree.put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+    files::assert_contents(&tree, &model, "after the delete and more large values");
+    tree.verify().unwrap();
+    assert_eq!(tree.len().unwrap(), model.len() as u64);
+    drop(tree);
+    engine.close().unwrap();
+    reopen_and_check(&path, 128, &[("t", &model)]);
+}
+
+// ---- Finding 2 ----------------------------------------------------------------------------
+
+#[test]
+fn finding2_falling_back_to_the_older_superblock_hands_out_no_live_page() {
+    let path = common::test_path("durability-finding2");
+    let engine = Engine::create(&path, options(&FaultInjector::new(), 256)).unwrap();
+    let tree = engine.tree("old").unwrap();
+    let mut model = BTreeMap::new();
+    fill(&engine, &tree, 0..2000, 1, 100, &mut model);
+    drop(tree);
+    engine.close().unwrap();
+
+    let newest = files::newest_superblock_page(&path);
+    files::tear_page(&path, newest);
+
+    let engine = Engine::open(&path, options(&FaultInjector::new(), 256))
+        .unwrap_or_else(|error| panic!("open with the newest superblock copy torn: {error}"));
+    let old = engine.tree("old").unwrap();
+    files::assert_contents(&old, &model, "after falling back to the older superblock");
+    let new = engine.tree("new").unwrap();
+    let mut new_model = BTreeMap::new();
+    for i in 0..50 {
+        let (key, value) = (key(i), value(i, 2, 5_000));
+        new.put(&key, &value).unwrap();
+        new_model.insert(key, value);
+    }
+    files::assert_contents(&old, &model, "after 50 puts into a new tree");
+    files::assert_contents(&new, &new_model, "the new tree");
+    old.verify().unwrap();
+    new.verify().unwrap();
+    drop((old, new));
+    engine.close().unwrap();
+    reopen_and_check(&path, 256, &[("old", &model), ("new", &new_model)]);
+}
+
+// ---- Finding 3 ----------------------------------------------------------------------------
+
+/// Deletes keys `first, first + 3, ...` below 300, waiting once for the log.
+fn delete_every_third(
+    engine: &Engine,
+    tree: &Tree,
+    first: u32,
+    model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+) {
+    let mut last = None;
+    for i in (first..300).step_by(3) {
+        let (removed, lsn) = tree.delete_nowait(&key(i)).unwrap();
+        assert!(removed);
+        last = Some(lsn);
+        model.remove(&key(i));
+    }
+    engine.wait_durable(last.unwrap()).unwrap();
+}
+
+#[test]
+fn finding3_a_checkpoint_failing_at_any_data_write_leaves_a_file_that_opens_with_all_data() {
+    // The k-th write of the second checkpoint fails, for k growing by half each time until
+    // the checkpoint needs fewer writes than k (bounded: it writes at most the file's pages).
+    let mut failed_checkpoints = 0;
+    let mut wrong_content = Vec::new();
+    let mut k = 1u64;
+    while k <= 5_000 {
+        let path = common::test_path("durability-finding3");
+        let faults = FaultInjector::new();
+        let engine = Engine::create(&path, options(&faults, 512)).unwrap();
+        let tree = engine.tree("t").unwrap();
+        let mut model = BTreeMap::new();
+        // Overflow values, then deletes: the free list is long when checkpoint N is taken.
+        fill(&engine, &tree, 0..300, 1, 6_000, &mut model);
+        delete_every_third(&engine, &tree, 0, &mut model);
+        engine.checkpoint().unwrap();
+        delete_every_third(&engine, &tree, 1, &mut model);
+        fill(&engine, &tree, 300..400, 2, 6_000, &mut model);
+
+        faults.fail_nth_write(k, Fault::Eio);
+        let result = engine.checkpoint();
+        faults.clear();
+        drop(tree);
+        drop(engine);
+        if result.is_ok() {
+            break;
+        }
+        failed_checkpoints += 1;
+        let engine = Engine::open(&path, options(&FaultInjector::new(), 512)).unwrap_or_else(
+            |error| panic!("write {k} of a checkpoint failed, then the file does not open: {error}"),
+        );
+        let tree = engine.tree("t").unwrap();
+        tree.verify()
+            .unwrap_or_else(|error| panic!("write {k} failed: verify: {error}"));
+        if files::contents(&tree) != model || tree.len().unwrap() != model.len() as u64 {
+            wrong_content.push(k);
+        }
+        drop(tree);
+        engine.close().unwrap();
+        k += k.div_ceil(2);
+    }
+    assert!(failed_checkpoints >= 5, "{failed_checkpoints} checkpoints failed");
+    assert!(
+        wrong_content.is_empty(),
+        "acknowledged records lost or changed when write k failed, k in {wrong_content:?}"
+    );
+}
+
+// ---- Finding 4 ----------------------------------------------------------------------------
+
+#[test]
+fn finding4_a_torn_superblock_copy_does_not_stop_later_checkpoints() {
+    let path = common::test_path("durability-finding4");
+    let engine = Engine::create(&path, options(&FaultInjector::new(), 256)).unwrap();
+    let tree = engine.tree("t").unwrap();
+    let mut model = BTreeMap::new();
+    fill(&engine, &tree, 0..500, 1, 100, &mut model);
+    drop(tree);
+    engine.close().unwrap();
+
+    // The copy the next checkpoint overwrites: the older one.
+    let older = 1 - files::newest_superblock_page(&path);
+    files::tear_page(&path, older);
+    for round in 0..3u32 {
+        let engine = Engine::open(&path, options(&FaultInjector::new(), 256))
+            .unwrap_or_else(|error| panic!("round {round}: open: {error}"));
+        let tree = engine.tree("t").unwrap();
+        for step in 0..4u32 {
+            let from = 1000 + (round * 4 + step) * 100;
+            fill(&engine, &tree, from..from + 100, 2, 100, &mut model);
+            engine
+                .checkpoint()
+                .unwrap_or_else(|error| panic!("round {round}, checkpoint {step}: {error}"));
+        }
+        drop(tree);
+        engine
+            .close()
+            .unwrap_or_else(|error| panic!("round {round}: close: {error}"));
+    }
+    reopen_and_check(&path, 256, &[("t", &model)]);
+}
+
+// ---- Finding 5 ----------------------------------------------------------------------------
+
+/// Set in the child process of finding 5: the database path it writes.
+const CHILD_ENV: &str = "BUFPOOL_DURABILITY_FINDING5_DB";
+const FINDING5_TEST: &str =
+    "finding5_a_crash_after_a_checkpoint_keeps_every_checkpointed_and_acknowledged_record";
+
+/// The child's work: 2,000 records checkpointed, 300 more that split leaves, another tree
+/// churning the small pool (so evicted parents reach the file before their new siblings),
+/// then the process ends without a checkpoint or any destructor.
+fn finding5_child(path: &Path) -> ! {
+    let engine = Engine::create(path, options(&FaultInjector::new(), 128)).unwrap();
+    let tree = engine.tree("t").unwrap();
+    for i in 0..2000u32 {
+        tree.put(&key(i * 10), &value(i * 10, 1, 60)).unwrap();
+    }
+    engine.checkpoint().unwrap();
+    // Between existing keys, and larger: most leaves split.
+    for i in 0..300u32 {
+        let at = i * 66 + 5;
+        tree.put(&key(at), &value(at, 2, 300)).unwrap();
+    }
+    let churn = engine.tree("churn").unwrap();
+    for i in 0..3000u32 {
+        churn.put(&key(i), &value(i, 3, 200)).unwrap();
+    }
+    println!("finding5 child: all writes acknowledged");
+    std::process::exit(0);
+}
+
+#[test]
+fn finding5_a_crash_after_a_checkpoint_keeps_every_checkpointed_and_acknowledged_record() {
+    if let Some(path) = std::env::var_os(CHILD_ENV) {
+        finding5_child(Path::new(&path));
+    }
+    let path = common::test_path("durability-finding5");
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([FINDING5_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success()
+            && String::from_utf8_lossy(&output.stdout).contains("all writes acknowledged"),
+        "child failed: {:?}\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let engine = Engine::open(&path, options(&FaultInjector::new(), 128))
+        .unwrap_or_else(|error| panic!("open after the crash: {error}"));
+    let tree = engine.tree("t").unwrap();
+    let unreadable: Vec<u32> = (0..2000u32)
+        .filter(|i| {
+            let result = tree.get(&key(i * 10));
+            !matches!(result, Ok(Some(found)) if found == value(i * 10, 1, 60))
+        })
+        .collect();
+    assert!(
+        unreadable.is_empty(),
+        "{} of 2000 checkpointed records unreadable after the crash (first keys: {:?})",
+        unreadable.len(),
+        &unreadable[..unreadable.len().min(5)]
+    );
+    tree.verify()
+        .unwrap_or_else(|error| panic!("verify after the crash: {error}"));
+    let mut model = BTreeMap::new();
+    for i in 0..2000u32 {
+        model.insert(key(i * 10), value(i * 10, 1, 60));
+    }
+    for i in 0..300u32 {
+        model.insert(key(i * 66 + 5), value(i * 66 + 5, 2, 300));
+    }
+    files::assert_contents(&tree, &model, "after the crash");
+    assert_eq!(tree.len().unwrap(), 2300);
+    let churn = engine.tree("churn").unwrap();
+    churn.verify().unwrap();
+    assert_eq!(churn.len().unwrap(), 3000);
+    drop((tree, churn));
+    engine.close().unwrap();
+}
+
+// ---- Finding 6 ----------------------------------------------------------------------------
+
+#[test]
+fn finding6_a_failed_data_sync_refuses_writes_until_reopened_and_loses_nothing() {
+    let path = common::test_path("durability-finding6");
+    let faults = FaultInjector::new();
+    let engine = Engine::create(&path, options(&faults, 256)).unwrap();
+    let tree = engine.tree("t").unwrap();
+    let mut model = BTreeMap::new();
+    fill(&engine, &tree, 0..1000, 1, 100, &mut model);
+    engine.checkpoint().unwrap();
+    for i in (0..1000).step_by(2) {
+        let (key, value) = (key(i), value(i, 2, 120));
+        tree.put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+
+    // Every change is already in the synced log: the checkpoint's first sync is the data
+    // file's.
+    faults.fail_nth_sync(1, Fault::Eio);
+    let error = engine.checkpoint().unwrap_err();
+    assert!(error.is_sync_failure(), "checkpoint: {error}");
+    let refused = |result: Result<(), EngineError>, what: &str| match result {
+        Err(EngineError::WritesRefused { .. }) => {}
+        other => panic!("{what} after a failed data sync: {other:?}, expected WritesRefused"),
+    };
+    refused(tree.put(b"after", b"sync failure"), "put");
+    refused(tree.delete(&key(1)).map(drop), "delete");
+    refused(engine.checkpoint(), "checkpoint");
+    // Reads go on.
+    assert_eq!(tree.get(&key(2)).unwrap(), Some(value(2, 2, 120)));
+    assert_eq!(tree.get(b"after").unwrap(), None);
+    drop(tree);
+    drop(engine);
+    reopen_and_check(&path, 256, &[("t", &model)]);
+}
