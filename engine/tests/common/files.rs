@@ -139,3 +139,22 @@ pub fn segments(path: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Where log position `lsn` is stored: its segment file and the offset in it.
+pub fn log_position(path: &Path, lsn: u64, segment_bytes: u64) -> (PathBuf, u64) {
+    let segment = super::log_dir(path).join(format!("{:016x}.wal", lsn / segment_bytes));
+    (segment, lsn % segment_bytes)
+}
+
+/// The header fields of the log record at `lsn`: (length, LSN it names).
+pub fn record_header(path: &Path, lsn: u64, segment_bytes: u64) -> (u32, u64) {
+    let (segment, offset) = log_position(path, lsn, segment_bytes);
+    let mut header = [0u8; 16];
+    let mut file = std::fs::File::open(segment).unwrap();
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.read_exact(&mut header).unwrap();
+    (
+        u32::from_le_bytes(header[4..8].try_into().unwrap()),
+        u64::from_le_bytes(header[8..16].try_into().unwrap()),
+    )
+}
