@@ -11,6 +11,9 @@ use bufpool_engine::{Engine, EngineError, EngineOptions, Tree};
 use bufpool_io::{Fault, FaultInjector, IoConfig};
 use common::files::{self, key, value};
 
+/// What a test expects a tree to hold.
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// Options with a frame budget of `frames` pages and the given fault injector.
 fn options(faults: &FaultInjector, frames: u64) -> EngineOptions {
     EngineOptions {
@@ -44,7 +47,7 @@ fn fill(
 }
 
 /// Reopens `path` and checks every tree of `models` against its model, `verify` and `len`.
-fn reopen_and_check(path: &Path, frames: u64, models: &[(&str, &BTreeMap<Vec<u8>, Vec<u8>>)]) {
+fn reopen_and_check(path: &Path, frames: u64, models: &[(&str, &Model)]) {
     let engine = Engine::open(path, options(&FaultInjector::new(), frames))
         .unwrap_or_else(|error| panic!("reopening {}: {error}", path.display()));
     for (name, model) in models {
@@ -64,7 +67,14 @@ fn evict_chains(engine: &Engine, tree: &Tree, probe: &[u8], round: u8) {
     let churn = engine.tree("churn").unwrap();
     let mut ignored = BTreeMap::new();
     let start = u32::from(round) * 4000;
-    fill(engine, &churn, start..start + 4000, round, 200, &mut ignored);
+    fill(
+        engine,
+        &churn,
+        start..start + 4000,
+        round,
+        200,
+        &mut ignored,
+    );
     assert!(tree.get(probe).unwrap().is_some());
 }
 
@@ -118,7 +128,11 @@ fn finding1_a_put_or_delete_whose_old_chain_cannot_be_read_keeps_the_new_value_l
     faults.fail_nth_read(1, Fault::Eio);
     let result = tree.delete(&gone);
     let (found, len) = (tree.get(&gone).unwrap(), tree.len().unwrap());
-    assert_eq!(engine.log_stats().leaked_pages, leaked + 3, "pages leaked by the delete");
+    assert_eq!(
+        engine.log_stats().leaked_pages,
+        leaked + 3,
+        "pages leaked by the delete"
+    );
     match &result {
         Ok(true) => {
             assert_eq!(found, None, "delete returned Ok(true) but the key is there");
@@ -230,9 +244,10 @@ fn finding3_a_checkpoint_failing_at_any_data_write_leaves_a_file_that_opens_with
             break;
         }
         failed_checkpoints += 1;
-        let engine = Engine::open(&path, options(&FaultInjector::new(), 512)).unwrap_or_else(
-            |error| panic!("write {k} of a checkpoint failed, then the file does not open: {error}"),
-        );
+        let engine =
+            Engine::open(&path, options(&FaultInjector::new(), 512)).unwrap_or_else(|error| {
+                panic!("write {k} of a checkpoint failed, then the file does not open: {error}")
+            });
         let tree = engine.tree("t").unwrap();
         tree.verify()
             .unwrap_or_else(|error| panic!("write {k} failed: verify: {error}"));
@@ -243,7 +258,10 @@ fn finding3_a_checkpoint_failing_at_any_data_write_leaves_a_file_that_opens_with
         engine.close().unwrap();
         k += k.div_ceil(2);
     }
-    assert!(failed_checkpoints >= 5, "{failed_checkpoints} checkpoints failed");
+    assert!(
+        failed_checkpoints >= 5,
+        "{failed_checkpoints} checkpoints failed"
+    );
     assert!(
         wrong_content.is_empty(),
         "acknowledged records lost or changed when write k failed, k in {wrong_content:?}"
@@ -393,7 +411,10 @@ fn check_finding5(path: &Path, churn_records: u32) -> Result<(), String> {
     drop((tree, churn));
     engine.close().unwrap();
     if stored != model || lens != (2300, u64::from(churn_records)) {
-        let missing = model.keys().filter(|key| !stored.contains_key(*key)).count();
+        let missing = model
+            .keys()
+            .filter(|key| !stored.contains_key(*key))
+            .count();
         return Err(format!(
             "{context}: {missing} of 2300 missing, len {lens:?}, expected (2300, {churn_records})"
         ));
@@ -480,7 +501,11 @@ fn a_log_of_another_database_is_refused_by_name_and_nothing_is_written() {
 
     let error = open_fails_untouched(&path, 256, &common::log_dir(&path), "another's log");
     match &error {
-        EngineError::LogMismatch { path: log, database, reason } => {
+        EngineError::LogMismatch {
+            path: log,
+            database,
+            reason,
+        } => {
             assert_eq!(log, &common::log_dir(&path));
             assert_eq!(database, &path);
             assert!(reason.contains("belongs to database"), "{reason}");
@@ -499,7 +524,10 @@ fn a_missing_log_is_refused_by_name_and_nothing_is_written() {
         matches!(&error, EngineError::LogMissing { path: log } if *log == common::log_dir(&path)),
         "missing log: {error:?}, expected LogMissing"
     );
-    assert!(!common::log_dir(&path).exists(), "the log directory was recreated");
+    assert!(
+        !common::log_dir(&path).exists(),
+        "the log directory was recreated"
+    );
 }
 
 #[test]
@@ -511,7 +539,14 @@ fn a_database_newer_than_its_log_is_refused_by_name_and_nothing_is_written() {
     let engine = Engine::open(&path, options(&FaultInjector::new(), 256)).unwrap();
     let tree = engine.tree("t").unwrap();
     for round in 0..3 {
-        fill(&engine, &tree, 1000 + round * 100..1100 + round * 100, 2, 100, &mut model);
+        fill(
+            &engine,
+            &tree,
+            1000 + round * 100..1100 + round * 100,
+            2,
+            100,
+            &mut model,
+        );
         engine.checkpoint().unwrap();
     }
     drop(tree);
@@ -521,7 +556,11 @@ fn a_database_newer_than_its_log_is_refused_by_name_and_nothing_is_written() {
 
     let error = open_fails_untouched(&path, 256, &common::log_dir(&path), "an older log");
     match &error {
-        EngineError::LogMismatch { path: log, database, reason } => {
+        EngineError::LogMismatch {
+            path: log,
+            database,
+            reason,
+        } => {
             assert_eq!(log, &common::log_dir(&path));
             assert_eq!(database, &path);
             assert!(reason.contains("newer than its log"), "{reason}");
@@ -549,7 +588,10 @@ fn log_damaged_in_the_middle(path: &Path) -> u64 {
     drop(engine);
     let lsn = damaged.unwrap();
     let (len, named) = files::record_header(path, lsn, segment_bytes);
-    assert_eq!(named, lsn, "the record of put 400 starts at the durable end before it");
+    assert_eq!(
+        named, lsn,
+        "the record of put 400 starts at the durable end before it"
+    );
     assert!(len > 64);
     let (segment, offset) = files::log_position(path, lsn, segment_bytes);
     let mut bytes = std::fs::read(&segment).unwrap()[offset as usize + 48..][..16].to_vec();
@@ -561,7 +603,9 @@ fn log_damaged_in_the_middle(path: &Path) -> u64 {
 fn expect_middle_damage(path: &Path, frames: u64, lsn: u64) {
     let error = open_fails_untouched(path, frames, &common::log_dir(path), "middle damage");
     match &error {
-        EngineError::LogCorrupted { path: log, lsn: at, .. } => {
+        EngineError::LogCorrupted {
+            path: log, lsn: at, ..
+        } => {
             assert_eq!(log, &common::log_dir(path));
             assert_eq!(*at, lsn, "the damaged record's position");
         }
@@ -611,7 +655,11 @@ fn a_torn_record_at_the_tail_is_discarded_reported_and_the_rest_recovered() {
             // As if power failed while its write was in flight: it was never acknowledged.
             let (segment, offset) = files::log_position(&path, last, segment_bytes);
             let half = u64::from(len) / 2;
-            files::overwrite(&segment, offset + half, &vec![0; (u64::from(len) - half) as usize]);
+            files::overwrite(
+                &segment,
+                offset + half,
+                &vec![0; (u64::from(len) - half) as usize],
+            );
         } else {
             model.insert(key, value);
             let end = log_end(last, len);
@@ -641,4 +689,175 @@ fn a_torn_record_at_the_tail_is_discarded_reported_and_the_rest_recovered() {
 /// block boundary (each synced write is padded to a 4 KiB block).
 fn log_end(last: u64, len: u32) -> u64 {
     (last + u64::from(len)).next_multiple_of(4096)
+}
+
+// ---- A full disk ----------------------------------------------------------------------------
+
+fn is_enospc(error: &EngineError) -> bool {
+    matches!(error, EngineError::Io(bufpool_io::IoError::Os { source, .. })
+        if source.raw_os_error() == Some(libc_enospc()))
+}
+
+/// ENOSPC on Linux (no libc dependency for one constant).
+fn libc_enospc() -> i32 {
+    std::io::Error::from(std::io::ErrorKind::StorageFull)
+        .raw_os_error()
+        .unwrap_or(28)
+}
+
+/// Puts records `from..` until one fails; it must fail with ENOSPC and change nothing (the
+/// key absent, `len` as before). A replacement and a delete are then tried: each either
+/// works (it needed no new space) or fails the same way, changing nothing. Returns the first
+/// key that failed.
+fn put_until_full(tree: &Tree, from: u32, model: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> u32 {
+    for i in from..from + 20_000 {
+        let (key, value) = (key(i), value(i, 5, 300));
+        match tree.put(&key, &value) {
+            Ok(()) => {
+                model.insert(key, value);
+            }
+            Err(error) => {
+                eprintln!("put {i} on a full disk: {error}");
+                assert!(is_enospc(&error), "put {i} on a full disk: {error:?}");
+                assert_eq!(tree.get(&key).unwrap(), None, "the failed put was applied");
+                assert_eq!(tree.len().unwrap(), model.len() as u64);
+                let first = model.keys().next().unwrap().clone();
+                match tree.put(&first, b"replacement") {
+                    Ok(()) => {
+                        model.insert(first.clone(), b"replacement".to_vec());
+                    }
+                    Err(error) => assert!(is_enospc(&error), "a replacement: {error:?}"),
+                }
+                let last = model.keys().next_back().unwrap().clone();
+                match tree.delete(&last) {
+                    Ok(true) => {
+                        model.remove(&last);
+                    }
+                    Ok(false) => panic!("a delete of a present key returned Ok(false)"),
+                    Err(error) => assert!(is_enospc(&error), "a delete: {error:?}"),
+                }
+                // Reads go on, and see nothing of the failed writes.
+                files::assert_contents(tree, model, "on a full disk");
+                tree.verify().unwrap();
+                assert_eq!(tree.len().unwrap(), model.len() as u64);
+                return i;
+            }
+        }
+    }
+    panic!("the disk never filled up");
+}
+
+/// Replaces existing values by ones of the same length (no new page needed, only log) until
+/// one fails: the log needs a new segment and the disk has no room for it. It must fail
+/// with ENOSPC naming a log segment, and leave the old value.
+fn replace_until_log_full(tree: &Tree, model: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+    let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+    for round in 0..4000usize {
+        let key = &keys[round % keys.len()];
+        let value = value(round as u32, 9, model[key].len());
+        match tree.put(key, &value) {
+            Ok(()) => {
+                model.insert(key.clone(), value);
+            }
+            Err(error) => {
+                eprintln!("replacement {round} on a full disk: {error}");
+                assert!(is_enospc(&error), "replacement on a full disk: {error:?}");
+                assert!(error.to_string().contains(".wal"), "not the log: {error}");
+                assert!(tree.get(key).unwrap().as_ref() == model.get(key));
+                files::assert_contents(tree, model, "the log full");
+                return;
+            }
+        }
+    }
+    panic!("the log never needed a new segment");
+}
+
+/// After the disk had room again: more writes than a segment holds, a checkpoint, a reopen.
+fn writes_go_on(
+    engine: Engine,
+    tree: Tree,
+    path: &Path,
+    from: u32,
+    model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+) {
+    for i in from..from + 600 {
+        let (key, value) = (key(i), value(i, 6, 300));
+        tree.put(&key, &value)
+            .unwrap_or_else(|error| panic!("put {i} once space returned: {error}"));
+        model.insert(key, value);
+    }
+    engine.checkpoint().unwrap();
+    files::assert_contents(&tree, model, "once space returned");
+    drop(tree);
+    engine.close().unwrap();
+    let engine = Engine::open(path, common::options_with_frames(256)).unwrap();
+    let tree = engine.tree("t").unwrap();
+    files::assert_contents(&tree, model, "reopened");
+    tree.verify().unwrap();
+    assert_eq!(tree.len().unwrap(), model.len() as u64);
+    drop(tree);
+    engine.close().unwrap();
+}
+
+#[test]
+fn a_write_that_cannot_be_logged_on_a_full_disk_fails_with_enospc_and_writes_go_on_later() {
+    let path = common::test_path("durability-full-disk");
+    let faults = FaultInjector::new();
+    let options = EngineOptions {
+        log_segment_bytes: 1 << 20,
+        ..options(&faults, 256)
+    };
+    let engine = Engine::create(&path, options).unwrap();
+    let tree = engine.tree("t").unwrap();
+    let mut model = BTreeMap::new();
+    // The disk is full from now on: the current segment still takes records, the next one
+    // cannot be allocated.
+    faults.fail_all_allocations(Some(Fault::Enospc));
+    let failed = put_until_full(&tree, 0, &mut model);
+    assert!(
+        failed > 100,
+        "only {failed} puts fit in the first 1 MiB segment"
+    );
+    replace_until_log_full(&tree, &mut model);
+    faults.fail_all_allocations(None);
+    writes_go_on(engine, tree, &path, failed, &mut model);
+}
+
+#[test]
+fn on_a_real_full_filesystem_a_write_fails_with_enospc_and_writes_go_on_once_space_returns() {
+    let Some(mount) = common::LoopMount::new("durability-full-disk", 48 << 20) else {
+        return;
+    };
+    let path = mount.dir.join("full.db");
+    let options = EngineOptions {
+        log_segment_bytes: 1 << 20,
+        ..common::options_with_frames(256)
+    };
+    let engine = Engine::create(&path, options).unwrap();
+    let tree = engine.tree("t").unwrap();
+    let mut model = BTreeMap::new();
+    for i in 0..100 {
+        let (key, value) = (key(i), value(i, 5, 300));
+        tree.put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+    // Fill the filesystem (bounded by its size).
+    let filler = mount.dir.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0x77u8; 64 << 10];
+    for _ in 0..(48 << 20) / chunk.len() + 1 {
+        use std::io::Write;
+        if file.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let _ = file.sync_all();
+    drop(file);
+    // The first write to need space: a page for the data file, or a log segment.
+    let failed = put_until_full(&tree, 100, &mut model);
+    // Then a log segment for certain.
+    replace_until_log_full(&tree, &mut model);
+    std::fs::remove_file(&filler).unwrap();
+    writes_go_on(engine, tree, &path, failed, &mut model);
+    drop(mount);
 }

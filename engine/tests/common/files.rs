@@ -48,12 +48,18 @@ pub fn assert_contents(tree: &Tree, model: &BTreeMap<Vec<u8>, Vec<u8>>, context:
         .iter()
         .filter(|(key, value)| stored.get(*key).is_some_and(|found| found != *value))
         .count();
-    let extra = stored.keys().filter(|key| !model.contains_key(*key)).count();
+    let extra = stored
+        .keys()
+        .filter(|key| !model.contains_key(*key))
+        .count();
     panic!(
         "{context}: tree {:?} differs from what was acknowledged: {} of {} records missing \
          (first: {missing:?}), {wrong} with a wrong value, {extra} never written",
         tree.name(),
-        model.keys().filter(|key| !stored.contains_key(*key)).count(),
+        model
+            .keys()
+            .filter(|key| !stored.contains_key(*key))
+            .count(),
         model.len(),
     );
 }
@@ -76,7 +82,11 @@ pub fn snapshot(path: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 pub fn assert_untouched(before: &BTreeMap<PathBuf, Vec<u8>>, path: &Path, what: &str) {
     let after = snapshot(path);
     let names = |files: &BTreeMap<PathBuf, Vec<u8>>| files.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(names(before), names(&after), "{what}: files added or removed");
+    assert_eq!(
+        names(before),
+        names(&after),
+        "{what}: files added or removed"
+    );
     for (file, bytes) in before {
         assert!(
             after[file] == *bytes,
