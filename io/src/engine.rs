@@ -193,6 +193,24 @@ impl IoEngine {
         unsafe { self.batch(file, &[], &mut [], true) }
     }
 
+    /// Grows `file` to `len` bytes with its blocks allocated (fallocate), unless the fault
+    /// injector says the disk is full (`FaultInjector::fail_all_allocations`). Not seen by the
+    /// power-loss simulator (it does not roll file sizes back).
+    pub fn allocate(&self, file: &DirectFile, len: u64) -> Result<(), IoError> {
+        let faults = self.shared.hooks.faults.as_ref();
+        if let Some(errno) = faults.and_then(|faults| faults.on_allocate()) {
+            let current = file.len()?;
+            return Err(os_error(
+                IoOp::Allocate,
+                file.path(),
+                current,
+                len.saturating_sub(current) as usize,
+                io::Error::from_raw_os_error(errno),
+            ));
+        }
+        file.grow_to(len)
+    }
+
     /// Submits `count` no-op requests in batches of the ring size and waits for them: the cost
     /// of the submission path without a device (criterion benches). Sync has nothing to do.
     pub fn nop_batch(&self, count: usize) -> Result<(), IoError> {

@@ -59,6 +59,8 @@ struct Plan {
     /// (sync number, fault), 1-based like transfers; faults are Eio or Enospc only.
     syncs: Vec<(u64, Fault)>,
     all_syncs: Option<Fault>,
+    /// Faults of `IoEngine::allocate` (Eio or Enospc only).
+    all_allocations: Option<Fault>,
 }
 
 impl FaultInjector {
@@ -110,6 +112,19 @@ impl FaultInjector {
         self.plan().all_syncs = fault;
     }
 
+    /// Every block allocation through `IoEngine::allocate` (the log's segment preallocation)
+    /// fails with `fault` until called again with `None` (or `clear`): "the filesystem is
+    /// full". Transfers into blocks already allocated are not affected.
+    ///
+    /// # Panics
+    /// As `fail_nth_sync`, for `Some(Short { .. })`.
+    pub fn fail_all_allocations(&self, fault: Option<Fault>) {
+        if let Some(fault) = fault {
+            assert_sync_fault(fault);
+        }
+        self.plan().all_allocations = fault;
+    }
+
     /// Forgets every planned fault.
     pub fn clear(&self) {
         let mut plan = self.plan();
@@ -118,6 +133,17 @@ impl FaultInjector {
         plan.all_writes = None;
         plan.syncs.clear();
         plan.all_syncs = None;
+        plan.all_allocations = None;
+    }
+
+    /// Called by `IoEngine::allocate` before it allocates: the errno (positive) it must fail
+    /// with instead, if any.
+    pub(crate) fn on_allocate(&self) -> Option<i32> {
+        self.plan().all_allocations.map(|fault| match fault {
+            Fault::Eio => libc::EIO,
+            Fault::Enospc => libc::ENOSPC,
+            Fault::Short { .. } => unreachable!("refused when planned"),
+        })
     }
 
     /// Called by the engines once per sync, before it is issued: the errno (positive) the sync

@@ -305,8 +305,9 @@ impl Log {
                 ..OpenOptions::default()
             },
         )?;
-        // Blocks allocated now: a later log write cannot fail with ENOSPC.
-        if let Err(error) = file.grow_to(self.segment_bytes) {
+        // Blocks allocated now: a later log write cannot fail with ENOSPC. (Through the io
+        // engine so that tests can make the disk full.)
+        if let Err(error) = self.io.allocate(&file, self.segment_bytes) {
             drop(file);
             let _ = std::fs::remove_file(&path);
             return Err(error.into());

@@ -33,6 +33,8 @@ use crate::wal::RecoveryReport;
 const READ_CHUNK: usize = 1 << 20;
 /// How far past the end of the log recovery looks for proof of damage in the middle.
 const EVIDENCE_SCAN_BYTES: u64 = 32 << 20;
+/// How much of the oldest segment is searched for a record naming the log's database.
+const OWNER_SCAN_BYTES: u64 = 1 << 20;
 
 /// What the superblock tells recovery.
 #[derive(Debug, Clone, Copy)]
@@ -194,18 +196,56 @@ pub(crate) fn read_checkpoint(
                         ),
                     })
                 }
-                _ if !found || record::is_zero_header(&head) => Err(EngineError::LogMismatch {
-                    path: dir.to_path_buf(),
-                    database: database.to_path_buf(),
-                    reason: format!(
-                        "the database file is newer than its log: its checkpoint at log position \
-                         {lsn} is not in the log"
-                    ),
-                }),
+                _ if !found || record::is_zero_header(&head) => {
+                    // Nothing at the checkpoint's position: another database's log (its records
+                    // lie elsewhere) or an older copy of this one. The log's own records say.
+                    let reason = match log_owner(&mut reader, dir, start.segment_bytes)? {
+                        Some(owner) if owner != start.db_id => format!(
+                            "the log belongs to database {owner:#018x}, this file is {:#018x}",
+                            start.db_id
+                        ),
+                        _ => format!(
+                            "the database file is newer than its log: its checkpoint at log \
+                             position {lsn} is not in the log"
+                        ),
+                    };
+                    Err(EngineError::LogMismatch {
+                        path: dir.to_path_buf(),
+                        database: database.to_path_buf(),
+                        reason,
+                    })
+                }
                 _ => Err(log_corrupted(dir, lsn, "the checkpoint record is damaged")),
             }
         }
     }
+}
+
+/// The database id of the first valid record at a block boundary within the first
+/// `OWNER_SCAN_BYTES` of the oldest segment (every synced write is padded to a block, so
+/// records start there often): whose log this is. `None` if none is found.
+fn log_owner(
+    reader: &mut Reader,
+    dir: &Path,
+    segment_bytes: u64,
+) -> Result<Option<u64>, EngineError> {
+    let Some(&first) = existing_segments(dir)?.first() else {
+        return Ok(None);
+    };
+    let start = first * segment_bytes;
+    let mut head = [0u8; HEADER_SIZE];
+    let mut bytes = Vec::new();
+    for at in (start..start + OWNER_SCAN_BYTES.min(segment_bytes)).step_by(BLOCK as usize) {
+        if !reader.read(at, &mut head)? {
+            break;
+        }
+        if let Some(header) = record::header(&head) {
+            if header.lsn == at && reader.record(at, header.db_id, &mut bytes)?.is_some() {
+                return Ok(Some(header.db_id));
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn reader(

@@ -32,3 +32,89 @@ pub fn options_with_frames(frames: u64) -> EngineOptions {
         ..EngineOptions::default()
     }
 }
+
+pub mod files;
+
+/// A small ext4 filesystem in an image file under the target directory, loop-mounted for a
+/// test (needs root and a kernel that allows loop mounts); unmounted and removed on drop.
+pub struct LoopMount {
+    image: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl LoopMount {
+    /// `None` (after saying why on stderr) where it cannot be made.
+    pub fn new(name: &str, bytes: u64) -> Option<LoopMount> {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("loop-mounts");
+        std::fs::create_dir_all(&base).unwrap();
+        let image = base.join(format!("{name}.img"));
+        let dir = base.join(name);
+        // A mount left behind by a killed run.
+        let _ = std::process::Command::new("umount").arg(&dir).output();
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(bytes).unwrap();
+        drop(file);
+        let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+            let output = std::process::Command::new(program)
+                .args(args)
+                .output()
+                .map_err(|error| format!("{program}: {error}"))?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{program}: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ))
+            }
+        };
+        // `-m 0`: no blocks reserved for root (the test runs as root and must see ENOSPC).
+        let made = run(
+            "mkfs.ext4",
+            &[
+                "-q".as_ref(),
+                "-F".as_ref(),
+                "-m".as_ref(),
+                "0".as_ref(),
+                image.as_os_str(),
+            ],
+        )
+        .and_then(|()| {
+            run(
+                "mount",
+                &[
+                    "-o".as_ref(),
+                    "loop".as_ref(),
+                    image.as_os_str(),
+                    dir.as_os_str(),
+                ],
+            )
+        });
+        match made {
+            Ok(()) => Some(LoopMount { image, dir }),
+            Err(reason) => {
+                eprintln!(
+                    "\n*** SKIPPED: cannot loop-mount a small ext4 filesystem here ({reason}); \
+                     the full-disk test on a real filesystem did not run ***\n"
+                );
+                let _ = std::fs::remove_file(&image);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|status| status.success());
+        if unmounted {
+            let _ = std::fs::remove_file(&self.image);
+        } else {
+            eprintln!("could not unmount {}", self.dir.display());
+        }
+    }
+}
