@@ -622,8 +622,6 @@ fn a_log_damaged_in_the_middle_is_refused_by_name_and_nothing_is_written() {
 }
 
 #[test]
-#[ignore = "known bug: redo writes evicted pages to the data file before it finds the damage \
-            (see the findings-tests report)"]
 fn a_log_damaged_in_the_middle_leaves_the_file_untouched_even_when_redo_must_evict() {
     let path = common::test_path("durability-middle-damage-evicting");
     let lsn = log_damaged_in_the_middle(&path);

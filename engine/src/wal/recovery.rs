@@ -283,57 +283,35 @@ pub(crate) fn redo(
     let mut report = RecoveryReport::default();
     let mut events: Vec<(bool, u64)> = Vec::new();
     let mut tree_lens: BTreeMap<u64, u64> = checkpoint.trees.iter().copied().collect();
-    let mut bytes = Vec::new();
-    let mut at = start.redo_lsn;
-    let segments_end = existing_segments(dir)?
-        .last()
-        .map_or(0, |&last| (last + 1) * start.segment_bytes);
-    // Each step advances by at least 8 bytes.
-    for _ in 0..=(segments_end.saturating_sub(at) / 8) {
-        let mut head = [0u8; HEADER_SIZE];
-        if !reader.read(at, &mut head)? {
-            break;
-        }
-        if record::is_zero_header(&head) {
-            if at % BLOCK == 0 {
-                break;
-            }
-            at = at.next_multiple_of(BLOCK);
-            continue;
-        }
-        let Some(header) = reader.record(at, start.db_id, &mut bytes)? else {
-            break;
-        };
-        let end = at + record::align8(header.len) as u64;
-        match header.kind {
-            KIND_PAGES => {
-                let body = record::parse_pages(&bytes[HEADER_SIZE..header.len])
-                    .map_err(|reason| log_corrupted(dir, at, reason))?;
-                for entry in &body.entries {
-                    apply(pool, hooks, entry, end, &mut report)?;
-                }
-                events.extend(body.allocated.iter().map(|&id| (false, id)));
-                events.extend(body.freed.iter().map(|&id| (true, id)));
-                if body.tree_root != 0 {
-                    let len = tree_lens.entry(body.tree_root).or_insert(0);
-                    *len = len.wrapping_add(body.len_delta as u64);
-                }
-            }
-            KIND_CHECKPOINT => {}
-            _ => return Err(log_corrupted(dir, at, "unknown record kind")),
-        }
-        report.records += 1;
-        report.bytes += end - at;
-        at = end;
-    }
-    if at <= start.checkpoint_lsn {
+    // Pass 1 finds the end and checks every record (and the tail) before anything is
+    // applied: a log damaged in the middle is refused with the data file untouched.
+    let end = scan(&mut reader, dir, start, u64::MAX, |_, _, _| Ok(()))?;
+    if end <= start.checkpoint_lsn {
         return Err(log_corrupted(
             dir,
-            at,
+            end,
             "the log ends before the checkpoint record it must contain",
         ));
     }
-    report.discarded_tail_bytes = check_tail(&mut reader, dir, start.db_id, at)?;
+    report.discarded_tail_bytes = check_tail(&mut reader, dir, start.db_id, end)?;
+    // Pass 2 applies (page LSNs make it idempotent).
+    let at = scan(&mut reader, dir, start, end, |record_end, header, body| {
+        if let Some(body) = body {
+            for entry in &body.entries {
+                apply(pool, hooks, entry, record_end, &mut report)?;
+            }
+            events.extend(body.allocated.iter().map(|&id| (false, id)));
+            events.extend(body.freed.iter().map(|&id| (true, id)));
+            if body.tree_root != 0 {
+                let len = tree_lens.entry(body.tree_root).or_insert(0);
+                *len = len.wrapping_add(body.len_delta as u64);
+            }
+        }
+        report.records += 1;
+        report.bytes += record::align8(header.len) as u64;
+        Ok(())
+    })?;
+    assert_eq!(at, end, "the second pass ends where the first did");
     if let Some(page) = hooks.torn_pages().first() {
         return Err(EngineError::Corrupted {
             page: *page,
@@ -363,6 +341,59 @@ pub(crate) fn redo(
         tree_lens,
         report,
     })
+}
+
+/// Walks the valid records from the redo LSN up to `limit` or the first invalid one, and
+/// calls `visit(record end, header, parsed page-change body)` for each; returns where the
+/// valid log ends.
+fn scan(
+    reader: &mut Reader,
+    dir: &Path,
+    start: &Start,
+    limit: u64,
+    mut visit: impl FnMut(
+        u64,
+        &record::Header,
+        Option<&record::PagesBody<'_>>,
+    ) -> Result<(), EngineError>,
+) -> Result<u64, EngineError> {
+    let mut bytes = Vec::new();
+    let mut at = start.redo_lsn;
+    let segments_end = existing_segments(dir)?
+        .last()
+        .map_or(0, |&last| (last + 1) * start.segment_bytes);
+    // Each step advances by at least 8 bytes.
+    for _ in 0..=(segments_end.saturating_sub(at) / 8) {
+        if at >= limit {
+            break;
+        }
+        let mut head = [0u8; HEADER_SIZE];
+        if !reader.read(at, &mut head)? {
+            break;
+        }
+        if record::is_zero_header(&head) {
+            if at % BLOCK == 0 {
+                break;
+            }
+            at = at.next_multiple_of(BLOCK);
+            continue;
+        }
+        let Some(header) = reader.record(at, start.db_id, &mut bytes)? else {
+            break;
+        };
+        let end = at + record::align8(header.len) as u64;
+        match header.kind {
+            KIND_PAGES => {
+                let body = record::parse_pages(&bytes[HEADER_SIZE..header.len])
+                    .map_err(|reason| log_corrupted(dir, at, reason))?;
+                visit(end, &header, Some(&body))?;
+            }
+            KIND_CHECKPOINT => visit(end, &header, None)?,
+            _ => return Err(log_corrupted(dir, at, "unknown record kind")),
+        }
+        at = end;
+    }
+    Ok(at)
 }
 
 fn apply(
