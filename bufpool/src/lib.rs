@@ -35,9 +35,11 @@ mod view;
 
 #[cfg(not(loom))]
 pub use config::{Backing, Config, EVICTION_BATCH_MAX, PageHooks};
-pub use error::{PoolError, Restart};
+pub use error::{FrameCensus, PoolError, Restart};
 #[cfg(not(loom))]
-pub use export::{EXPORT_READ_ATTEMPTS_MAX, Export, ExportedView, ViewError};
+pub use export::{
+    EXPORT_READ_ATTEMPTS_MAX, Export, ExportRefused, ExportedFd, ExportedView, ViewError,
+};
 #[cfg(not(loom))]
 pub use guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 #[cfg(not(loom))]

@@ -104,6 +104,16 @@ impl PageState {
         self.word.load(Ordering::Acquire)
     }
 
+    /// The current word for a reader whose mapping of the table is read-only (an exported
+    /// view): std allows only Relaxed loads there (an Acquire load may be a read-modify-write
+    /// on some targets), so the Acquire ordering comes from a fence after it.
+    #[inline]
+    pub fn load_read_only(&self) -> u64 {
+        let word = self.word.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        word
+    }
+
     /// Exclusive latch on an uptodate page: UNLOCKED/MARKED → LOCKED, same version.
     #[inline]
     pub fn try_lock_exclusive(&self, seen: u64) -> bool {

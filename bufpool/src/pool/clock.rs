@@ -4,7 +4,7 @@
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
-use super::{Pool, SWEEP_STEP_SLOTS};
+use super::Pool;
 use crate::eviction::{self, BATCH_MAX, EvictionEnv, Frames, Step};
 use crate::region::Region;
 use crate::state::{EVICTED, LOCKED_EVICTED, MARKED, PageState, UNLOCKED, state_of};
@@ -12,33 +12,53 @@ use crate::stats::Counter;
 use crate::view::PageView;
 use crate::{PageId, PoolError};
 
+/// What one clock round did.
+pub(super) struct Round {
+    /// Frames whose charge was released (evicted pages and re-checked leaks).
+    pub(super) freed: usize,
+    /// Pages the hand marked (they become candidates on its next visit).
+    pub(super) marked: usize,
+    /// The first error of the eviction batch; it belongs to the victim's owner.
+    pub(super) first_error: Option<PoolError>,
+}
+
 impl Pool {
-    /// One clock round: collect up to `eviction_batch` marked pages (marking unmarked ones on
-    /// the way, at most two revolutions), then run the eviction protocol on them.
-    pub(super) fn evict_round(&self) -> Result<usize, PoolError> {
+    /// One clock round: the hand visits slots until it holds `eviction_batch` marked pages
+    /// (marking the unmarked ones it passes), at most one revolution, then the eviction
+    /// protocol runs on them. The hand claims one slot per missing candidate, so it never
+    /// passes a marked page without taking it, and no slot is visited twice in one round:
+    /// a page gets marked on one visit and taken on a later one, with the accesses in between
+    /// as its second chance.
+    pub(super) fn evict_round(&self) -> Round {
         let freed_leaks = self.recheck_leaked();
         let batch = self.config.eviction_batch;
+        let capacity = self.resident.capacity();
         let mut candidates = [PageId(0); BATCH_MAX];
         let mut candidate_count = 0;
+        let mut marked = 0;
         let mut swept = 0;
-        while candidate_count < batch && swept < 2 * self.resident.capacity() {
-            self.resident.sweep(SWEEP_STEP_SLOTS, |page| {
+        while candidate_count < batch && swept < capacity {
+            let step = ((batch - candidate_count) as u64).min(capacity - swept);
+            self.resident.sweep(step, |page| {
                 let state = self.state(page);
                 let seen = state.load();
                 match state_of(seen) {
-                    MARKED if candidate_count < batch => {
+                    MARKED => {
                         candidates[candidate_count] = page;
                         candidate_count += 1;
                     }
-                    UNLOCKED => {
-                        state.try_mark(seen);
-                    }
+                    UNLOCKED if state.try_mark(seen) => marked += 1,
                     _ => {}
                 }
             });
-            swept += SWEEP_STEP_SLOTS;
+            swept += step;
         }
-        Ok(freed_leaks + eviction::evict_batch(&Evictor(self), &candidates[..candidate_count])?)
+        let outcome = eviction::evict_batch(&Evictor(self), &candidates[..candidate_count]);
+        Round {
+            freed: freed_leaks + outcome.evicted,
+            marked,
+            first_error: outcome.first_error,
+        }
     }
 
     /// Re-checks pages whose eviction hit the refault bound: frees their frame if it is

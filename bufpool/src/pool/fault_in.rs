@@ -6,11 +6,20 @@ use std::sync::atomic::Ordering;
 
 use bufpool_io::{IoError, IoKind, IoRequest};
 
-use super::{FRUITLESS_EVICTION_ROUNDS_MAX, Pool, backoff};
+use std::time::{Duration, Instant};
 
-/// Attempts (CAS retries and eviction rounds together) to charge one frame before giving up:
-/// other threads keep taking the frames this one frees.
-const RESERVE_ATTEMPTS_MAX: u32 = 1 << 16;
+use super::{Pool, backoff};
+use crate::FrameCensus;
+use crate::state::{LOCKED, MARKED, SHARED_MAX, UNLOCKED, state_of};
+
+/// Eviction rounds (each one charge attempt) before giving up on a frame: other threads keep
+/// taking the frames this one frees.
+const RESERVE_ATTEMPTS_MAX: u32 = 1 << 20;
+/// Rounds in a row that free and mark nothing before `NoEvictableFrame` may be returned ...
+const FRUITLESS_EVICTION_ROUNDS_MIN: u32 = 64;
+/// ... and for how long: latch holders may be doing I/O or lingering readers (a shared
+/// latch, a reader refaulting a victim), which all end on their own.
+const NO_FRAME_WAIT: Duration = Duration::from_secs(1);
 use crate::eviction::{BATCH_MAX, Frames};
 use crate::guard::ExclusiveGuard;
 use crate::stats::Counter;
@@ -42,6 +51,8 @@ impl Pool {
             return Err(error);
         }
         state.mark_uptodate();
+        // The zeroes are the page's first contents: they must reach the disk.
+        self.mark_dirty(page);
         self.page_count.store(page.0 + 1, Ordering::Release);
         // SAFETY: mark_uptodate left the page LOCKED by this thread.
         Ok(unsafe { ExclusiveGuard::new(self, page) })
@@ -185,34 +196,82 @@ impl Pool {
         }
     }
 
-    /// Charges one frame to the budget, evicting first if it is spent.
+    /// Charges one frame to the budget, evicting first if it is spent. Eviction errors belong
+    /// to the victims' owners (their pages stay dirty; `flush` reports them), so they are not
+    /// returned here; only when no frame could be freed for `NO_FRAME_WAIT` (and at least
+    /// `FRUITLESS_EVICTION_ROUNDS_MIN` rounds) does this fail, with a census of what held them.
     fn reserve_frame(&self) -> Result<(), PoolError> {
         let mut fruitless_rounds = 0;
+        let mut rounds = 0;
+        let mut waiting_since = None;
+        let mut last_eviction_error = None;
         for _ in 0..RESERVE_ATTEMPTS_MAX {
-            let used = self.resident_frames.load(Ordering::Acquire);
-            if used < self.frame_count {
-                let reserved = self.resident_frames.compare_exchange_weak(
-                    used,
-                    used + 1,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                );
-                if reserved.is_ok() {
-                    return Ok(());
-                }
+            if self.try_charge_frame() {
+                return Ok(());
+            }
+            let round = self.evict_round();
+            rounds += 1;
+            if let Some(error) = round.first_error {
+                tracing::debug!(%error, "eviction error (the victim stays resident and dirty)");
+                last_eviction_error = Some(error.to_string());
+            }
+            if round.freed > 0 || round.marked > 0 {
+                fruitless_rounds = 0;
                 continue;
             }
-            if self.evict_round()? == 0 {
-                fruitless_rounds += 1;
-                if fruitless_rounds >= FRUITLESS_EVICTION_ROUNDS_MAX {
-                    break;
-                }
-                backoff(fruitless_rounds + 16);
+            fruitless_rounds += 1;
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            if fruitless_rounds >= FRUITLESS_EVICTION_ROUNDS_MIN && since.elapsed() >= NO_FRAME_WAIT
+            {
+                break;
             }
+            backoff(fruitless_rounds + 16);
         }
+        let waited = waiting_since.map_or(Duration::ZERO, |since| since.elapsed());
         Err(PoolError::NoEvictableFrame {
             frame_count: self.frame_count,
-            rounds: fruitless_rounds,
+            rounds,
+            waited_ms: waited.as_millis() as u64,
+            held: self.frame_census(last_eviction_error),
         })
+    }
+
+    /// One CAS attempt loop on the budget counter; false when the budget is spent.
+    fn try_charge_frame(&self) -> bool {
+        let mut used = self.resident_frames.load(Ordering::Acquire);
+        while used < self.frame_count {
+            match self.resident_frames.compare_exchange_weak(
+                used,
+                used + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+        false
+    }
+
+    /// Who holds the charged frames right now (for `NoEvictableFrame`).
+    fn frame_census(&self, last_eviction_error: Option<String>) -> FrameCensus {
+        let mut census = FrameCensus {
+            last_eviction_error,
+            ..FrameCensus::default()
+        };
+        let mut in_set = 0;
+        self.resident.for_each(|page| {
+            in_set += 1;
+            match state_of(self.state(page).load()) {
+                LOCKED => census.exclusive += 1,
+                UNLOCKED | MARKED => census.unlatched += 1,
+                shared if (1..=SHARED_MAX).contains(&shared) => census.shared += 1,
+                _ => census.in_transition += 1,
+            }
+        });
+        census.awaiting_recheck = self.leaked_count.load(Ordering::Relaxed);
+        let charged = self.resident_frames.load(Ordering::Acquire);
+        census.in_transition += charged.saturating_sub(in_set + census.awaiting_recheck);
+        census
     }
 }

@@ -35,10 +35,6 @@ mod write_back;
 const LATCH_WAIT_ROUNDS_MAX: u32 = 1 << 20;
 /// Optimistic attempts in `Pool::read` before it falls back to a shared latch.
 pub const OPTIMISTIC_RESTARTS_MAX: u32 = 16;
-/// Eviction rounds in a row that free nothing before `PoolError::NoEvictableFrame`.
-const FRUITLESS_EVICTION_ROUNDS_MAX: u32 = 64;
-/// Clock slots examined per sweep step.
-const SWEEP_STEP_SLOTS: u64 = 64;
 
 /// Spin, then yield, then sleep: latch holders may be doing I/O.
 fn backoff(round: u32) {
@@ -351,6 +347,7 @@ impl Pool {
     /// Whether a frame is instantiated at the page's address right now (mincore), for tests
     /// and the stress tool.
     pub fn frame_resident(&self, page: PageId) -> Result<bool, PoolError> {
+        self.check_range(page)?;
         self.region.is_resident(page)
     }
 
