@@ -14,6 +14,7 @@
 mod sync;
 
 pub mod eviction;
+pub mod latch;
 pub mod state;
 
 #[cfg(not(loom))]

@@ -30,7 +30,7 @@ impl Pool {
     /// a page gets marked on one visit and taken on a later one, with the accesses in between
     /// as its second chance.
     pub(super) fn evict_round(&self) -> Round {
-        let freed_leaks = self.recheck_leaked();
+        let freed_leaks = self.recheck_leaked() + self.free_strays();
         let batch = self.config.eviction_batch;
         let capacity = self.resident.capacity();
         let mut candidates = [PageId(0); BATCH_MAX];
@@ -61,6 +61,35 @@ impl Pool {
         }
     }
 
+    /// Frees the frames that readers re-instantiated under evicted pages after their
+    /// eviction's last check (memfd only: such a frame is a shmem page in the memfd, which a
+    /// hole-aware `lseek` finds; private anonymous memory maps the shared zero page for a
+    /// read, which occupies nothing). Runs when a kernel count exceeded the charges. Returns
+    /// how many frames were freed.
+    fn free_strays(&self) -> usize {
+        if !self.strays_suspected.swap(false, Ordering::Relaxed) {
+            return 0;
+        }
+        let mut freed = 0;
+        let page_count = self.page_count();
+        self.region.instantiated_ranges(|first, end| {
+            for page in (first..end.min(page_count)).map(PageId) {
+                let state = self.state(page);
+                let seen = state.load();
+                // Leaked pages (charged) are punched too; their re-check then releases them.
+                if state_of(seen) != EVICTED || !state.try_lock_evicted(seen) {
+                    continue;
+                }
+                if self.region.shoot_down(page).is_ok() {
+                    self.counters.add(Counter::Shootdowns, 1);
+                    freed += 1;
+                }
+                state.unlock_evicted();
+            }
+        });
+        freed
+    }
+
     /// Re-checks pages whose eviction hit the refault bound: frees their frame if it is
     /// still instantiated and releases their charge. Returns how many charges were released.
     fn recheck_leaked(&self) -> usize {
@@ -82,12 +111,18 @@ impl Pool {
         let seen = state.load();
         match state_of(seen) {
             EVICTED if state.try_lock_evicted(seen) => {
+                // Released only once a check finds no frame: a reader still touching the
+                // page would re-instantiate one right after a shootdown.
                 let freed = match self.region.is_resident(page) {
                     Ok(false) => true,
                     Ok(true) => {
                         self.counters.add(Counter::RefaultRetries, 1);
                         self.counters.add(Counter::Shootdowns, 1);
                         self.region.shoot_down(page).is_ok()
+                            && self
+                                .region
+                                .is_resident(page)
+                                .is_ok_and(|resident| !resident)
                     }
                     Err(_) => false,
                 };

@@ -11,18 +11,17 @@
 //! 4. Only the holder of the exclusive latch reads a page in, writes it back, or frees it.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bufpool_io::{DirectFile, IoEngine};
 
 use crate::eviction::Frames;
 use crate::guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
+use crate::latch::{self, Mode};
 use crate::region::{DirtyBits, Region, StateTable, reopen_read_only};
 use crate::replacer::ResidentSet;
-use crate::state::{
-    EVICTED, LOCKED, LOCKED_EVICTED, MARKED, PageState, SHARED_MAX, UNLOCKED, state_of, with_state,
-};
+use crate::state::{EVICTED, LOCKED_EVICTED, PageState, SHARED_MAX, UNLOCKED, state_of};
 use crate::stats::{Counter, Counters, Stats};
 use crate::view::PageView;
 use crate::{Backing, Config, Export, PAGE_SIZE, PageId, PoolError};
@@ -31,8 +30,8 @@ mod clock;
 mod fault_in;
 mod write_back;
 
-/// Rounds of waiting for a latch before `PoolError::LatchWaitLimit` (about 20 s).
-const LATCH_WAIT_ROUNDS_MAX: u32 = 1 << 20;
+use fault_in::Faulter;
+
 /// Optimistic attempts in `Pool::read` before it falls back to a shared latch.
 pub const OPTIMISTIC_RESTARTS_MAX: u32 = 16;
 
@@ -56,6 +55,12 @@ pub struct Pool {
     dirty: DirtyBits,
     resident: ResidentSet,
     resident_frames: AtomicU64,
+    /// Charged frames whose fault-in has not filled them yet (the kernel does not count them
+    /// yet, or counts them already: `try_charge_frame` assumes the latter).
+    filling: AtomicU64,
+    /// A kernel count exceeded the charges: frames a late reader re-instantiated under an
+    /// evicted page may exist; the next clock round looks for them.
+    strays_suspected: AtomicBool,
     frame_count: u64,
     page_count: AtomicU64,
     /// Serialises `allocate` (file growth); never taken on the access paths.
@@ -93,6 +98,8 @@ impl Pool {
             dirty: DirtyBits::new(config.page_count_max)?,
             resident: ResidentSet::new(frame_count),
             resident_frames: AtomicU64::new(0),
+            filling: AtomicU64::new(0),
+            strays_suspected: AtomicBool::new(false),
             frame_count,
             page_count: AtomicU64::new(page_count),
             allocation: Mutex::new(()),
@@ -161,25 +168,10 @@ impl Pool {
     #[inline(never)]
     fn exclusive_slow(&self, page: PageId) -> Result<ExclusiveGuard<'_>, PoolError> {
         self.check_range(page)?;
-        let state = self.state(page);
-        for round in 0..LATCH_WAIT_ROUNDS_MAX {
-            let seen = state.load();
-            match state_of(seen) {
-                EVICTED if state.try_lock_evicted(seen) => {
-                    self.fault_in(page)?;
-                    state.mark_uptodate();
-                    // SAFETY: mark_uptodate left the page LOCKED by this thread.
-                    return Ok(unsafe { ExclusiveGuard::new(self, page) });
-                }
-                UNLOCKED | MARKED if state.try_lock_exclusive(seen) => {
-                    self.counters.add(Counter::Hits, 1);
-                    // SAFETY: the CAS took the exclusive latch.
-                    return Ok(unsafe { ExclusiveGuard::new(self, page) });
-                }
-                _ => backoff(round),
-            }
-        }
-        Err(PoolError::LatchWaitLimit { page })
+        let acquired = latch::acquire(&Faulter(self), page, Mode::Exclusive)?;
+        self.count_access(acquired.faulted);
+        // SAFETY: `acquire` left the page LOCKED by this thread.
+        Ok(unsafe { ExclusiveGuard::new(self, page) })
     }
 
     /// Shared latch; faults the page in if it is evicted.
@@ -200,24 +192,10 @@ impl Pool {
     #[inline(never)]
     fn shared_slow(&self, page: PageId) -> Result<SharedGuard<'_>, PoolError> {
         self.check_range(page)?;
-        let state = self.state(page);
-        for round in 0..LATCH_WAIT_ROUNDS_MAX {
-            let seen = state.load();
-            if state_of(seen) == EVICTED {
-                if state.try_lock_evicted(seen) {
-                    self.fault_in(page)?;
-                    state.downgrade_to_shared();
-                    // SAFETY: downgrade_to_shared left one shared latch held by this thread.
-                    return Ok(unsafe { SharedGuard::new(self, page) });
-                }
-            } else if state.try_lock_shared(seen) {
-                self.counters.add(Counter::Hits, 1);
-                // SAFETY: the CAS took a shared latch.
-                return Ok(unsafe { SharedGuard::new(self, page) });
-            }
-            backoff(round);
-        }
-        Err(PoolError::LatchWaitLimit { page })
+        let acquired = latch::acquire(&Faulter(self), page, Mode::Shared)?;
+        self.count_access(acquired.faulted);
+        // SAFETY: `acquire` left one shared latch held by this thread.
+        Ok(unsafe { SharedGuard::new(self, page) })
     }
 
     /// Optimistic access: no latch, a version. Faults the page in if evicted, waits if locked.
@@ -242,38 +220,16 @@ impl Pool {
     }
 
     fn optimistic_version(&self, page: PageId) -> Result<u64, PoolError> {
-        let state = self.state(page);
-        let mut faulted = false;
-        for round in 0..LATCH_WAIT_ROUNDS_MAX {
-            let seen = state.load();
-            match state_of(seen) {
-                EVICTED => {
-                    if state.try_lock_evicted(seen) {
-                        self.fault_in(page)?;
-                        state.mark_uptodate();
-                        state.unlock_exclusive();
-                        faulted = true;
-                    }
-                    continue;
-                }
-                LOCKED | LOCKED_EVICTED => {}
-                // An access gives the page its second chance.
-                MARKED if state.clear_mark(seen) => {
-                    return Ok(self.count_hit(with_state(seen, UNLOCKED), faulted));
-                }
-                MARKED => continue,
-                _ => return Ok(self.count_hit(seen, faulted)),
-            }
-            backoff(round);
-        }
-        Err(PoolError::LatchWaitLimit { page })
+        let acquired = latch::acquire(&Faulter(self), page, Mode::Optimistic)?;
+        self.count_access(acquired.faulted);
+        Ok(acquired.seen)
     }
 
-    fn count_hit(&self, seen: u64, faulted: bool) -> u64 {
+    /// Counts a hit unless the access faulted the page in (the fault-in counted a miss).
+    fn count_access(&self, faulted: bool) {
         if !faulted {
             self.counters.add(Counter::Hits, 1);
         }
-        seen
     }
 
     /// Validated optimistic read: runs `f` on a `PageView`, validates the version, restarts on
@@ -349,6 +305,14 @@ impl Pool {
     pub fn frame_resident(&self, page: PageId) -> Result<bool, PoolError> {
         self.check_range(page)?;
         self.region.is_resident(page)
+    }
+
+    /// Bytes the pool's frames occupy as the kernel counts them now: the frame memfd's
+    /// allocated blocks (frames instantiated by any process included), or the resident set
+    /// size of the anonymous region. `frame_budget_bytes` bounds it (see DESIGN.md, "Frame
+    /// budget").
+    pub fn frame_memory_bytes(&self) -> Result<u64, PoolError> {
+        self.region.kernel_frame_bytes()
     }
 
     pub fn backing(&self) -> Backing {
