@@ -71,8 +71,11 @@ impl PoolError {
 /// the charged frames taken at that moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FrameCensus {
-    /// Resident pages exclusively latched.
+    /// Resident pages exclusively latched by their users.
     pub exclusive: u64,
+    /// Resident pages locked as victims of evictions under way (their frames are freed once
+    /// those evictions' write-backs complete).
+    pub in_eviction: u64,
     /// Resident pages with shared latches.
     pub shared: u64,
     /// Frames charged to fault-ins or evictions under way.
@@ -90,9 +93,15 @@ impl std::fmt::Display for FrameCensus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} exclusively latched, {} shared-latched, {} being faulted in or evicted, {} \
-             evicted but awaiting a re-check (readers kept touching them), {} unlatched",
-            self.exclusive, self.shared, self.in_transition, self.awaiting_recheck, self.unlatched
+            "{} exclusively latched, {} locked by evictions under way, {} shared-latched, {} \
+             being faulted in or evicted, {} evicted but awaiting a re-check (readers kept \
+             touching them), {} unlatched",
+            self.exclusive,
+            self.in_eviction,
+            self.shared,
+            self.in_transition,
+            self.awaiting_recheck,
+            self.unlatched
         )?;
         if let Some(error) = &self.last_eviction_error {
             write!(f, "; the last eviction error: {error}")?;

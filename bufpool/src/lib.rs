@@ -8,8 +8,8 @@
 //! the frames and the page-state table can be exported to other processes (`export.rs`).
 //!
 //! Reading order: `state` (the page-state word), `region` (memory), `replacer` (the clock),
-//! `eviction` (the protocol), `pool` (latching, fault-in, write-back), `guard`, `view`,
-//! `export`, `stats`.
+//! `eviction` (the protocol), `latch` (the latch loop and the one fault-in), `pool` (the
+//! access paths, the frame budget, write-back), `guard`, `view`, `export`, `stats`.
 
 mod sync;
 

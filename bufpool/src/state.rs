@@ -1,7 +1,8 @@
 //! The page-state word: one 64-bit atomic per page holding a state and a version.
 //!
-//! Bit layout (vmcache's, with the state values re-numbered so that an all-zero table, as a
-//! fresh memfd or anonymous mapping gives it, means "every page evicted"):
+//! Bit layout (vmcache's two fields, but the state in the low byte where vmcache has it in
+//! the high one, and its values re-numbered so that an all-zero table, as a fresh memfd or
+//! anonymous mapping gives it, means "every page evicted"):
 //!
 //! ```text
 //!  63                                   8 7        0

@@ -53,7 +53,11 @@ impl Pool {
             });
             swept += step;
         }
+        self.evicting
+            .fetch_add(candidate_count as u64, Ordering::Relaxed);
         let outcome = eviction::evict_batch(&Evictor(self), &candidates[..candidate_count]);
+        self.evicting
+            .fetch_sub(candidate_count as u64, Ordering::Relaxed);
         Round {
             freed: freed_leaks + outcome.evicted,
             marked,

@@ -303,6 +303,8 @@ impl Pool {
                 _ => census.in_transition += 1,
             }
         });
+        census.in_eviction = census.exclusive.min(self.evicting.load(Ordering::Relaxed));
+        census.exclusive -= census.in_eviction;
         census.awaiting_recheck = self.leaked_count.load(Ordering::Relaxed);
         let charged = self.resident_frames.load(Ordering::Acquire);
         census.in_transition += charged.saturating_sub(in_set + census.awaiting_recheck);

@@ -61,6 +61,8 @@ pub struct Pool {
     /// A kernel count exceeded the charges: frames a late reader re-instantiated under an
     /// evicted page may exist; the next clock round looks for them.
     strays_suspected: AtomicBool,
+    /// Candidates of the clock rounds under way (an upper bound on victims locked by them).
+    evicting: AtomicU64,
     frame_count: u64,
     page_count: AtomicU64,
     /// Serialises `allocate` (file growth); never taken on the access paths.
@@ -100,6 +102,7 @@ impl Pool {
             resident_frames: AtomicU64::new(0),
             filling: AtomicU64::new(0),
             strays_suspected: AtomicBool::new(false),
+            evicting: AtomicU64::new(0),
             frame_count,
             page_count: AtomicU64::new(page_count),
             allocation: Mutex::new(()),
