@@ -1,5 +1,6 @@
 //! The pool: its memory and tables, and the latching access paths (exclusive, shared,
-//! optimistic, read). Fault-in and allocation are in `fault_in.rs`, write-back and flush in
+//! optimistic, read): inline fast paths, then the one latch loop of `latch.rs`. The pool's
+//! side of fault-in (`FaultInEnv`), prefetch, allocation and the frame budget are in `fault_in.rs`, write-back and flush in
 //! `write_back.rs`, the clock that feeds eviction in `clock.rs`.
 //!
 //! Invariants:
@@ -7,6 +8,9 @@
 //!    UNLOCKED, MARKED, shared or LOCKED; LOCKED_EVICTED pages are being faulted in or evicted
 //!    by the latch holder; EVICTED pages have no frame charged.
 //! 2. `resident_frames <= frame_count` always: a frame is reserved (CAS) before a fault-in.
+//!    With the memfd backing a reservation also needs the kernel's count of the memfd's pages
+//!    (plus fills in flight) within the budget, so frames that late readers re-instantiate
+//!    count too (`fault_in.rs`, `try_charge_frame`; freed by `clock.rs`, `free_strays`).
 //! 3. A dirty page is resident: eviction writes it back first and keeps it when that fails.
 //! 4. Only the holder of the exclusive latch reads a page in, writes it back, or frees it.
 
