@@ -1,7 +1,8 @@
 //! The pool: its memory and tables, and the latching access paths (exclusive, shared,
 //! optimistic, read): inline fast paths, then the one latch loop of `latch.rs`. The pool's
-//! side of fault-in (`FaultInEnv`), prefetch, allocation and the frame budget are in `fault_in.rs`, write-back and flush in
-//! `write_back.rs`, the clock that feeds eviction in `clock.rs`.
+//! side of fault-in (`FaultInEnv`), prefetch, allocation and the frame budget are in
+//! `fault_in.rs`, write-back and flush in `write_back.rs`, the clock that feeds eviction in
+//! `clock.rs`.
 //!
 //! Invariants:
 //! 1. A page is resident (in the resident set, charged to the budget) iff its state is
