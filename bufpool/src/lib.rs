@@ -7,9 +7,11 @@
 //! with a bounded retry loop for concurrent refaults (`eviction.rs`). With the memfd backing
 //! the frames and the page-state table can be exported to other processes (`export.rs`).
 //!
-//! Reading order: `state` (the page-state word), `region` (memory), `replacer` (the clock),
-//! `eviction` (the protocol), `latch` (the latch loop and the one fault-in), `pool` (the
-//! access paths, the frame budget, write-back), `guard`, `view`, `export`, `stats`.
+//! Reading order (each module uses only those before it): `state` (the page-state word),
+//! `eviction` (the protocol, and the `Frames` it needs from the OS), `latch` (the latch loop
+//! and the one fault-in), `region` (memory: implements `Frames`), `replacer` (the resident
+//! set the clock sweeps), `config`, `pool` (the access paths, the frame budget, the clock,
+//! write-back), `guard`, `view`, `export`, `stats`.
 
 mod sync;
 
