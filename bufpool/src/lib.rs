@@ -7,11 +7,11 @@
 //! with a bounded retry loop for concurrent refaults (`eviction.rs`). With the memfd backing
 //! the frames and the page-state table can be exported to other processes (`export.rs`).
 //!
-//! Reading order (each module uses only those before it): `state` (the page-state word),
-//! `eviction` (the protocol, and the `Frames` it needs from the OS), `latch` (the latch loop
-//! and the one fault-in), `region` (memory: implements `Frames`), `replacer` (the resident
-//! set the clock sweeps), `config`, `pool` (the access paths, the frame budget, the clock,
-//! write-back), `guard`, `view`, `export`, `stats`.
+//! Reading order (building blocks first): `state` (the page-state word), `view` (reading
+//! bytes that may change), `eviction` (the protocol, and the `Frames` it needs from the OS),
+//! `latch` (the latch loop and the one fault-in), `region` (memory: implements `Frames`),
+//! `replacer` (the resident set the clock sweeps), `config`, `stats`, `pool` (the access
+//! paths, the frame budget, the clock, write-back) with its `guard`s, `export`.
 
 mod sync;
 
