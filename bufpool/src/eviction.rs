@@ -89,10 +89,20 @@ pub trait EvictionEnv {
     fn probe(&self, _page: PageId, _step: Step) {}
 }
 
-/// Evicts what it can of `candidates` (pages the clock marked). Returns how many pages were
-/// evicted, or the first error (write-back or OS) after finishing the rest of the batch; a
-/// page whose eviction failed stays resident, uptodate, and dirty if it was.
-pub fn evict_batch<E: EvictionEnv>(env: &E, candidates: &[PageId]) -> Result<usize, PoolError> {
+/// What one `evict_batch` call did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Pages evicted (their frames freed, or left charged for a re-check).
+    pub evicted: usize,
+    /// The first error of the batch (a victim's write-back, or an OS call). It belongs to the
+    /// victim's owner, not to whoever ran the eviction: a victim whose write-back failed stays
+    /// resident and dirty, so the next `flush` reports it again.
+    pub first_error: Option<PoolError>,
+}
+
+/// Evicts what it can of `candidates` (pages the clock marked), finishing the whole batch
+/// whatever fails; a page whose eviction failed stays resident, uptodate, and dirty if it was.
+pub fn evict_batch<E: EvictionEnv>(env: &E, candidates: &[PageId]) -> BatchOutcome {
     let mut victims = [PageId(0); BATCH_MAX];
     let mut victim_count = 0;
     for &page in candidates.iter().take(BATCH_MAX) {
@@ -117,9 +127,9 @@ pub fn evict_batch<E: EvictionEnv>(env: &E, candidates: &[PageId]) -> Result<usi
             first_error.get_or_insert(error);
         }
     }
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(victim_count),
+    BatchOutcome {
+        evicted: victim_count,
+        first_error,
     }
 }
 

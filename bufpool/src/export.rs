@@ -10,7 +10,7 @@
 //!    through its own channel: the stress example uses its Unix socket).
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use memmap2::{Mmap, MmapOptions};
 
@@ -44,6 +44,79 @@ pub enum ViewError {
     ViewOutOfRange(PageId),
 }
 
+/// Which of the two exported fds a refusal is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportedFd {
+    Frames,
+    States,
+}
+
+impl std::fmt::Display for ExportedFd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ExportedFd::Frames => "frame",
+            ExportedFd::States => "page-state",
+        })
+    }
+}
+
+/// Why `ExportedView::open` refused an export: the view's safety rests on both fds being
+/// memfds sealed against shrinking and growing (a mapping of a file that shrinks under it
+/// raises SIGBUS on the next read), and on their sizes agreeing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportRefused {
+    #[error("the exported {fd} fd is not a regular file")]
+    NotARegularFile { fd: ExportedFd },
+    #[error("the exported {fd} fd is not a memfd with sealing (F_GET_SEALS failed: errno {errno})")]
+    NotAMemfd { fd: ExportedFd, errno: i32 },
+    #[error("the exported {fd} memfd is not sealed against {missing}")]
+    NotSealed {
+        fd: ExportedFd,
+        missing: &'static str,
+    },
+    #[error(
+        "the exported frame memfd ({frames_len} bytes) and page-state memfd ({states_len} bytes) \
+         disagree on the page count"
+    )]
+    SizeMismatch { frames_len: u64, states_len: u64 },
+}
+
+/// Checks that `file` is a memfd sealed against shrinking and growing; returns its length,
+/// which the seals make final.
+fn sealed_length(file: &File, fd: ExportedFd) -> Result<u64, PoolError> {
+    let metadata = file.metadata().map_err(|source| PoolError::Os {
+        call: "fstat(exported fd)",
+        source,
+    })?;
+    if !metadata.is_file() {
+        return Err(ExportRefused::NotARegularFile { fd }.into());
+    }
+    // SAFETY: plain fcntl on a descriptor we own.
+    let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals < 0 {
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        return Err(ExportRefused::NotAMemfd { fd, errno }.into());
+    }
+    let missing = match (
+        seals & libc::F_SEAL_SHRINK != 0,
+        seals & libc::F_SEAL_GROW != 0,
+    ) {
+        (true, true) => None,
+        (false, true) => Some("shrinking"),
+        (true, false) => Some("growing"),
+        (false, false) => Some("shrinking and growing"),
+    };
+    if let Some(missing) = missing {
+        return Err(ExportRefused::NotSealed { fd, missing }.into());
+    }
+    // Read after the seals were seen: the size can no longer change.
+    let metadata = file.metadata().map_err(|source| PoolError::Os {
+        call: "fstat(exported memfd)",
+        source,
+    })?;
+    Ok(metadata.len())
+}
+
 /// A read-only, zero-copy view of an exported pool.
 pub struct ExportedView {
     frames: Mmap,
@@ -56,23 +129,23 @@ impl ExportedView {
     pub fn open(export: Export) -> Result<ExportedView, PoolError> {
         let frames = File::from(export.frames);
         let states = File::from(export.states);
-        let length = |file: &File| {
-            file.metadata()
-                .map(|metadata| metadata.len())
-                .map_err(|source| PoolError::Os {
-                    call: "fstat(exported memfd)",
-                    source,
-                })
-        };
-        let page_count_max = length(&states)? / size_of::<PageState>() as u64;
-        if length(&frames)? != page_count_max * PAGE_SIZE as u64 {
-            return Err(PoolError::InvalidConfig(
-                "exported frame and state memfds disagree on the page count".into(),
-            ));
+        let frames_len = sealed_length(&frames, ExportedFd::Frames)?;
+        let states_len = sealed_length(&states, ExportedFd::States)?;
+        let page_count_max = states_len / size_of::<PageState>() as u64;
+        if states_len % size_of::<PageState>() as u64 != 0
+            || page_count_max.checked_mul(PAGE_SIZE as u64) != Some(frames_len)
+            || page_count_max == 0
+        {
+            return Err(ExportRefused::SizeMismatch {
+                frames_len,
+                states_len,
+            }
+            .into());
         }
         let map = |file: &File, len: u64| {
-            // SAFETY: the memfds are sealed against shrinking, so the mapping never loses its
-            // backing; we only read it, through atomic loads.
+            // SAFETY: `sealed_length` checked that both are memfds sealed against shrinking and
+            // growing, so the mapping never loses its backing; we only read it, through Relaxed
+            // atomic loads.
             unsafe {
                 MmapOptions::new()
                     .len(len as usize)
@@ -120,7 +193,7 @@ impl ExportedView {
         }
         let state = self.state(page);
         for attempt in 0..EXPORT_READ_ATTEMPTS_MAX {
-            let seen = state.load();
+            let seen = state.load_read_only();
             match state_of(seen) {
                 EVICTED | LOCKED_EVICTED => return Err(ViewError::Evicted(page)),
                 LOCKED => {

@@ -6,23 +6,26 @@ use crate::state::{state_of, version_of};
 use crate::view::PageView;
 use crate::{PAGE_SIZE, PageId, Pool, Restart};
 
-/// Exclusive latch: the page's bytes, writable. The page was marked dirty when the guard was
-/// taken; dropping the guard bumps the version (optimistic readers of the old bytes restart).
+/// Exclusive latch: the page's bytes, writable. The first mutable access (`DerefMut`) marks
+/// the page dirty; reading through `Deref` does not, so a latched page that is never written
+/// costs no write-back. Dropping the guard bumps the version (optimistic readers restart).
 pub struct ExclusiveGuard<'a> {
     pool: &'a Pool,
     page: PageId,
     bytes: *mut u8,
+    /// The page was marked dirty through this guard (spares the bitmap on later writes).
+    dirtied: bool,
 }
 
 impl<'a> ExclusiveGuard<'a> {
     /// # Safety
     /// The caller holds `page`'s exclusive latch (state LOCKED) and hands it to the guard.
     pub(crate) unsafe fn new(pool: &'a Pool, page: PageId) -> ExclusiveGuard<'a> {
-        pool.mark_dirty(page);
         ExclusiveGuard {
             pool,
             page,
             bytes: pool.page_ptr(page),
+            dirtied: false,
         }
     }
 
@@ -41,7 +44,12 @@ impl Deref for ExclusiveGuard<'_> {
 }
 
 impl DerefMut for ExclusiveGuard<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
+        if !self.dirtied {
+            self.pool.mark_dirty(self.page);
+            self.dirtied = true;
+        }
         // SAFETY: as in deref; &mut self makes this the only reference through the guard.
         // Optimistic readers may read concurrently, but only through atomic loads and they
         // discard what they read (the version changes on unlock).

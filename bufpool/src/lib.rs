@@ -7,13 +7,16 @@
 //! with a bounded retry loop for concurrent refaults (`eviction.rs`). With the memfd backing
 //! the frames and the page-state table can be exported to other processes (`export.rs`).
 //!
-//! Reading order: `state` (the page-state word), `region` (memory), `replacer` (the clock),
-//! `eviction` (the protocol), `pool` (latching, fault-in, write-back), `guard`, `view`,
-//! `export`, `stats`.
+//! Reading order (building blocks first): `state` (the page-state word), `view` (reading
+//! bytes that may change), `eviction` (the protocol, and the `Frames` it needs from the OS),
+//! `latch` (the latch loop and the one fault-in), `region` (memory: implements `Frames`),
+//! `replacer` (the resident set the clock sweeps), `config`, `stats`, `pool` (the access
+//! paths, the frame budget, the clock, write-back) with its `guard`s, `export`.
 
 mod sync;
 
 pub mod eviction;
+pub mod latch;
 pub mod state;
 
 #[cfg(not(loom))]
@@ -35,9 +38,11 @@ mod view;
 
 #[cfg(not(loom))]
 pub use config::{Backing, Config, EVICTION_BATCH_MAX, PageHooks};
-pub use error::{PoolError, Restart};
+pub use error::{FrameCensus, PoolError, Restart};
 #[cfg(not(loom))]
-pub use export::{EXPORT_READ_ATTEMPTS_MAX, Export, ExportedView, ViewError};
+pub use export::{
+    EXPORT_READ_ATTEMPTS_MAX, Export, ExportRefused, ExportedFd, ExportedView, ViewError,
+};
 #[cfg(not(loom))]
 pub use guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 #[cfg(not(loom))]

@@ -148,6 +148,76 @@ impl Region {
     pub(crate) fn memfd(&self) -> Option<&File> {
         self.memfd.as_ref()
     }
+
+    /// Bytes of frame memory as the kernel counts them right now: the memfd's allocated
+    /// blocks (whoever instantiated them, in any process), or, for private anonymous memory,
+    /// the resident set size of the region's mappings.
+    pub(crate) fn kernel_frame_bytes(&self) -> Result<u64, PoolError> {
+        match &self.memfd {
+            Some(memfd) => memfd_allocated_bytes(memfd),
+            None => self.anonymous_rss_bytes(),
+        }
+    }
+
+    /// Sums the `Rss:` lines of /proc/self/smaps over the mappings inside the region.
+    fn anonymous_rss_bytes(&self) -> Result<u64, PoolError> {
+        let smaps =
+            std::fs::read_to_string("/proc/self/smaps").map_err(|source| PoolError::Os {
+                call: "read(/proc/self/smaps)",
+                source,
+            })?;
+        let base = self.map.as_ptr() as u64;
+        let end = base + self.page_count_max * PAGE_SIZE as u64;
+        let mut inside = false;
+        let mut total_kib = 0;
+        for line in smaps.lines() {
+            let header = line
+                .split_once('-')
+                .and_then(|(start, _)| u64::from_str_radix(start, 16).ok());
+            if let Some(start) = header.filter(|_| line.contains(' ')) {
+                inside = (base..end).contains(&start);
+            } else if let Some(rest) = line.strip_prefix("Rss:").filter(|_| inside) {
+                let kib = rest.trim().trim_end_matches("kB").trim();
+                total_kib += kib.parse::<u64>().unwrap_or(0);
+            }
+        }
+        Ok(total_kib * 1024)
+    }
+
+    /// The data ranges of the frame memfd (`lseek` SEEK_DATA / SEEK_HOLE), page-aligned,
+    /// as half-open page ranges; empty for anonymous memory.
+    pub(crate) fn instantiated_ranges(&self, mut visit: impl FnMut(u64, u64)) {
+        let Some(memfd) = &self.memfd else {
+            return;
+        };
+        let end = (self.page_count_max * PAGE_SIZE as u64) as libc::off_t;
+        let mut offset: libc::off_t = 0;
+        while offset < end {
+            // SAFETY: plain lseek on our own fd; the results are checked.
+            let data = unsafe { libc::lseek(memfd.as_raw_fd(), offset, libc::SEEK_DATA) };
+            if data < 0 {
+                return; // ENXIO: no data after `offset`
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(memfd.as_raw_fd(), data, libc::SEEK_HOLE) };
+            let hole = if hole < 0 { end } else { hole.min(end) };
+            visit(
+                data as u64 / PAGE_SIZE as u64,
+                (hole as u64).div_ceil(PAGE_SIZE as u64),
+            );
+            offset = hole;
+        }
+    }
+}
+
+/// The bytes a memfd occupies (`st_blocks` counts 512-byte units).
+fn memfd_allocated_bytes(memfd: &File) -> Result<u64, PoolError> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = memfd.metadata().map_err(|source| PoolError::Os {
+        call: "fstat(frame memfd)",
+        source,
+    })?;
+    Ok(metadata.blocks() * 512)
 }
 
 impl Frames for Region {

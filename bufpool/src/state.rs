@@ -1,7 +1,8 @@
 //! The page-state word: one 64-bit atomic per page holding a state and a version.
 //!
-//! Bit layout (vmcache's, with the state values re-numbered so that an all-zero table, as a
-//! fresh memfd or anonymous mapping gives it, means "every page evicted"):
+//! Bit layout (vmcache's two fields, but the state in the low byte where vmcache has it in
+//! the high one, and its values re-numbered so that an all-zero table, as a fresh memfd or
+//! anonymous mapping gives it, means "every page evicted"):
 //!
 //! ```text
 //!  63                                   8 7        0
@@ -102,6 +103,16 @@ impl PageState {
     #[inline]
     pub fn load(&self) -> u64 {
         self.word.load(Ordering::Acquire)
+    }
+
+    /// The current word for a reader whose mapping of the table is read-only (an exported
+    /// view): std allows only Relaxed loads there (an Acquire load may be a read-modify-write
+    /// on some targets), so the Acquire ordering comes from a fence after it.
+    #[inline]
+    pub fn load_read_only(&self) -> u64 {
+        let word = self.word.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        word
     }
 
     /// Exclusive latch on an uptodate page: UNLOCKED/MARKED → LOCKED, same version.

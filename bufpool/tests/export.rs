@@ -5,7 +5,9 @@ mod common;
 
 use std::os::fd::AsRawFd;
 
-use bufpool::{Backing, ExportedView, PAGE_SIZE, PageId, ViewError};
+use bufpool::{
+    Backing, ExportRefused, ExportedFd, ExportedView, PAGE_SIZE, PageId, PoolError, ViewError,
+};
 use common::{open_pool, page_bytes, read_stamp};
 
 #[test]
@@ -82,4 +84,90 @@ fn exported_view_reads_validated_bytes_and_reports_evicted_pages() {
         view.read(PageId(63), |page| page.u64_at(PAGE_SIZE)),
         Err(ViewError::ViewOutOfRange(PageId(63)))
     );
+}
+
+/// A memfd of `len` bytes with `seals` added (none if 0).
+fn memfd(len: u64, seals: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a valid C string; the fd is checked and owned below.
+    let fd = unsafe { libc::memfd_create(c"export-test".as_ptr(), libc::MFD_ALLOW_SEALING) };
+    assert!(fd >= 0);
+    // SAFETY: a fresh descriptor nobody else owns.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.set_len(len).unwrap();
+    // SAFETY: plain fcntl on our own fd.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) }, 0);
+    file.into()
+}
+
+/// Issue 8, finding 4: `ExportedView::open` trusts nothing it is handed.
+#[test]
+fn open_refuses_fds_it_cannot_trust() {
+    let pages = 16u64;
+    let sealed = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+    let frames_len = pages * PAGE_SIZE as u64;
+    let states_len = pages * 8;
+    let regular = {
+        let path = common::data_path("export-regular");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(frames_len).unwrap();
+        std::os::fd::OwnedFd::from(file)
+    };
+    let not_sealed = |fd, missing| ExportRefused::NotSealed { fd, missing };
+    let cases = [
+        (
+            memfd(frames_len, 0),
+            memfd(states_len, sealed),
+            not_sealed(ExportedFd::Frames, "shrinking and growing"),
+        ),
+        (
+            memfd(frames_len, libc::F_SEAL_SHRINK),
+            memfd(states_len, sealed),
+            not_sealed(ExportedFd::Frames, "growing"),
+        ),
+        (
+            memfd(frames_len, sealed),
+            memfd(states_len, libc::F_SEAL_GROW),
+            not_sealed(ExportedFd::States, "shrinking"),
+        ),
+        (
+            regular,
+            memfd(states_len, sealed),
+            ExportRefused::NotAMemfd {
+                fd: ExportedFd::Frames,
+                errno: libc::EINVAL,
+            },
+        ),
+        (
+            memfd(frames_len + PAGE_SIZE as u64, sealed),
+            memfd(states_len, sealed),
+            ExportRefused::SizeMismatch {
+                frames_len: frames_len + PAGE_SIZE as u64,
+                states_len,
+            },
+        ),
+    ];
+    for (frames, states, expected) in cases {
+        match ExportedView::open(bufpool::Export { frames, states }) {
+            Err(PoolError::ExportRefused(refused)) => assert_eq!(refused, expected),
+            Err(error) => panic!("{expected}: refused with another error: {error}"),
+            Ok(_) => panic!("{expected}: accepted"),
+        }
+    }
+    let directory = std::fs::File::open(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let refused = ExportedView::open(bufpool::Export {
+        frames: directory.into(),
+        states: memfd(states_len, sealed),
+    });
+    assert!(matches!(
+        refused,
+        Err(PoolError::ExportRefused(ExportRefused::NotARegularFile {
+            fd: ExportedFd::Frames
+        }))
+    ));
+    let good = ExportedView::open(bufpool::Export {
+        frames: memfd(frames_len, sealed),
+        states: memfd(states_len, sealed),
+    });
+    assert!(good.is_ok(), "{:?}", good.err());
 }

@@ -3,7 +3,8 @@
 //!
 //! One page, four threads: an evictor running the real `eviction::evict_batch`, an exported
 //! (latch-free, single-attempt) optimistic reader, a shared reader and a writer, the last two
-//! faulting the page in again when they find it evicted. The OS sits behind `Frames`; the
+//! taking their latches through the pool's own loop (`latch::acquire`), which faults the page
+//! in again (`latch::fault_in`) when they find it evicted. The OS sits behind `Frames`; the
 //! model records the frame's residency and contents (a generation number; 0 = a zero page
 //! instantiated by a refault). Checked in every interleaving:
 //! 1. a reader never accepts bytes from a version other than the one it validated;
@@ -21,6 +22,7 @@
 use std::sync::Mutex as GhostMutex;
 
 use bufpool::eviction::{self, EvictionEnv, Frames, RefaultOutcome};
+use bufpool::latch::{self, FaultInEnv, Mode};
 use bufpool::state::{EVICTED, PageState, is_readable, state_of, version_of};
 use bufpool::{PageId, PoolError};
 use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,8 +32,6 @@ use loom::thread;
 const PAGE: PageId = PageId(0);
 const FIRST_GENERATION: u64 = 1;
 const WRITTEN_GENERATION: u64 = 2;
-/// Latch waits in the model: long enough for every interleaving loom explores.
-const WAIT_ROUNDS_MAX: u32 = 64;
 
 struct Frame {
     resident: bool,
@@ -82,13 +82,15 @@ impl Model {
         self.ghost().generations.push((version, generation));
     }
 
+    /// The bytes at `version`: those recorded at the latest version not after it (shared
+    /// latches, marks and the downgrade after a fault-in move no bytes).
     fn generation_at(&self, version: u64) -> u64 {
         let ghost = self.ghost();
         let found = ghost
             .generations
             .iter()
-            .rev()
-            .find(|(seen, _)| *seen == version);
+            .filter(|(recorded, _)| *recorded <= version)
+            .max_by_key(|(recorded, _)| *recorded);
         found.expect("no bytes recorded for a readable version").1
     }
 
@@ -106,8 +108,21 @@ impl Model {
         frame.generation
     }
 
-    /// With the page LOCKED_EVICTED: read it from disk, LOCKED at a new version.
-    fn fault_in(&self) {
+    /// The pool's own latch loop (`latch::acquire`), fault-in included.
+    fn lock(&self, mode: Mode) {
+        latch::acquire(self, PAGE, mode).expect("the model's latch waits are long enough");
+    }
+}
+
+/// The fault-in's environment: the model's disk and frame.
+impl FaultInEnv for Model {
+    fn state(&self, _page: PageId) -> &PageState {
+        &self.state
+    }
+
+    /// With the page LOCKED_EVICTED: read it from disk into the frame; `finish_fault_in`
+    /// then makes it LOCKED at the next version, whose bytes are recorded here.
+    fn read_in(&self, _page: PageId) -> Result<(), PoolError> {
         let generation = self.disk.load(Ordering::Acquire);
         {
             let mut frame = self.frame.lock().unwrap();
@@ -115,40 +130,13 @@ impl Model {
             frame.generation = generation;
         }
         self.record(version_of(self.state.load()) + 1, generation);
-        self.state.mark_uptodate();
+        Ok(())
     }
 
-    fn lock_exclusive(&self) {
-        for _ in 0..WAIT_ROUNDS_MAX {
-            let seen = self.state.load();
-            if state_of(seen) == EVICTED && self.state.try_lock_evicted(seen) {
-                self.fault_in();
-                return;
-            }
-            if self.state.try_lock_exclusive(seen) {
-                return;
-            }
-            thread::yield_now();
-        }
-        panic!("writer starved");
-    }
+    fn enter_resident(&self, _page: PageId) {}
 
-    fn lock_shared(&self) {
-        for _ in 0..WAIT_ROUNDS_MAX {
-            let seen = self.state.load();
-            if state_of(seen) == EVICTED && self.state.try_lock_evicted(seen) {
-                self.fault_in();
-                let generation = self.generation_at(version_of(self.state.load()));
-                self.record(version_of(self.state.load()) + 1, generation);
-                self.state.unlock_exclusive();
-                continue;
-            }
-            if self.state.try_lock_shared(seen) {
-                return;
-            }
-            thread::yield_now();
-        }
-        panic!("shared reader starved");
+    fn backoff(&self, _round: u32) {
+        thread::yield_now();
     }
 }
 
@@ -200,7 +188,8 @@ impl EvictionEnv for Model {
 }
 
 fn exported_reader(model: &Model) {
-    let seen = model.state.load();
+    // As `ExportedView::read` loads it from its read-only mapping.
+    let seen = model.state.load_read_only();
     if !is_readable(seen) {
         return; // evicted or locked: an exported view reports it and reads nothing
     }
@@ -215,7 +204,7 @@ fn exported_reader(model: &Model) {
 }
 
 fn shared_reader(model: &Model) {
-    model.lock_shared();
+    model.lock(Mode::Shared);
     let generation = model.touch();
     let version = version_of(model.state.load());
     assert_eq!(
@@ -227,7 +216,7 @@ fn shared_reader(model: &Model) {
 }
 
 fn writer(model: &Model) {
-    model.lock_exclusive();
+    model.lock(Mode::Exclusive);
     let version = version_of(model.state.load());
     assert_eq!(
         model.touch(),
@@ -295,7 +284,8 @@ fn check(evict: fn(&Model)) {
 }
 
 fn seed_protocol(model: &Model) {
-    eviction::evict_batch(model, &[PAGE]).expect("model I/O never fails");
+    let outcome = eviction::evict_batch(model, &[PAGE]);
+    assert!(outcome.first_error.is_none(), "model I/O never fails");
 }
 
 #[test]

@@ -201,3 +201,75 @@ fn export_needs_memfd() {
     let pool = open_pool("export-anon", Backing::Anonymous, 4, 16);
     assert!(matches!(pool.export(), Err(PoolError::ExportNeedsMemfd)));
 }
+
+/// Issue 8, finding 5: every public method taking a page id returns an error for an id past
+/// the file or the reservation; none panics.
+#[test]
+fn no_public_method_panics_on_a_bad_page_id() {
+    for backing in BACKINGS {
+        let pool = open_pool(&format!("bad-ids-{backing:?}"), backing, 4, 16);
+        let page_count_max = pool.config().page_count_max;
+        for bad in [4, page_count_max - 1, page_count_max, 1 << 40, u64::MAX] {
+            let page = PageId(bad);
+            let out_of_range = |result: Result<(), PoolError>| {
+                matches!(result, Err(PoolError::PageOutOfRange { .. }))
+            };
+            assert!(
+                out_of_range(pool.exclusive(page).map(drop)),
+                "exclusive {bad}"
+            );
+            assert!(out_of_range(pool.shared(page).map(drop)), "shared {bad}");
+            assert!(
+                out_of_range(pool.optimistic(page).map(drop)),
+                "optimistic {bad}"
+            );
+            assert!(
+                out_of_range(pool.optimistic_if_resident(page).map(drop)),
+                "optimistic_if_resident {bad}"
+            );
+            assert!(out_of_range(pool.read(page, |_| ())), "read {bad}");
+            assert!(out_of_range(pool.prefetch(&[page])), "prefetch {bad}");
+            assert!(
+                out_of_range(pool.frame_resident(page).map(drop)),
+                "frame_resident {bad}"
+            );
+        }
+        if backing == Backing::Memfd {
+            let view = bufpool::ExportedView::open(pool.export().unwrap()).unwrap();
+            for bad in [page_count_max, u64::MAX] {
+                assert_eq!(
+                    view.read(PageId(bad), |_| ()),
+                    Err(bufpool::ViewError::OutOfRange(PageId(bad)))
+                );
+            }
+        }
+    }
+}
+
+/// Issue 8, finding 8: latching a page exclusively does not dirty it; the first mutable
+/// access does, and only a dirty page is written back.
+#[test]
+fn a_page_is_dirtied_by_its_first_write_not_by_its_latch() {
+    let pool = open_pool("dirty-on-write", Backing::Anonymous, 8, 16);
+    let guard = pool.exclusive(PageId(1)).unwrap();
+    assert_eq!(u64::from_le_bytes(guard[0..8].try_into().unwrap()), 1);
+    drop(guard);
+    let guard = pool.optimistic(PageId(2)).unwrap().upgrade().unwrap();
+    assert_eq!(guard[0], 2);
+    drop(guard);
+    assert_eq!(
+        pool.stats().dirty_pages,
+        0,
+        "a read under the latch dirtied"
+    );
+    pool.flush().unwrap();
+    assert_eq!(pool.stats().writes, 0);
+    let mut guard = pool.exclusive(PageId(3)).unwrap();
+    guard[9] = 0xAB;
+    guard[10] = 0xCD;
+    drop(guard);
+    assert_eq!(pool.stats().dirty_pages, 1);
+    pool.flush().unwrap();
+    assert_eq!(pool.stats().writes, 1);
+    assert_eq!(pool.stats().dirty_pages, 0);
+}

@@ -59,12 +59,51 @@ pub fn check(page: u64, bytes: &[u8]) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub struct StressConfig {
     pub seconds: f64,
+    /// Threads that mix reads and writes (`write_percent`).
     pub threads: usize,
+    /// Threads that only read; the first `lingering_readers` of them linger.
+    pub reader_threads: usize,
+    pub lingering_readers: usize,
+    /// Threads that only write.
+    pub writer_threads: usize,
+    /// How long a lingering reader (thread or exported process) stays inside its read
+    /// closure: it copies the page, waits this long, and copies it again (the late touch that
+    /// re-instantiates a frame evicted under it).
+    pub linger_micros: u64,
     pub page_count: u64,
     pub frame_count: u64,
+    pub eviction_batch: usize,
     pub reader_processes: usize,
     pub write_percent: u32,
     pub data_dir: PathBuf,
+}
+
+impl StressConfig {
+    /// Mixed threads only, no lingering, eviction batch 32.
+    pub fn mixed(threads: usize, page_count: u64, frame_count: u64, data_dir: PathBuf) -> Self {
+        StressConfig {
+            seconds: 1.0,
+            threads,
+            reader_threads: 0,
+            lingering_readers: 0,
+            writer_threads: 0,
+            linger_micros: 0,
+            page_count,
+            frame_count,
+            eviction_batch: 32,
+            reader_processes: 0,
+            write_percent: 20,
+            data_dir,
+        }
+    }
+}
+
+/// What a worker thread does.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Mixed { write_percent: u32 },
+    Reader { linger: Duration },
+    Writer,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
@@ -83,6 +122,14 @@ pub struct BackingReport {
     pub reads: u64,
     pub writes: u64,
     pub errors: u64,
+    /// Of `errors`, `PoolError::NoEvictableFrame`.
+    pub no_frame_errors: u64,
+    pub first_error: Option<String>,
+    pub frame_budget_bytes: u64,
+    /// The largest kernel count of the frames' memory (`Pool::frame_memory_bytes`: memfd
+    /// blocks, or the anonymous region's RSS) among samples taken every 100 ms.
+    pub max_frame_bytes_observed: u64,
+    pub frame_memory_samples: u64,
     pub stale_reads: u64,
     pub torn_reads: u64,
     pub lost_writes: u64,
@@ -97,28 +144,33 @@ struct Tally {
     reads: AtomicU64,
     writes: AtomicU64,
     errors: AtomicU64,
+    no_frame_errors: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
     stale: AtomicU64,
     torn: AtomicU64,
 }
 
 /// How the pool process starts one exported-reader process given the socket path.
-pub type SpawnReader<'a> = &'a dyn Fn(&Path, f64) -> std::io::Result<Child>;
+/// Arguments: the socket, the seconds to run, the linger in microseconds.
+pub type SpawnReader<'a> = &'a dyn Fn(&Path, f64, u64) -> std::io::Result<Child>;
 
 pub fn run(
     config: &StressConfig,
     backing: Backing,
     spawn_reader: SpawnReader<'_>,
 ) -> Result<BackingReport, String> {
-    let path = config
-        .data_dir
-        .join(format!("stress-{backing:?}-{}.db", std::process::id()));
+    let run = next_run();
+    let path = config.data_dir.join(format!(
+        "stress-{backing:?}-{}-{run}.db",
+        std::process::id()
+    ));
     write_initial_file(&path, config.page_count)
         .map_err(|error| format!("{}: {error}", path.display()))?;
     let pool_config = Config {
         page_count_max: config.page_count.next_power_of_two(),
         frame_budget_bytes: config.frame_count * PAGE_SIZE as u64,
         backing,
-        eviction_batch: 32,
+        eviction_batch: config.eviction_batch,
         ..Config::default()
     };
     let file =
@@ -134,28 +186,40 @@ pub fn run(
     } else {
         (Vec::new(), Vec::new())
     };
-    let workers: Vec<_> = (0..config.threads)
-        .map(|thread| {
+    let linger = Duration::from_micros(config.linger_micros);
+    let roles = (0..config.threads)
+        .map(|_| Role::Mixed {
+            write_percent: config.write_percent,
+        })
+        .chain((0..config.reader_threads).map(|reader| Role::Reader {
+            linger: if reader < config.lingering_readers {
+                linger
+            } else {
+                Duration::ZERO
+            },
+        }))
+        .chain((0..config.writer_threads).map(|_| Role::Writer));
+    let workers: Vec<_> = roles
+        .enumerate()
+        .map(|(thread, role)| {
             let (pool, committed, tally, stop) =
                 (pool.clone(), committed.clone(), tally.clone(), stop.clone());
-            let write_percent = config.write_percent;
             std::thread::spawn(move || {
-                worker(
-                    thread as u64,
-                    &pool,
-                    &committed,
-                    &tally,
-                    &stop,
-                    write_percent,
-                )
+                worker(thread as u64, &pool, &committed, &tally, &stop, role)
             })
         })
         .collect();
+    let sampler = {
+        let (pool, stop) = (pool.clone(), stop.clone());
+        std::thread::spawn(move || sample_frame_memory(&pool, &stop))
+    };
     std::thread::sleep(Duration::from_secs_f64(config.seconds));
     stop.store(true, Ordering::Relaxed);
     workers
         .into_iter()
         .for_each(|worker| worker.join().expect("worker panicked"));
+    let (max_frame_bytes_observed, frame_memory_samples) =
+        sampler.join().expect("sampler panicked")?;
     let exported = collect_readers(readers)?;
     let fault_in_requests_served = servers
         .into_iter()
@@ -174,6 +238,11 @@ pub fn run(
         reads: tally.reads.load(Ordering::Relaxed),
         writes: tally.writes.load(Ordering::Relaxed),
         errors: tally.errors.load(Ordering::Relaxed),
+        no_frame_errors: tally.no_frame_errors.load(Ordering::Relaxed),
+        first_error: tally.first_error.lock().expect("tally lock").clone(),
+        frame_budget_bytes: config.frame_count * PAGE_SIZE as u64,
+        max_frame_bytes_observed,
+        frame_memory_samples,
         stale_reads: tally.stale.load(Ordering::Relaxed) + exported.stale_reads,
         torn_reads: tally.torn.load(Ordering::Relaxed) + exported.torn_reads,
         lost_writes,
@@ -181,6 +250,12 @@ pub fn run(
         fault_in_requests_served,
         stats,
     })
+}
+
+/// A number unique in this process, so that runs in parallel (tests) use distinct files.
+fn next_run() -> u64 {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    RUNS.fetch_add(1, Ordering::Relaxed)
 }
 
 fn write_initial_file(path: &Path, page_count: u64) -> std::io::Result<()> {
@@ -196,27 +271,63 @@ fn write_initial_file(path: &Path, page_count: u64) -> std::io::Result<()> {
         .sync_all()
 }
 
+/// Samples `Pool::frame_memory_bytes` every 100 ms until `stop`; returns the largest value
+/// and the number of samples.
+fn sample_frame_memory(pool: &Pool, stop: &AtomicBool) -> Result<(u64, u64), String> {
+    let mut max = 0;
+    let mut samples = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let bytes = pool
+            .frame_memory_bytes()
+            .map_err(|error| error.to_string())?;
+        max = max.max(bytes);
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok((max, samples))
+}
+
 fn worker(
     thread: u64,
     pool: &Pool,
     committed: &[AtomicU64],
     tally: &Tally,
     stop: &AtomicBool,
-    write_percent: u32,
+    role: Role,
 ) {
     let mut rng = SmallRng::seed_from_u64(thread.wrapping_mul(0x5851_F42D_4C95_7F2D) ^ 0xB0F);
     let mut bytes = vec![0u8; PAGE_SIZE];
     while !stop.load(Ordering::Relaxed) {
         let page = rng.gen_range(0..committed.len() as u64);
-        let outcome = if rng.gen_range(0..100) < write_percent {
-            write_page(pool, page, committed, tally)
-        } else {
-            read_page(pool, page, committed, tally, &mut bytes)
+        let outcome = match role {
+            Role::Mixed { write_percent } if rng.gen_range(0..100) < write_percent => {
+                write_page(pool, page, committed, tally)
+            }
+            Role::Mixed { .. } => {
+                read_page(pool, page, committed, tally, &mut bytes, Duration::ZERO)
+            }
+            Role::Reader { linger } => read_page(pool, page, committed, tally, &mut bytes, linger),
+            Role::Writer => write_page(pool, page, committed, tally),
         };
-        if outcome.is_err() {
+        if let Err(error) = outcome {
             tally.errors.fetch_add(1, Ordering::Relaxed);
+            if matches!(error, bufpool::PoolError::NoEvictableFrame { .. }) {
+                tally.no_frame_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut first = tally.first_error.lock().expect("tally lock");
+            first.get_or_insert_with(|| error.to_string());
         }
         tally.ops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Copies the page, and when lingering waits and copies it again (the second copy is what
+/// is checked and validated: a late touch of a page evicted meanwhile).
+fn copy_lingering(view: &bufpool::PageView<'_>, bytes: &mut [u8], linger: Duration) {
+    view.copy_to(0, bytes);
+    if !linger.is_zero() {
+        std::thread::sleep(linger);
+        view.copy_to(0, bytes);
     }
 }
 
@@ -252,9 +363,10 @@ fn read_page(
     committed: &[AtomicU64],
     tally: &Tally,
     bytes: &mut [u8],
+    linger: Duration,
 ) -> Result<(), bufpool::PoolError> {
     let floor = committed[page as usize].load(Ordering::Acquire);
-    pool.read(PageId(page), |view| view.copy_to(0, bytes))?;
+    pool.read(PageId(page), |view| copy_lingering(view, bytes, linger))?;
     match check(page, bytes) {
         None => tally.torn.fetch_add(1, Ordering::Relaxed),
         Some(counter) if counter < floor => tally.stale.fetch_add(1, Ordering::Relaxed),
@@ -272,14 +384,14 @@ fn start_exported_readers(
 ) -> Result<Readers, String> {
     let socket = config
         .data_dir
-        .join(format!("stress-{}.sock", std::process::id()));
+        .join(format!("stress-{}-{}.sock", std::process::id(), next_run()));
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)
         .map_err(|error| format!("bind {}: {error}", socket.display()))?;
     let mut children = Vec::new();
     let mut servers = Vec::new();
     for _ in 0..config.reader_processes {
-        let child = spawn_reader(&socket, config.seconds)
+        let child = spawn_reader(&socket, config.seconds, config.linger_micros)
             .map_err(|error| format!("spawn reader: {error}"))?;
         children.push(child);
         let export = pool.export().map_err(|error| error.to_string())?;
@@ -348,7 +460,12 @@ fn verify_on_disk(path: &Path, committed: &[AtomicU64]) -> Result<u64, String> {
 
 /// The exported-reader process: receives the export over `socket`, reads random pages for
 /// `seconds`, asks the pool to fault in the evicted ones, and prints its report as JSON.
-pub fn reader_process(socket: &Path, seconds: f64) -> Result<ReaderReport, String> {
+pub fn reader_process(
+    socket: &Path,
+    seconds: f64,
+    linger_micros: u64,
+) -> Result<ReaderReport, String> {
+    let linger = Duration::from_micros(linger_micros);
     let (mut stream, export, page_count) =
         channel::receive_export(socket).map_err(|error| format!("receive export: {error}"))?;
     let view = ExportedView::open(export).map_err(|error| error.to_string())?;
@@ -365,7 +482,9 @@ pub fn reader_process(socket: &Path, seconds: f64) -> Result<ReaderReport, Strin
         if rereads_left == 0 {
             page = rng.gen_range(0..page_count);
         }
-        rereads_left = match view.read(PageId(page), |view| view.copy_to(0, &mut bytes)) {
+        rereads_left = match view.read(PageId(page), |view| {
+            copy_lingering(view, &mut bytes, linger)
+        }) {
             Ok(()) => {
                 match check(page, &bytes) {
                     None => report.torn_reads += 1,
@@ -409,6 +528,9 @@ pub fn summarise(reports: &[BackingReport]) -> serde_json::Value {
         "evictions": sum(|report| report.stats.evictions),
         "shootdowns": sum(|report| report.stats.shootdowns),
         "exported_reads": sum(|report| report.exported.reads),
+        "no_frame_errors": sum(|report| report.no_frame_errors),
+        "frame_budget_bytes": reports.iter().map(|report| report.frame_budget_bytes).max(),
+        "max_frame_bytes_observed": reports.iter().map(|report| report.max_frame_bytes_observed).max(),
         "backings": reports,
     })
 }

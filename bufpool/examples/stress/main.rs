@@ -3,7 +3,8 @@
 //! Runs the harness on both backings (or one, `--backing`), with exported readers in other
 //! processes on the memfd backing. The last line (with `--json`) is one JSON object with the
 //! totals (`ops`, `stale_reads`, `torn_reads`, `refault_retries`, `evictions`, `shootdowns`,
-//! ...) and the per-backing reports. Exits non-zero if any stale, torn or lost page was seen.
+//! `no_frame_errors`, `frame_budget_bytes`, `max_frame_bytes_observed` (the kernel's count of
+//! the frames' memory, sampled every 100 ms), ...) and the per-backing reports. Exits non-zero if any stale, torn or lost page was seen.
 
 #[path = "../shared/channel.rs"]
 mod channel;
@@ -23,9 +24,25 @@ struct Arguments {
     /// Seconds per backing.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// In-process worker threads.
+    /// In-process worker threads mixing reads and writes.
     #[arg(long, default_value_t = 16)]
     threads: usize,
+    /// In-process threads that only read.
+    #[arg(long, default_value_t = 0)]
+    reader_threads: usize,
+    /// How many of the reader threads linger inside their read closure.
+    #[arg(long, default_value_t = 0)]
+    lingering_readers: usize,
+    /// In-process threads that only write.
+    #[arg(long, default_value_t = 0)]
+    writer_threads: usize,
+    /// Microseconds a lingering reader (thread, or exported-reader process) stays inside its
+    /// read closure: copy, wait, copy again.
+    #[arg(long, default_value_t = 0)]
+    linger_micros: u64,
+    /// Victims per eviction round.
+    #[arg(long, default_value_t = 32)]
+    eviction_batch: usize,
     /// Pages in the data file.
     #[arg(long, default_value_t = 16384)]
     pages: u64,
@@ -52,12 +69,18 @@ struct Arguments {
     reader_socket: Option<PathBuf>,
 }
 
-fn spawn_reader(socket: &Path, seconds: f64) -> std::io::Result<std::process::Child> {
+fn spawn_reader(
+    socket: &Path,
+    seconds: f64,
+    linger_micros: u64,
+) -> std::io::Result<std::process::Child> {
     Command::new(std::env::current_exe()?)
         .arg("--reader-socket")
         .arg(socket)
         .arg("--seconds")
         .arg(seconds.to_string())
+        .arg("--linger-micros")
+        .arg(linger_micros.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -66,7 +89,7 @@ fn spawn_reader(socket: &Path, seconds: f64) -> std::io::Result<std::process::Ch
 fn main() -> std::process::ExitCode {
     let arguments = Arguments::parse();
     if let Some(socket) = &arguments.reader_socket {
-        return match harness::reader_process(socket, arguments.seconds) {
+        return match harness::reader_process(socket, arguments.seconds, arguments.linger_micros) {
             Ok(report) => {
                 println!(
                     "{}",
@@ -96,8 +119,13 @@ fn main() -> std::process::ExitCode {
     let config = harness::StressConfig {
         seconds: arguments.seconds,
         threads: arguments.threads,
+        reader_threads: arguments.reader_threads,
+        lingering_readers: arguments.lingering_readers,
+        writer_threads: arguments.writer_threads,
+        linger_micros: arguments.linger_micros,
         page_count: arguments.pages,
         frame_count: arguments.frames,
+        eviction_batch: arguments.eviction_batch,
         reader_processes: arguments.reader_processes,
         write_percent: arguments.write_percent,
         data_dir: arguments.data_dir.clone(),
@@ -124,10 +152,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+const MIB: f64 = (1 << 20) as f64;
+
 /// One row per backing, for a person; the JSON summary follows it.
 fn print_table(reports: &[harness::BackingReport]) {
     println!(
-        "{:<10} {:>10} {:>9} {:>9} {:>6} {:>6} {:>6} {:>10} {:>9} {:>10} {:>8}",
+        "{:<10} {:>10} {:>9} {:>9} {:>6} {:>6} {:>6} {:>10} {:>9} {:>10} {:>8} {:>13}",
         "backing",
         "ops",
         "writes",
@@ -138,11 +168,12 @@ fn print_table(reports: &[harness::BackingReport]) {
         "evictions",
         "refaults",
         "shootdowns",
-        "errors"
+        "errors",
+        "max frame MiB"
     );
     for report in reports {
         println!(
-            "{:<10} {:>10} {:>9} {:>9} {:>6} {:>6} {:>6} {:>10} {:>9} {:>10} {:>8}",
+            "{:<10} {:>10} {:>9} {:>9} {:>6} {:>6} {:>6} {:>10} {:>9} {:>10} {:>8} {:>13}",
             format!("{:?}", report.backing),
             report.ops,
             report.writes,
@@ -153,7 +184,12 @@ fn print_table(reports: &[harness::BackingReport]) {
             report.stats.evictions,
             report.stats.refault_retries,
             report.stats.shootdowns,
-            report.errors
+            report.errors,
+            format!(
+                "{:.2} / {:.2}",
+                report.max_frame_bytes_observed as f64 / MIB,
+                report.frame_budget_bytes as f64 / MIB
+            )
         );
     }
 }

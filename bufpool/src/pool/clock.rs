@@ -4,7 +4,7 @@
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
-use super::{Pool, SWEEP_STEP_SLOTS};
+use super::Pool;
 use crate::eviction::{self, BATCH_MAX, EvictionEnv, Frames, Step};
 use crate::region::Region;
 use crate::state::{EVICTED, LOCKED_EVICTED, MARKED, PageState, UNLOCKED, state_of};
@@ -12,33 +12,86 @@ use crate::stats::Counter;
 use crate::view::PageView;
 use crate::{PageId, PoolError};
 
+/// What one clock round did.
+pub(super) struct Round {
+    /// Frames whose charge was released (evicted pages and re-checked leaks).
+    pub(super) freed: usize,
+    /// Pages the hand marked (they become candidates on its next visit).
+    pub(super) marked: usize,
+    /// The first error of the eviction batch; it belongs to the victim's owner.
+    pub(super) first_error: Option<PoolError>,
+}
+
 impl Pool {
-    /// One clock round: collect up to `eviction_batch` marked pages (marking unmarked ones on
-    /// the way, at most two revolutions), then run the eviction protocol on them.
-    pub(super) fn evict_round(&self) -> Result<usize, PoolError> {
-        let freed_leaks = self.recheck_leaked();
+    /// One clock round: the hand visits slots until it holds `eviction_batch` marked pages
+    /// (marking the unmarked ones it passes), at most one revolution, then the eviction
+    /// protocol runs on them. The hand claims one slot per missing candidate, so it never
+    /// passes a marked page without taking it, and no slot is visited twice in one round:
+    /// a page gets marked on one visit and taken on a later one, with the accesses in between
+    /// as its second chance.
+    pub(super) fn evict_round(&self) -> Round {
+        let freed_leaks = self.recheck_leaked() + self.free_strays();
         let batch = self.config.eviction_batch;
+        let capacity = self.resident.capacity();
         let mut candidates = [PageId(0); BATCH_MAX];
         let mut candidate_count = 0;
+        let mut marked = 0;
         let mut swept = 0;
-        while candidate_count < batch && swept < 2 * self.resident.capacity() {
-            self.resident.sweep(SWEEP_STEP_SLOTS, |page| {
+        while candidate_count < batch && swept < capacity {
+            let step = ((batch - candidate_count) as u64).min(capacity - swept);
+            self.resident.sweep(step, |page| {
                 let state = self.state(page);
                 let seen = state.load();
                 match state_of(seen) {
-                    MARKED if candidate_count < batch => {
+                    MARKED => {
                         candidates[candidate_count] = page;
                         candidate_count += 1;
                     }
-                    UNLOCKED => {
-                        state.try_mark(seen);
-                    }
+                    UNLOCKED if state.try_mark(seen) => marked += 1,
                     _ => {}
                 }
             });
-            swept += SWEEP_STEP_SLOTS;
+            swept += step;
         }
-        Ok(freed_leaks + eviction::evict_batch(&Evictor(self), &candidates[..candidate_count])?)
+        self.evicting
+            .fetch_add(candidate_count as u64, Ordering::Relaxed);
+        let outcome = eviction::evict_batch(&Evictor(self), &candidates[..candidate_count]);
+        self.evicting
+            .fetch_sub(candidate_count as u64, Ordering::Relaxed);
+        Round {
+            freed: freed_leaks + outcome.evicted,
+            marked,
+            first_error: outcome.first_error,
+        }
+    }
+
+    /// Frees the frames that readers re-instantiated under evicted pages after their
+    /// eviction's last check (memfd only: such a frame is a shmem page in the memfd, which a
+    /// hole-aware `lseek` finds; private anonymous memory maps the shared zero page for a
+    /// read, which occupies nothing). Runs when a kernel count exceeded the charges. Returns
+    /// how many frames were freed.
+    fn free_strays(&self) -> usize {
+        if !self.strays_suspected.swap(false, Ordering::Relaxed) {
+            return 0;
+        }
+        let mut freed = 0;
+        let page_count = self.page_count();
+        self.region.instantiated_ranges(|first, end| {
+            for page in (first..end.min(page_count)).map(PageId) {
+                let state = self.state(page);
+                let seen = state.load();
+                // Leaked pages (charged) are punched too; their re-check then releases them.
+                if state_of(seen) != EVICTED || !state.try_lock_evicted(seen) {
+                    continue;
+                }
+                if self.region.shoot_down(page).is_ok() {
+                    self.counters.add(Counter::Shootdowns, 1);
+                    freed += 1;
+                }
+                state.unlock_evicted();
+            }
+        });
+        freed
     }
 
     /// Re-checks pages whose eviction hit the refault bound: frees their frame if it is
@@ -62,12 +115,18 @@ impl Pool {
         let seen = state.load();
         match state_of(seen) {
             EVICTED if state.try_lock_evicted(seen) => {
+                // Released only once a check finds no frame: a reader still touching the
+                // page would re-instantiate one right after a shootdown.
                 let freed = match self.region.is_resident(page) {
                     Ok(false) => true,
                     Ok(true) => {
                         self.counters.add(Counter::RefaultRetries, 1);
                         self.counters.add(Counter::Shootdowns, 1);
                         self.region.shoot_down(page).is_ok()
+                            && self
+                                .region
+                                .is_resident(page)
+                                .is_ok_and(|resident| !resident)
                     }
                     Err(_) => false,
                 };

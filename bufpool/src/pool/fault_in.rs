@@ -1,20 +1,50 @@
 //! Fault-in (one read per page, however many threads want it), batched prefetch,
-//! allocation, and the frame budget that makes room through the clock.
+//! allocation, and the frame budget that makes room through the clock. Every one of them
+//! ends in `latch::finish_fault_in`, with the page exclusively latched.
 
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bufpool_io::{IoError, IoKind, IoRequest};
 
-use super::{FRUITLESS_EVICTION_ROUNDS_MAX, Pool, backoff};
-
-/// Attempts (CAS retries and eviction rounds together) to charge one frame before giving up:
-/// other threads keep taking the frames this one frees.
-const RESERVE_ATTEMPTS_MAX: u32 = 1 << 16;
+use super::{Pool, backoff};
 use crate::eviction::{BATCH_MAX, Frames};
 use crate::guard::ExclusiveGuard;
+use crate::latch::{self, FaultInEnv};
+use crate::state::{LOCKED, MARKED, PageState, SHARED_MAX, UNLOCKED, state_of};
 use crate::stats::Counter;
-use crate::{PAGE_SIZE, PageId, PoolError};
+use crate::{FrameCensus, PAGE_SIZE, PageId, PoolError};
+
+/// Eviction rounds (each one charge attempt) before giving up on a frame: other threads keep
+/// taking the frames this one frees.
+const RESERVE_ATTEMPTS_MAX: u32 = 1 << 20;
+/// Rounds in a row that free and mark nothing before `NoEvictableFrame` may be returned ...
+const FRUITLESS_EVICTION_ROUNDS_MIN: u32 = 64;
+/// ... and for how long: latch holders may be doing I/O or lingering readers (a shared
+/// latch, a reader refaulting a victim), which all end on their own.
+const NO_FRAME_WAIT: Duration = Duration::from_secs(1);
+
+/// The pool as the latch loop and the fault-in see it.
+pub(super) struct Faulter<'a>(pub(super) &'a Pool);
+
+impl FaultInEnv for Faulter<'_> {
+    fn state(&self, page: PageId) -> &PageState {
+        self.0.state(page)
+    }
+
+    fn read_in(&self, page: PageId) -> Result<(), PoolError> {
+        self.0.read_in(page)
+    }
+
+    fn enter_resident(&self, page: PageId) {
+        self.0.resident.insert(page);
+    }
+
+    fn backoff(&self, round: u32) {
+        backoff(round);
+    }
+}
 
 impl Pool {
     /// A fresh page id at the end of the file (the file grows), zeroed, resident, dirty,
@@ -37,16 +67,15 @@ impl Pool {
             "page {} past the end is not evicted",
             page.0
         );
-        if let Err(error) = self.prepare_new_page(page) {
-            state.unlock_evicted();
-            return Err(error);
-        }
-        state.mark_uptodate();
+        latch::finish_fault_in(&Faulter(self), page, self.prepare_new_page(page))?;
+        // The zeroes are the page's first contents: they must reach the disk.
+        self.mark_dirty(page);
         self.page_count.store(page.0 + 1, Ordering::Release);
-        // SAFETY: mark_uptodate left the page LOCKED by this thread.
+        // SAFETY: finish_fault_in left the page LOCKED by this thread.
         Ok(unsafe { ExclusiveGuard::new(self, page) })
     }
 
+    /// With `page` LOCKED_EVICTED: its blocks on disk, a charged frame of zeroes.
     fn prepare_new_page(&self, page: PageId) -> Result<(), PoolError> {
         // Allocates the page's blocks (and extends the file over it) now, so its write-back
         // cannot fail with ENOSPC later; one fallocate, no fstat.
@@ -55,7 +84,7 @@ impl Pool {
         self.reserve_frame()?;
         // SAFETY: the page is LOCKED_EVICTED by this thread: nobody else writes it.
         unsafe { std::ptr::write_bytes(self.page_ptr(page), 0, PAGE_SIZE) };
-        self.resident.insert(page);
+        self.fill_ended();
         Ok(())
     }
 
@@ -119,36 +148,49 @@ impl Pool {
             )
         };
         for (&page, outcome) in locked.iter().zip(outcomes.iter_mut()) {
-            let result = std::mem::replace(outcome, Ok(())).map_err(PoolError::from);
-            let result = result.and_then(|()| self.run_after_read(page));
-            if let Err(error) = self.finish_fault_in(page, result) {
-                first_error.get_or_insert(error);
-                continue;
+            let read = std::mem::replace(outcome, Ok(())).map_err(PoolError::from);
+            let filled = self.settle_read(page, read);
+            match latch::finish_fault_in(&Faulter(self), page, filled) {
+                Ok(()) => self.state(page).unlock_exclusive(),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
             }
-            self.state(page).mark_uptodate();
-            self.state(page).unlock_exclusive();
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    /// With `page` LOCKED_EVICTED by this thread: reserve a frame, read the page into its own
-    /// address, check it, enter the resident set. On error the page is EVICTED (unlocked).
-    pub(super) fn fault_in(&self, page: PageId) -> Result<(), PoolError> {
-        if let Err(error) = self.reserve_frame() {
-            self.state(page).unlock_evicted();
-            return Err(error);
-        }
+    /// `FaultInEnv::read_in`: with `page` LOCKED_EVICTED by this thread, charge a frame and
+    /// read the page into its own address. On error nothing stays charged.
+    fn read_in(&self, page: PageId) -> Result<(), PoolError> {
+        self.reserve_frame()?;
         let ptr = self.page_ptr(page);
         // SAFETY: the page is LOCKED_EVICTED by this thread: nobody else writes its frame;
         // optimistic readers only load from it atomically and fail validation.
-        let result = unsafe {
+        let read = unsafe {
             self.io
                 .read_at(&self.file, page.0 * PAGE_SIZE as u64, ptr, PAGE_SIZE)
         };
-        let result = result
-            .map_err(PoolError::from)
-            .and_then(|()| self.run_after_read(page));
-        self.finish_fault_in(page, result)
+        self.settle_read(page, read.map_err(PoolError::from))
+    }
+
+    /// After the read of a fault-in into its charged frame: checks the bytes (`after_read`),
+    /// counts the miss, and on any error frees and uncharges the frame.
+    fn settle_read(&self, page: PageId, read: Result<(), PoolError>) -> Result<(), PoolError> {
+        self.fill_ended();
+        self.counters.add(Counter::Misses, 1);
+        let checked = read.and_then(|()| self.run_after_read(page));
+        match checked {
+            Ok(()) => self.counters.add(Counter::Reads, 1),
+            Err(_) => {
+                // The frame holds a partial or rejected page: free it, stay evicted.
+                if let Err(shootdown_error) = self.region.shoot_down(page) {
+                    tracing::warn!(page = page.0, %shootdown_error, "could not free the frame of a failed fault-in");
+                }
+                self.resident_frames.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        checked
     }
 
     fn run_after_read(&self, page: PageId) -> Result<(), PoolError> {
@@ -160,59 +202,112 @@ impl Pool {
         hooks.after_read(page, bytes)
     }
 
-    /// Completes a fault-in whose reserved frame holds the read's `result`.
-    fn finish_fault_in(
-        &self,
-        page: PageId,
-        result: Result<(), PoolError>,
-    ) -> Result<(), PoolError> {
-        self.counters.add(Counter::Misses, 1);
-        match result {
-            Ok(()) => {
-                self.counters.add(Counter::Reads, 1);
-                self.resident.insert(page);
-                Ok(())
-            }
-            Err(error) => {
-                // The frame holds a partial or rejected page: free it, stay evicted.
-                if let Err(shootdown_error) = self.region.shoot_down(page) {
-                    tracing::warn!(page = page.0, %shootdown_error, "could not free the frame of a failed fault-in");
-                }
-                self.resident_frames.fetch_sub(1, Ordering::AcqRel);
-                self.state(page).unlock_evicted();
-                Err(error)
-            }
-        }
-    }
-
-    /// Charges one frame to the budget, evicting first if it is spent.
+    /// Charges one frame to the budget, evicting first if it is spent. Eviction errors belong
+    /// to the victims' owners (their pages stay dirty; `flush` reports them), so they are not
+    /// returned here; only when no frame could be freed for `NO_FRAME_WAIT` (and at least
+    /// `FRUITLESS_EVICTION_ROUNDS_MIN` rounds) does this fail, with a census of what held them.
     fn reserve_frame(&self) -> Result<(), PoolError> {
         let mut fruitless_rounds = 0;
+        let mut rounds = 0;
+        let mut waiting_since = None;
+        let mut last_eviction_error = None;
         for _ in 0..RESERVE_ATTEMPTS_MAX {
-            let used = self.resident_frames.load(Ordering::Acquire);
-            if used < self.frame_count {
-                let reserved = self.resident_frames.compare_exchange_weak(
-                    used,
-                    used + 1,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                );
-                if reserved.is_ok() {
-                    return Ok(());
-                }
+            if self.try_charge_frame() {
+                return Ok(());
+            }
+            let round = self.evict_round();
+            rounds += 1;
+            if let Some(error) = round.first_error {
+                tracing::debug!(%error, "eviction error (the victim stays resident and dirty)");
+                last_eviction_error = Some(error.to_string());
+            }
+            if round.freed > 0 || round.marked > 0 {
+                fruitless_rounds = 0;
                 continue;
             }
-            if self.evict_round()? == 0 {
-                fruitless_rounds += 1;
-                if fruitless_rounds >= FRUITLESS_EVICTION_ROUNDS_MAX {
-                    break;
-                }
-                backoff(fruitless_rounds + 16);
+            fruitless_rounds += 1;
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            if fruitless_rounds >= FRUITLESS_EVICTION_ROUNDS_MIN && since.elapsed() >= NO_FRAME_WAIT
+            {
+                break;
             }
+            backoff(fruitless_rounds + 16);
         }
+        let waited = waiting_since.map_or(Duration::ZERO, |since| since.elapsed());
         Err(PoolError::NoEvictableFrame {
             frame_count: self.frame_count,
-            rounds: fruitless_rounds,
+            rounds,
+            waited_ms: waited.as_millis() as u64,
+            held: self.frame_census(last_eviction_error),
         })
+    }
+
+    /// Charges one frame if the budget allows it; false when it is spent. With the memfd
+    /// backing the kernel's count of the memfd's pages must allow it too: readers in any
+    /// process can re-instantiate the frame of a page evicted under them (the refault no
+    /// protocol step can see), and such a frame occupies memory uncharged until a clock round
+    /// finds it (`Pool::free_strays`). Counting the memfd makes the budget a bound on the
+    /// memory the frames really occupy, not on the pool's own charges.
+    fn try_charge_frame(&self) -> bool {
+        let mut used = self.resident_frames.load(Ordering::Acquire);
+        loop {
+            if used >= self.frame_count {
+                return false;
+            }
+            match self.resident_frames.compare_exchange_weak(
+                used,
+                used + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => used = now,
+            }
+        }
+        // Counted before the kernel is asked, so that of two concurrent chargers the later
+        // one sees the earlier one's frame.
+        let filling = self.filling.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.region.memfd().is_some() {
+            let kernel_frames = self
+                .region
+                .kernel_frame_bytes()
+                .map_or(0, |bytes| bytes / PAGE_SIZE as u64);
+            if kernel_frames + filling > self.frame_count {
+                self.filling.fetch_sub(1, Ordering::AcqRel);
+                self.resident_frames.fetch_sub(1, Ordering::AcqRel);
+                self.strays_suspected.store(true, Ordering::Relaxed);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A charged frame's fill ended (filled or given back).
+    fn fill_ended(&self) {
+        self.filling.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Who holds the charged frames right now (for `NoEvictableFrame`).
+    fn frame_census(&self, last_eviction_error: Option<String>) -> FrameCensus {
+        let mut census = FrameCensus {
+            last_eviction_error,
+            ..FrameCensus::default()
+        };
+        let mut in_set = 0;
+        self.resident.for_each(|page| {
+            in_set += 1;
+            match state_of(self.state(page).load()) {
+                LOCKED => census.exclusive += 1,
+                UNLOCKED | MARKED => census.unlatched += 1,
+                shared if (1..=SHARED_MAX).contains(&shared) => census.shared += 1,
+                _ => census.in_transition += 1,
+            }
+        });
+        census.in_eviction = census.exclusive.min(self.evicting.load(Ordering::Relaxed));
+        census.exclusive -= census.in_eviction;
+        census.awaiting_recheck = self.leaked_count.load(Ordering::Relaxed);
+        let charged = self.resident_frames.load(Ordering::Acquire);
+        census.in_transition += charged.saturating_sub(in_set + census.awaiting_recheck);
+        census
     }
 }

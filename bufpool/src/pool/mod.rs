@@ -1,28 +1,32 @@
 //! The pool: its memory and tables, and the latching access paths (exclusive, shared,
-//! optimistic, read). Fault-in and allocation are in `fault_in.rs`, write-back and flush in
-//! `write_back.rs`, the clock that feeds eviction in `clock.rs`.
+//! optimistic, read): inline fast paths, then the one latch loop of `latch.rs`. The pool's
+//! side of fault-in (`FaultInEnv`), prefetch, allocation and the frame budget are in
+//! `fault_in.rs`, write-back and flush in `write_back.rs`, the clock that feeds eviction in
+//! `clock.rs`.
 //!
 //! Invariants:
 //! 1. A page is resident (in the resident set, charged to the budget) iff its state is
 //!    UNLOCKED, MARKED, shared or LOCKED; LOCKED_EVICTED pages are being faulted in or evicted
 //!    by the latch holder; EVICTED pages have no frame charged.
 //! 2. `resident_frames <= frame_count` always: a frame is reserved (CAS) before a fault-in.
+//!    With the memfd backing a reservation also needs the kernel's count of the memfd's pages
+//!    (plus fills in flight) within the budget, so frames that late readers re-instantiate
+//!    count too (`fault_in.rs`, `try_charge_frame`; freed by `clock.rs`, `free_strays`).
 //! 3. A dirty page is resident: eviction writes it back first and keeps it when that fails.
 //! 4. Only the holder of the exclusive latch reads a page in, writes it back, or frees it.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bufpool_io::{DirectFile, IoEngine};
 
 use crate::eviction::Frames;
 use crate::guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
+use crate::latch::{self, Mode};
 use crate::region::{DirtyBits, Region, StateTable, reopen_read_only};
 use crate::replacer::ResidentSet;
-use crate::state::{
-    EVICTED, LOCKED, LOCKED_EVICTED, MARKED, PageState, SHARED_MAX, UNLOCKED, state_of, with_state,
-};
+use crate::state::{EVICTED, LOCKED_EVICTED, PageState, SHARED_MAX, UNLOCKED, state_of};
 use crate::stats::{Counter, Counters, Stats};
 use crate::view::PageView;
 use crate::{Backing, Config, Export, PAGE_SIZE, PageId, PoolError};
@@ -31,14 +35,10 @@ mod clock;
 mod fault_in;
 mod write_back;
 
-/// Rounds of waiting for a latch before `PoolError::LatchWaitLimit` (about 20 s).
-const LATCH_WAIT_ROUNDS_MAX: u32 = 1 << 20;
+use fault_in::Faulter;
+
 /// Optimistic attempts in `Pool::read` before it falls back to a shared latch.
 pub const OPTIMISTIC_RESTARTS_MAX: u32 = 16;
-/// Eviction rounds in a row that free nothing before `PoolError::NoEvictableFrame`.
-const FRUITLESS_EVICTION_ROUNDS_MAX: u32 = 64;
-/// Clock slots examined per sweep step.
-const SWEEP_STEP_SLOTS: u64 = 64;
 
 /// Spin, then yield, then sleep: latch holders may be doing I/O.
 fn backoff(round: u32) {
@@ -60,6 +60,14 @@ pub struct Pool {
     dirty: DirtyBits,
     resident: ResidentSet,
     resident_frames: AtomicU64,
+    /// Charged frames whose fault-in has not filled them yet (the kernel does not count them
+    /// yet, or counts them already: `try_charge_frame` assumes the latter).
+    filling: AtomicU64,
+    /// A kernel count exceeded the charges: frames a late reader re-instantiated under an
+    /// evicted page may exist; the next clock round looks for them.
+    strays_suspected: AtomicBool,
+    /// Candidates of the clock rounds under way (an upper bound on victims locked by them).
+    evicting: AtomicU64,
     frame_count: u64,
     page_count: AtomicU64,
     /// Serialises `allocate` (file growth); never taken on the access paths.
@@ -97,6 +105,9 @@ impl Pool {
             dirty: DirtyBits::new(config.page_count_max)?,
             resident: ResidentSet::new(frame_count),
             resident_frames: AtomicU64::new(0),
+            filling: AtomicU64::new(0),
+            strays_suspected: AtomicBool::new(false),
+            evicting: AtomicU64::new(0),
             frame_count,
             page_count: AtomicU64::new(page_count),
             allocation: Mutex::new(()),
@@ -165,25 +176,10 @@ impl Pool {
     #[inline(never)]
     fn exclusive_slow(&self, page: PageId) -> Result<ExclusiveGuard<'_>, PoolError> {
         self.check_range(page)?;
-        let state = self.state(page);
-        for round in 0..LATCH_WAIT_ROUNDS_MAX {
-            let seen = state.load();
-            match state_of(seen) {
-                EVICTED if state.try_lock_evicted(seen) => {
-                    self.fault_in(page)?;
-                    state.mark_uptodate();
-                    // SAFETY: mark_uptodate left the page LOCKED by this thread.
-                    return Ok(unsafe { ExclusiveGuard::new(self, page) });
-                }
-                UNLOCKED | MARKED if state.try_lock_exclusive(seen) => {
-                    self.counters.add(Counter::Hits, 1);
-                    // SAFETY: the CAS took the exclusive latch.
-                    return Ok(unsafe { ExclusiveGuard::new(self, page) });
-                }
-                _ => backoff(round),
-            }
-        }
-        Err(PoolError::LatchWaitLimit { page })
+        let acquired = latch::acquire(&Faulter(self), page, Mode::Exclusive)?;
+        self.count_access(acquired.faulted);
+        // SAFETY: `acquire` left the page LOCKED by this thread.
+        Ok(unsafe { ExclusiveGuard::new(self, page) })
     }
 
     /// Shared latch; faults the page in if it is evicted.
@@ -204,24 +200,10 @@ impl Pool {
     #[inline(never)]
     fn shared_slow(&self, page: PageId) -> Result<SharedGuard<'_>, PoolError> {
         self.check_range(page)?;
-        let state = self.state(page);
-        for round in 0..LATCH_WAIT_ROUNDS_MAX {
-            let seen = state.load();
-            if state_of(seen) == EVICTED {
-                if state.try_lock_evicted(seen) {
-                    self.fault_in(page)?;
-                    state.downgrade_to_shared();
-                    // SAFETY: downgrade_to_shared left one shared latch held by this thread.
-                    return Ok(unsafe { SharedGuard::new(self, page) });
-                }
-            } else if state.try_lock_shared(seen) {
-                self.counters.add(Counter::Hits, 1);
-                // SAFETY: the CAS took a shared latch.
-                return Ok(unsafe { SharedGuard::new(self, page) });
-            }
-            backoff(round);
-        }
-        Err(PoolError::LatchWaitLimit { page })
+        let acquired = latch::acquire(&Faulter(self), page, Mode::Shared)?;
+        self.count_access(acquired.faulted);
+        // SAFETY: `acquire` left one shared latch held by this thread.
+        Ok(unsafe { SharedGuard::new(self, page) })
     }
 
     /// Optimistic access: no latch, a version. Faults the page in if evicted, waits if locked.
@@ -246,38 +228,16 @@ impl Pool {
     }
 
     fn optimistic_version(&self, page: PageId) -> Result<u64, PoolError> {
-        let state = self.state(page);
-        let mut faulted = false;
-        for round in 0..LATCH_WAIT_ROUNDS_MAX {
-            let seen = state.load();
-            match state_of(seen) {
-                EVICTED => {
-                    if state.try_lock_evicted(seen) {
-                        self.fault_in(page)?;
-                        state.mark_uptodate();
-                        state.unlock_exclusive();
-                        faulted = true;
-                    }
-                    continue;
-                }
-                LOCKED | LOCKED_EVICTED => {}
-                // An access gives the page its second chance.
-                MARKED if state.clear_mark(seen) => {
-                    return Ok(self.count_hit(with_state(seen, UNLOCKED), faulted));
-                }
-                MARKED => continue,
-                _ => return Ok(self.count_hit(seen, faulted)),
-            }
-            backoff(round);
-        }
-        Err(PoolError::LatchWaitLimit { page })
+        let acquired = latch::acquire(&Faulter(self), page, Mode::Optimistic)?;
+        self.count_access(acquired.faulted);
+        Ok(acquired.seen)
     }
 
-    fn count_hit(&self, seen: u64, faulted: bool) -> u64 {
+    /// Counts a hit unless the access faulted the page in (the fault-in counted a miss).
+    fn count_access(&self, faulted: bool) {
         if !faulted {
             self.counters.add(Counter::Hits, 1);
         }
-        seen
     }
 
     /// Validated optimistic read: runs `f` on a `PageView`, validates the version, restarts on
@@ -351,7 +311,16 @@ impl Pool {
     /// Whether a frame is instantiated at the page's address right now (mincore), for tests
     /// and the stress tool.
     pub fn frame_resident(&self, page: PageId) -> Result<bool, PoolError> {
+        self.check_range(page)?;
         self.region.is_resident(page)
+    }
+
+    /// Bytes the pool's frames occupy as the kernel counts them now: the frame memfd's
+    /// allocated blocks (frames instantiated by any process included), or the resident set
+    /// size of the anonymous region. `frame_budget_bytes` bounds it (see DESIGN.md, "Frame
+    /// budget").
+    pub fn frame_memory_bytes(&self) -> Result<u64, PoolError> {
+        self.region.kernel_frame_bytes()
     }
 
     pub fn backing(&self) -> Backing {

@@ -4,8 +4,9 @@
 
 use bufpool_io::{IoError, IoKind, IoRequest};
 
-use super::{LATCH_WAIT_ROUNDS_MAX, Pool, backoff};
+use super::{Pool, backoff};
 use crate::eviction::BATCH_MAX;
+use crate::latch::LATCH_WAIT_ROUNDS_MAX;
 use crate::stats::Counter;
 use crate::{PAGE_SIZE, PageId, PoolError};
 

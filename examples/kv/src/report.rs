@@ -93,7 +93,17 @@ impl Report<'_> {
             refault_retries: after.refault_retries.saturating_sub(before.refault_retries),
             page_reads: after.page_reads.saturating_sub(before.page_reads),
             resident_bytes: after.resident_bytes,
+            page_writes: after.page_writes.saturating_sub(before.page_writes),
+            dirty_pages: after.dirty_pages,
         })
+    }
+
+    /// Page write-backs the measured phase caused: the pages it wrote, plus the change in
+    /// dirty pages (each dirty page left behind costs one write-back later).
+    fn write_back_pages(&self) -> Option<i64> {
+        let (before, after) = (self.measurement.before.pool?, self.measurement.after.pool?);
+        let written = after.page_writes.saturating_sub(before.page_writes) as i64;
+        Some(written + after.dirty_pages as i64 - before.dirty_pages as i64)
     }
 
     /// Process CPU seconds spent in the measured phase (all threads).
@@ -222,6 +232,11 @@ impl Report<'_> {
             "misses": pool.map(|pool| pool.misses),
             "evictions": pool.map(|pool| pool.evictions),
             "refault_retries": pool.map(|pool| pool.refault_retries),
+            "page_writes": pool.map(|pool| pool.page_writes),
+            "write_back_pages_per_put": self.write_back_pages().map(|pages| {
+                let puts = tally.ops[crate::workload::OpKind::Put as usize].max(1);
+                round(pages as f64 / puts as f64, 3)
+            }),
             "resident_mb": resident_mb.map(|value| round(value, 1)),
             "resident_source": resident_source,
             "rss_mb": proc_stats::resident_bytes().map(|bytes| round(bytes as f64 / MIB, 1)),

@@ -121,6 +121,8 @@ impl Store for BufpoolStore {
             refault_retries: stats.refault_retries,
             page_reads: stats.reads,
             resident_bytes: stats.resident_bytes,
+            page_writes: stats.writes,
+            dirty_pages: stats.dirty_pages,
         })
     }
 

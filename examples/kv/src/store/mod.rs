@@ -108,6 +108,10 @@ pub struct PoolCounters {
     pub page_reads: u64,
     /// Bytes of frames currently resident.
     pub resident_bytes: u64,
+    /// Pages written back to the data file.
+    pub page_writes: u64,
+    /// Pages dirty now (each will cost one write-back).
+    pub dirty_pages: u64,
 }
 
 /// What every engine offers the bench. Shared across bench threads.
