@@ -32,3 +32,6 @@ pub fn options_with_frames(frames: u64) -> EngineOptions {
         ..EngineOptions::default()
     }
 }
+
+pub mod oracle;
+pub mod workload;
