@@ -22,7 +22,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 /// Rounds are cut at a random point within about this many operations.
-const OPS_PER_ROUND_TARGET: u64 = 40;
+const OPS_PER_ROUND_TARGET: u64 = 25;
 /// Operations after which a round is cut by hand if no armed cut fired.
 const OPS_PER_ROUND_MAX: u64 = 160;
 /// Trees a workload may create (two exist from the start).
