@@ -335,7 +335,8 @@ fn kill_and_check(kills: u64, first_seed: u64) -> Tally {
 
 fn report(label: &str, tally: &Tally, started: Instant) {
     println!(
-        "{label}: {} kills ({} while the child was opening), {} acknowledged operations \
+        "{label}: {} kills ({} before the child had opened the database: while starting or \
+         recovering), {} acknowledged operations \
          checked, {} records read back, in-flight present {} / absent {}, lost: 0, {:.1} s",
         tally.kills,
         tally.kills_while_opening,

@@ -546,6 +546,30 @@ fn acknowledged_writes_survive_power_loss_long() {
     assert_spread(&tally, seeds.len() as u64 * 100);
 }
 
+#[test]
+#[ignore = "long: 480 crash points in lossy modes, minutes"]
+fn lossy_modes_recover_a_prefix_and_everything_made_durable_long() {
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let seeds = seeds(100, 8);
+    for &seed in &seeds {
+        run_lossy(seed, Durability::None, 24, &mut tally);
+        run_lossy(
+            seed,
+            Durability::Periodic(Duration::from_millis(10)),
+            24,
+            &mut tally,
+        );
+    }
+    tally.print("power loss, none and periodic, long", started.elapsed());
+    println!(
+        "  (acknowledged operations counted there: those a checkpoint or wait_durable covered; \
+         {} later ones lost as the modes allow)",
+        tally.lossy_ops_lost
+    );
+    assert_spread(&tally, seeds.len() as u64 * 48);
+}
+
 /// Regression (found by the lossy test above, seed 1 round 3): a page whose last change's
 /// record ends exactly at a checkpoint's redo point was logged as a delta on its next change,
 /// so recovery from that checkpoint met the delta first and could not repair the page if
