@@ -202,7 +202,10 @@ pub(crate) fn commit(
             let is_new = page.allocated.is_some();
             let logged = match &page.before {
                 Some(before) => {
-                    let image = is_new || page::lsn_of(&before[..]) < threshold;
+                    // A page LSN is the end of its last change's record: at the threshold (the
+                    // redo point) that record lies wholly before it and is not replayed, so
+                    // this is the first change recovery sees and must be whole.
+                    let image = is_new || page::lsn_of(&before[..]) <= threshold;
                     record::put_entry(&mut out, page.id(), &before[..], &page.guard, image).or_else(
                         || {
                             is_new.then(|| record::put_image(&mut out, page.id(), &page.guard))?;

@@ -371,7 +371,11 @@ fn scan(
         if !reader.read(at, &mut head)? {
             break;
         }
-        if record::is_zero_header(&head) {
+        // Padding runs from the end of a flushed record to the end of its block and may be
+        // shorter than a header: only the bytes left in this block tell (a record's length,
+        // in its first 8 bytes, is never zero).
+        let in_block = (BLOCK - at % BLOCK) as usize;
+        if record::is_zero_header(&head[..HEADER_SIZE.min(in_block)]) {
             if at % BLOCK == 0 {
                 break;
             }

@@ -118,3 +118,5 @@ impl Drop for LoopMount {
         }
     }
 }
+pub mod oracle;
+pub mod workload;
