@@ -61,8 +61,8 @@ pub(crate) struct Log {
     io: IoEngine,
     inner: Mutex<Inner>,
     flushed: Condvar,
-    /// Wakes the flusher thread (`start_flusher`) when the buffer fills.
-    flush_wanted: Condvar,
+    /// Wakes the flusher thread (`start_flusher`) when the buffer fills, or to end.
+    flush_wanted: Arc<FlushSignal>,
     durable: AtomicU64,
     end: AtomicU64,
     /// Redo LSN of the newest checkpoint begun: a page whose LSN is below it gets a full
@@ -127,7 +127,7 @@ impl Log {
             io,
             inner: Mutex::new(inner),
             flushed: Condvar::new(),
-            flush_wanted: Condvar::new(),
+            flush_wanted: Arc::new(FlushSignal::default()),
             durable: AtomicU64::new(end),
             end: AtomicU64::new(end),
             image_threshold: AtomicU64::new(0),
@@ -244,36 +244,29 @@ impl Log {
             return self.flush_to(end, false);
         }
         if buffered >= BUFFER_FLUSH_AT {
-            self.flush_wanted.notify_one();
+            self.flush_wanted.raise(false);
         }
         Ok(())
     }
 
     /// A thread that writes the buffer out when it fills, so appenders never wait for the
-    /// disk unless they ask for durability. It holds the log weakly and ends with it.
+    /// disk unless they ask for durability. It holds the log only while flushing (never
+    /// while idle), so the log and its files close as soon as the engine does.
     pub fn start_flusher(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        let signal = Arc::clone(&self.flush_wanted);
         let spawned = std::thread::Builder::new()
             .name("bufpool-log".into())
             .spawn(move || {
-                loop {
+                while signal.wait(std::time::Duration::from_millis(100)) {
                     let Some(log) = weak.upgrade() else { return };
-                    let inner = log.lock();
-                    let buffered = (inner.end - inner.buffer_lsn) as usize;
-                    let idle = buffered < BUFFER_FLUSH_AT;
-                    let inner = if idle && inner.failed.is_none() {
-                        log.flush_wanted
-                            .wait_timeout(inner, std::time::Duration::from_millis(100))
-                            .unwrap_or_else(|poisoned| poisoned.into_inner())
-                            .0
-                    } else {
-                        inner
+                    let full = {
+                        let inner = log.lock();
+                        if inner.failed.is_some() {
+                            return;
+                        }
+                        (inner.end - inner.buffer_lsn) as usize >= BUFFER_FLUSH_AT
                     };
-                    if inner.failed.is_some() {
-                        return;
-                    }
-                    let full = (inner.end - inner.buffer_lsn) as usize >= BUFFER_FLUSH_AT;
-                    drop(inner);
                     if full && log.flush_buffer().is_err() {
                         return;
                     }
@@ -480,6 +473,48 @@ impl Log {
             sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.flush_wanted.raise(true);
+    }
+}
+
+/// The flusher's wake-up: `wanted` (the buffer filled) or `stop` (the log is gone).
+#[derive(Default)]
+struct FlushSignal {
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+impl FlushSignal {
+    fn raise(&self, stop: bool) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.0 = true;
+        state.1 |= stop;
+        self.changed.notify_one();
+    }
+
+    /// Waits until raised or `timeout`; `false` once told to stop.
+    fn wait(&self, timeout: std::time::Duration) -> bool {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !state.0 {
+            state = self
+                .changed
+                .wait_timeout(state, timeout)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+        state.0 = false;
+        !state.1
     }
 }
 
