@@ -60,7 +60,7 @@ impl Default for EngineOptions {
             io: IoConfig::default(),
             eviction_batch: 32,
             durability: Durability::Immediate,
-            checkpoint_log_bytes: 64 << 20,
+            checkpoint_log_bytes: 1 << 30,
             log_segment_bytes: wal::SEGMENT_BYTES_DEFAULT,
         }
     }

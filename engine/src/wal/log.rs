@@ -388,12 +388,13 @@ impl Log {
             .collect();
         drop(inner);
         let written = self.write_out(&full, start, end, &segments);
-        let mut inner = self.lock();
-        inner.flushing = false;
-        // The written buffer, zeroed, is the next spare (a zero header is padding).
+        // The written buffer, zeroed (a zero header is padding), is the next spare; zeroed
+        // before the mutex is taken again, so appenders never wait for it.
         let mut full = full;
         let used = (end - start) as usize;
         full[..used].fill(0);
+        let mut inner = self.lock();
+        inner.flushing = false;
         inner.spare = full;
         match written {
             Ok(()) => {

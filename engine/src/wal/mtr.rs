@@ -158,6 +158,71 @@ pub(crate) struct Change {
     pub len_delta: Option<(u64, i64)>,
 }
 
+/// Encodes the record of a change into `out`: which pages changed (to stamp), how many
+/// full images, and the allocated ids.
+fn build_record(
+    out: &mut Vec<u8>,
+    pages: &[&mut PageMut<'_>],
+    change: &Change,
+    threshold: u64,
+) -> ([bool; 8], u64, Vec<u64>) {
+    let (root, delta) = change.len_delta.unwrap_or((0, 0));
+    let allocated: Vec<u64> = change
+        .allocated_unlogged
+        .iter()
+        .copied()
+        .chain(change.images.iter().map(|(page, _)| *page))
+        .chain(
+            pages
+                .iter()
+                .filter(|page| page.allocated.is_some())
+                .map(|page| page.id()),
+        )
+        .collect();
+    record::begin(out, KIND_PAGES);
+    let counts = record::begin_pages(out, root, delta, &change.freed, &allocated);
+    let mut entries = 0u32;
+    let mut images = 0u64;
+    for (page, bytes) in &change.images {
+        record::put_image(out, *page, bytes);
+        entries += 1;
+        images += 1;
+    }
+    let mut changed = [false; 8];
+    assert!(
+        pages.len() <= changed.len(),
+        "a change latches at most 8 pages"
+    );
+    for (index, page) in pages.iter().enumerate() {
+        let is_new = page.allocated.is_some();
+        let logged = match &page.before {
+            Some(before) => {
+                // A page LSN is the end of its last change's record: at the threshold (the
+                // redo point) that record lies wholly before it and is not replayed, so
+                // this is the first change recovery sees and must be whole.
+                let image = is_new || page::lsn_of(&before[..]) <= threshold;
+                record::put_entry(out, page.id(), &before[..], &page.guard, image).or_else(|| {
+                    is_new.then(|| record::put_image(out, page.id(), &page.guard))?;
+                    Some(true)
+                })
+            }
+            // A new page is always logged whole, changed or not.
+            None if is_new => {
+                record::put_image(out, page.id(), &page.guard);
+                Some(true)
+            }
+            None => None,
+        };
+        if let Some(was_image) = logged {
+            changed[index] = true;
+            entries += 1;
+            images += u64::from(was_image);
+        }
+    }
+    record::set_pages_counts(out, counts, entries);
+    (changed, images, allocated)
+}
+
 /// Logs the changes of `pages` (all latched by the caller) and of `change` as one record,
 /// stamps the pages' LSNs and returns the record's end LSN. On error nothing was logged;
 /// the caller's `PageMut`s then roll back when dropped.
@@ -169,64 +234,17 @@ pub(crate) fn commit(
 ) -> Result<u64, EngineError> {
     RECORD_SCRATCH.with(|scratch| {
         let mut out = scratch.borrow_mut();
+        // The record is built before the log mutex is taken; if a checkpoint moved the
+        // image threshold meanwhile, it is built again under the mutex (rare).
+        let mut threshold = log.image_threshold();
+        let (mut changed, mut images, mut allocated) =
+            build_record(&mut out, pages, &change, threshold);
         let mut inner = log.lock();
-        let threshold = log.image_threshold();
+        if log.image_threshold() != threshold {
+            threshold = log.image_threshold();
+            (changed, images, allocated) = build_record(&mut out, pages, &change, threshold);
+        }
         let (root, delta) = change.len_delta.unwrap_or((0, 0));
-        let allocated: Vec<u64> = change
-            .allocated_unlogged
-            .iter()
-            .copied()
-            .chain(change.images.iter().map(|(page, _)| *page))
-            .chain(
-                pages
-                    .iter()
-                    .filter(|page| page.allocated.is_some())
-                    .map(|page| page.id()),
-            )
-            .collect();
-        record::begin(&mut out, KIND_PAGES);
-        let counts = record::begin_pages(&mut out, root, delta, &change.freed, &allocated);
-        let mut entries = 0u32;
-        let mut images = 0u64;
-        for (page, bytes) in &change.images {
-            record::put_image(&mut out, *page, bytes);
-            entries += 1;
-            images += 1;
-        }
-        let mut changed = [false; 8];
-        assert!(
-            pages.len() <= changed.len(),
-            "a change latches at most 8 pages"
-        );
-        for (index, page) in pages.iter().enumerate() {
-            let is_new = page.allocated.is_some();
-            let logged = match &page.before {
-                Some(before) => {
-                    // A page LSN is the end of its last change's record: at the threshold (the
-                    // redo point) that record lies wholly before it and is not replayed, so
-                    // this is the first change recovery sees and must be whole.
-                    let image = is_new || page::lsn_of(&before[..]) <= threshold;
-                    record::put_entry(&mut out, page.id(), &before[..], &page.guard, image).or_else(
-                        || {
-                            is_new.then(|| record::put_image(&mut out, page.id(), &page.guard))?;
-                            Some(true)
-                        },
-                    )
-                }
-                // A new page is always logged whole, changed or not.
-                None if is_new => {
-                    record::put_image(&mut out, page.id(), &page.guard);
-                    Some(true)
-                }
-                None => None,
-            };
-            if let Some(was_image) = logged {
-                changed[index] = true;
-                entries += 1;
-                images += u64::from(was_image);
-            }
-        }
-        record::set_pages_counts(&mut out, counts, entries);
         let lsn = log.append_locked(&mut inner, &mut out)?;
         log.counters
             .page_images

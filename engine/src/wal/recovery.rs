@@ -370,7 +370,9 @@ impl Touched {
     /// Before `page` is first applied: reads it and the next pages to be touched (half the
     /// pool's frames at most, so they are still resident when their turn comes).
     fn prefetch_from(&mut self, pool: &Pool, page: u64) {
-        let Some(&at) = self.first.get(&page) else { return };
+        let Some(&at) = self.first.get(&page) else {
+            return;
+        };
         if at < self.prefetched_to {
             return;
         }
