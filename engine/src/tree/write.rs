@@ -129,8 +129,8 @@ fn release_images(tree: TreeCtx<'_>, images: &[(u64, Vec<u8>)]) {
 }
 
 /// The pages of an old value's chain, to free with the change that unlinks it. If they
-/// cannot be read, the change happens anyway and the chain leaks (until the pages are
-/// reclaimed): never the other way round.
+/// cannot be read, the change happens anyway and the chain leaks (counted; no sweep
+/// reclaims it yet): never the other way round.
 fn old_chain(tree: TreeCtx<'_>, old: Option<ValueRef>) -> Vec<u64> {
     let Some(ValueRef::Overflow { first, len }) = old else {
         return Vec::new();

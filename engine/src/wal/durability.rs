@@ -77,7 +77,7 @@ pub struct LogStats {
     /// Checkpoints completed.
     pub checkpoints: u64,
     /// Old-chain pages that could not be freed (I/O error while reading the chain): they
-    /// leak until the next reopen reclaims them.
+    /// stay allocated; no sweep reclaims them yet.
     pub leaked_pages: u64,
 }
 
