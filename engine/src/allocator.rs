@@ -1,9 +1,13 @@
 //! Page allocation with reuse: the free list lives in memory and in the log.
 //!
 //! A freed page id is not reusable at once: an optimistic reader may still be about to
-//! read it (a lookup that validated a parent, then follows an overflow chain). Freeing
+//! read it (a lookup that validated a leaf, then follows an overflow chain). Freeing
 //! parks the id as *pending* and defers its release with `crossbeam-epoch` until every
-//! thread pinned at that time has unpinned; every tree operation runs pinned.
+//! thread pinned at that time has unpinned. Every read that follows a page id after its
+//! last validation runs pinned: overflow chains (a lookup that finds one repeats itself
+//! pinned), `multi_get`, scans, `verify`. The rest need no pin: an optimistic descent
+//! validates each page after reading it and its parent after taking the child's version,
+//! so a page freed and reused underneath fails validation; latched pages cannot be freed.
 //!
 //! Persisted form: none of its own. Every log record lists the pages its change allocated
 //! and freed, and every checkpoint record holds the whole free list (ready, pending and
@@ -27,7 +31,7 @@ use crate::page;
 use crate::wal::PageMut;
 
 /// Free ids tried before growing the file when reused pages fail to fault in.
-const REUSE_ATTEMPTS: usize = 8;
+const REUSE_ATTEMPTS_MAX: usize = 8;
 
 #[derive(Debug, Default)]
 struct FreeState {
@@ -70,7 +74,7 @@ impl Allocator {
         pool: &'p Pool,
         log_end: u64,
     ) -> Result<PageMut<'p>, EngineError> {
-        for _ in 0..REUSE_ATTEMPTS {
+        for _ in 0..REUSE_ATTEMPTS_MAX {
             let id = {
                 let mut state = self.lock();
                 let Some(id) = state.ready.pop() else {

@@ -15,7 +15,7 @@ use crate::tree::{Direction, RangeIter, Tree, TreeState, read, write};
 use crate::wal::Durability;
 
 /// Longest tree name in bytes.
-pub const MAX_TREE_NAME: usize = 255;
+pub const TREE_NAME_MAX: usize = 255;
 
 fn catalog(shared: &Shared) -> TreeCtx<'_> {
     TreeCtx {
@@ -51,7 +51,7 @@ fn check_name(name: &str) -> Result<(), EngineError> {
     if name.is_empty() {
         return invalid("empty");
     }
-    if name.len() > MAX_TREE_NAME {
+    if name.len() > TREE_NAME_MAX {
         return invalid("longer than 255 bytes");
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! Read functions are generic over [`PageBytes`], so the same binary search runs on a
 //! latched page (`[u8]`) and on an optimistic `PageView` (atomic loads, validated later).
 //! On garbage (a page that changed underneath) they stay in bounds and terminate: counts
-//! are clamped to [`MAX_SLOTS`], searches are binary, lengths are clamped. Write functions
+//! are clamped to [`SLOTS_MAX`], searches are binary, lengths are clamped. Write functions
 //! take `&mut [u8]` under an exclusive latch and `assert!` their preconditions.
 //!
 //! Layout after the page header (little endian):
@@ -51,7 +51,7 @@ const SLOTS_OFFSET: usize = HINTS_OFFSET + 4 * HINT_COUNT;
 const SLOT_SIZE: usize = 8;
 /// Bytes available for slots and cells.
 pub const CAPACITY: usize = PAGE_SIZE - SLOTS_OFFSET;
-pub const MAX_SLOTS: usize = CAPACITY / SLOT_SIZE;
+pub const SLOTS_MAX: usize = CAPACITY / SLOT_SIZE;
 
 const LEAF_PREFIX: usize = 4;
 const INNER_PREFIX: usize = 8;
@@ -59,15 +59,15 @@ const OVERFLOW_FLAG: u32 = 1 << 31;
 const OVERFLOW_REF_SIZE: usize = 8;
 
 /// Longest key.
-pub const MAX_KEY_SIZE: usize = 1024;
+pub const KEY_SIZE_MAX: usize = 1024;
 /// Key plus value up to this size stay in the leaf; longer values go to overflow pages.
 /// Chosen so that no cell (with its slot) exceeds a third of [`CAPACITY`]: then a full
 /// node split in two by bytes always leaves room for any cell in either half.
-pub const MAX_INLINE_PAYLOAD: usize = 1280;
-const MAX_CELL_SIZE: usize = SLOT_SIZE + LEAF_PREFIX + MAX_INLINE_PAYLOAD;
-const _: () = assert!(MAX_CELL_SIZE * 3 <= CAPACITY);
-const _: () = assert!(SLOT_SIZE + INNER_PREFIX + MAX_KEY_SIZE <= MAX_CELL_SIZE);
-const _: () = assert!(MAX_KEY_SIZE + OVERFLOW_REF_SIZE <= MAX_INLINE_PAYLOAD);
+pub const INLINE_PAYLOAD_MAX: usize = 1280;
+const CELL_SIZE_MAX: usize = SLOT_SIZE + LEAF_PREFIX + INLINE_PAYLOAD_MAX;
+const _: () = assert!(CELL_SIZE_MAX * 3 <= CAPACITY);
+const _: () = assert!(SLOT_SIZE + INNER_PREFIX + KEY_SIZE_MAX <= CELL_SIZE_MAX);
+const _: () = assert!(KEY_SIZE_MAX + OVERFLOW_REF_SIZE <= INLINE_PAYLOAD_MAX);
 const _: () = assert!(PAGE_SIZE <= u16::MAX as usize);
 
 /// A node is underfull (a merge candidate) below this many used bytes.
@@ -103,7 +103,7 @@ fn leading_u64(key: &[u8]) -> u64 {
 
 #[inline]
 pub fn count<P: PageBytes + ?Sized>(page: &P) -> usize {
-    (page.u16_at(COUNT_OFFSET) as usize).min(MAX_SLOTS)
+    (page.u16_at(COUNT_OFFSET) as usize).min(SLOTS_MAX)
 }
 
 #[inline]
@@ -136,7 +136,7 @@ fn slot<P: PageBytes + ?Sized>(page: &P, index: usize) -> Slot {
         head: word as u32,
         cell: (word >> 32) as u16 as usize,
         // Clamped: a garbage length read optimistically cannot make a reader allocate much.
-        key_len: ((word >> 48) as usize).min(MAX_KEY_SIZE),
+        key_len: ((word >> 48) as usize).min(KEY_SIZE_MAX),
     }
 }
 
@@ -285,7 +285,7 @@ pub fn value_ref<P: PageBytes + ?Sized>(page: &P, index: usize) -> ValueRef {
     let word = page.u32_at(slot.cell);
     let tail = slot.cell + LEAF_PREFIX + slot.key_len;
     if word & OVERFLOW_FLAG != 0 {
-        let len = ((word & !OVERFLOW_FLAG) as usize).min(crate::MAX_VALUE_SIZE);
+        let len = ((word & !OVERFLOW_FLAG) as usize).min(crate::VALUE_SIZE_MAX);
         ValueRef::Overflow {
             first: page.u64_at(tail),
             len,
@@ -470,7 +470,7 @@ pub fn inner_entry_size(key_len: usize) -> usize {
 
 /// Whether an entry of `entry_size` bytes fits (after compaction if need be).
 pub fn fits(bytes: &[u8], entry_size: usize) -> bool {
-    count(bytes) < MAX_SLOTS && free_total(bytes) >= entry_size
+    count(bytes) < SLOTS_MAX && free_total(bytes) >= entry_size
 }
 
 /// Whether slot `index`'s entry can be replaced by one of `entry_size` bytes.
@@ -487,7 +487,7 @@ pub fn insert_leaf(bytes: &mut [u8], index: usize, key: &[u8], value: LeafValue<
             (len as u32 | OVERFLOW_FLAG, &[][..], first.to_le_bytes())
         }
     };
-    assert!(word & !OVERFLOW_FLAG <= crate::MAX_VALUE_SIZE as u32);
+    assert!(word & !OVERFLOW_FLAG <= crate::VALUE_SIZE_MAX as u32);
     let tail: &[u8] = if word & OVERFLOW_FLAG != 0 {
         &tail_ref
     } else {
@@ -516,7 +516,7 @@ pub fn set_child(bytes: &mut [u8], index: usize, child: u64) {
 fn insert_cell(bytes: &mut [u8], index: usize, key: &[u8], prefix: &[u8], tail: &[u8]) {
     let n = count(bytes);
     let cell_size = prefix.len() + key.len() + tail.len();
-    assert!(index <= n && key.len() <= MAX_KEY_SIZE);
+    assert!(index <= n && key.len() <= KEY_SIZE_MAX);
     assert!(
         fits(bytes, SLOT_SIZE + cell_size),
         "insert_cell without room"
@@ -702,7 +702,7 @@ pub fn merged_size(left: &[u8], right: &[u8], separator_len: usize) -> usize {
 /// Whether `left` and `right` (adjacent siblings, `separator` between them in the parent)
 /// fit in one node.
 pub fn can_merge(left: &[u8], right: &[u8], separator_len: usize) -> bool {
-    merged_size(left, right, separator_len) <= CAPACITY && count(left) + count(right) < MAX_SLOTS
+    merged_size(left, right, separator_len) <= CAPACITY && count(left) + count(right) < SLOTS_MAX
 }
 
 /// Moves every entry of `left` in front of `right`'s; `left` is then unused. For inner
@@ -894,7 +894,7 @@ mod tests {
         assert!(l.last().unwrap().0 < separator && separator <= r[0].0);
         assert_eq!([l, r].concat(), before);
         // The new halves take any largest entry.
-        let big = vec![9u8; MAX_INLINE_PAYLOAD - 8];
+        let big = vec![9u8; INLINE_PAYLOAD_MAX - 8];
         assert!(fits(&left, leaf_entry_size(8, &LeafValue::Inline(&big))));
         assert!(fits(&right, leaf_entry_size(8, &LeafValue::Inline(&big))));
     }
@@ -966,7 +966,7 @@ mod tests {
             let _ = child_at(&page[..], child_index(&page[..], &key));
             let _ = value_ref(&page[..], index);
             let mut out = Vec::new();
-            copy_key(&page[..], index.min(MAX_SLOTS - 1), &mut out);
+            copy_key(&page[..], index.min(SLOTS_MAX - 1), &mut out);
             assert!(out.len() <= u16::MAX as usize);
         }
     }

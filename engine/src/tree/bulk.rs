@@ -110,7 +110,7 @@ where
         if loaded > 0 && key <= previous.as_slice() {
             return Err(EngineError::UnsortedLoad { index: loaded });
         }
-        let stored = if key.len() + value.len() > node::MAX_INLINE_PAYLOAD {
+        let stored = if key.len() + value.len() > node::INLINE_PAYLOAD_MAX {
             LeafValue::Overflow {
                 first: overflow::write(shared, value, |page| built.push(page.into_unlogged()))?,
                 len: value.len(),

@@ -4,7 +4,7 @@
 //! until the node's version validates: a child page id is only followed after the parent
 //! validated, and the parent is validated again after the child's version was taken, so
 //! the child was the parent's child at that moment. Any conflict is a [`Abort::Restart`].
-//! After [`OPTIMISTIC_ATTEMPTS`] restarts a caller falls back to latch coupling, which
+//! After [`OPTIMISTIC_ATTEMPTS_MAX`] restarts a caller falls back to latch coupling, which
 //! cannot restart, so every operation finishes.
 
 use bufpool::{ExclusiveGuard, OptimisticGuard, PageId, Restart, SharedGuard};
@@ -15,9 +15,9 @@ use crate::page::{KIND_OFFSET, PageBytes, PageKind};
 use crate::shared::Shared;
 
 /// Optimistic tries of one operation before it takes latches instead.
-pub(crate) const OPTIMISTIC_ATTEMPTS: u32 = 32;
+pub(crate) const OPTIMISTIC_ATTEMPTS_MAX: u32 = 32;
 /// No tree is deeper (each inner level at least doubles the fan-out below it).
-pub(crate) const MAX_HEIGHT: usize = 40;
+pub(crate) const HEIGHT_MAX: usize = 40;
 
 /// Why an optimistic attempt stopped.
 #[derive(Debug)]
@@ -116,7 +116,7 @@ pub(crate) fn descend<'p>(
         *fences = Fences::default();
     }
     let mut current = pool.optimistic(PageId(tree.root))?;
-    for _ in 0..MAX_HEIGHT {
+    for _ in 0..HEIGHT_MAX {
         let step = current.peek(|view| {
             let kind = view.u8_at(KIND_OFFSET);
             let level = node::level(view);
@@ -160,7 +160,7 @@ pub(crate) fn not_a_node(shared: &Shared, page: u64) -> EngineError {
 
 fn too_deep(tree: TreeCtx<'_>) -> EngineError {
     tree.shared
-        .corrupted(tree.root, format!("tree deeper than {MAX_HEIGHT} levels"))
+        .corrupted(tree.root, format!("tree deeper than {HEIGHT_MAX} levels"))
 }
 
 fn check_node(shared: &Shared, page: u64, bytes: &[u8]) -> Result<bool, EngineError> {
@@ -182,7 +182,7 @@ pub(crate) fn descend_shared<'p>(
         *fences = Fences::default();
     }
     let mut current = pool.shared(PageId(tree.root))?;
-    for _ in 0..MAX_HEIGHT {
+    for _ in 0..HEIGHT_MAX {
         if check_node(tree.shared, current.page_id().0, &current)? {
             return Ok(current);
         }
@@ -203,7 +203,7 @@ pub(crate) fn descend_exclusive<'p>(
 ) -> Result<ExclusiveGuard<'p>, EngineError> {
     let pool = &tree.shared.pool;
     let mut current = pool.exclusive(PageId(tree.root))?;
-    for _ in 0..MAX_HEIGHT {
+    for _ in 0..HEIGHT_MAX {
         if check_node(tree.shared, current.page_id().0, &current)? {
             return Ok(current);
         }
@@ -226,7 +226,7 @@ pub(crate) fn find_with_parent<'p>(
     let pool = &tree.shared.pool;
     let mut parent: Option<OptimisticGuard<'p>> = None;
     let mut current = pool.optimistic(PageId(tree.root))?;
-    for _ in 0..MAX_HEIGHT {
+    for _ in 0..HEIGHT_MAX {
         if current.page_id().0 == target {
             return Ok(Some((parent, current)));
         }

@@ -3,7 +3,7 @@
 
 use bufpool::PageId;
 
-use super::descend::{self, Abort, OPTIMISTIC_ATTEMPTS, Route, TreeCtx};
+use super::descend::{self, Abort, OPTIMISTIC_ATTEMPTS_MAX, Route, TreeCtx};
 use crate::EngineError;
 use crate::node::{self, ValueRef};
 use crate::overflow;
@@ -45,7 +45,7 @@ fn lookup_optimistic(tree: TreeCtx<'_>, key: &[u8], out: &mut Vec<u8>) -> Result
 }
 
 fn lookup(tree: TreeCtx<'_>, key: &[u8], out: &mut Vec<u8>) -> Result<Hit, EngineError> {
-    for _ in 0..OPTIMISTIC_ATTEMPTS {
+    for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
         match lookup_optimistic(tree, key, out) {
             Ok(hit) => return Ok(hit),
             Err(Abort::Restart) => continue,
@@ -123,7 +123,7 @@ fn lookup_if_resident(
 }
 
 fn first_pass(tree: TreeCtx<'_>, key: &[u8], out: &mut Vec<u8>) -> Result<FirstPass, EngineError> {
-    for _ in 0..OPTIMISTIC_ATTEMPTS {
+    for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
         match lookup_if_resident(tree, key, out) {
             Ok(pass) => return Ok(pass),
             Err(Abort::Restart) => continue,

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::ops::{Bound, Range};
 
 use super::Direction;
-use super::descend::{self, Abort, Fences, OPTIMISTIC_ATTEMPTS, Route, TreeCtx};
+use super::descend::{self, Abort, Fences, OPTIMISTIC_ATTEMPTS_MAX, Route, TreeCtx};
 use crate::EngineError;
 use crate::node::{self, ValueRef};
 use crate::overflow;
@@ -164,7 +164,7 @@ impl<'t> RangeIter<'t> {
     }
 
     fn read_leaf(&mut self, position: &Bound<Vec<u8>>) -> Result<(), EngineError> {
-        for _ in 0..OPTIMISTIC_ATTEMPTS {
+        for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
             match self.read_optimistic(position) {
                 Ok(()) => return Ok(()),
                 Err(Abort::Restart) => continue,

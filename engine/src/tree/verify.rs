@@ -5,7 +5,7 @@
 
 use bufpool::PageId;
 
-use super::descend::{MAX_HEIGHT, TreeCtx};
+use super::descend::{HEIGHT_MAX, TreeCtx};
 use crate::EngineError;
 use crate::node::{self, ValueRef};
 use crate::overflow;
@@ -68,7 +68,7 @@ fn check_node(
     depth: usize,
 ) -> Result<(), EngineError> {
     let bad = |reason: String| tree.shared.corrupted(page, reason);
-    if depth > MAX_HEIGHT {
+    if depth > HEIGHT_MAX {
         return Err(bad("tree deeper than its height".into()));
     }
     let bytes = read_node(tree, page)?;

@@ -16,34 +16,34 @@
 
 use bufpool::PageId;
 
-use super::descend::{self, Abort, MAX_HEIGHT, OPTIMISTIC_ATTEMPTS, Route, TreeCtx};
+use super::descend::{self, Abort, HEIGHT_MAX, OPTIMISTIC_ATTEMPTS_MAX, Route, TreeCtx};
 use crate::EngineError;
 use crate::node::{self, LeafValue, ValueRef};
 use crate::overflow;
 use crate::wal::{self, Change, PageMut};
 
 /// Tries of one write (optimistic, then latched) before giving up.
-const WRITE_ATTEMPTS: u32 = OPTIMISTIC_ATTEMPTS + 4 * MAX_HEIGHT as u32 + 1024;
+const WRITE_ATTEMPTS_MAX: u32 = OPTIMISTIC_ATTEMPTS_MAX + 4 * HEIGHT_MAX as u32 + 1024;
 /// Tries of one split or merge step.
-const STRUCTURE_ATTEMPTS: u32 = 64;
+const STRUCTURE_ATTEMPTS_MAX: u32 = 64;
 /// A merge is done only if the merged node is at most this full, so a merge is not
 /// undone by the next insert.
 const MERGED_MAX_BYTES: usize = node::CAPACITY * 3 / 4;
 /// Merges one delete may set off (in a row and upwards).
-const MERGE_CASCADE_MAX: usize = 4 * MAX_HEIGHT;
+const MERGE_CASCADE_MAX: usize = 4 * HEIGHT_MAX;
 
 fn retry_limit(operation: &'static str) -> EngineError {
     EngineError::RetryLimit { operation }
 }
 
 /// The leaf for `key`, exclusively latched: optimistic first, latch coupling after
-/// `OPTIMISTIC_ATTEMPTS`. `None`: conflict, try again.
+/// `OPTIMISTIC_ATTEMPTS_MAX`. `None`: conflict, try again.
 fn latch_leaf<'p>(
     tree: TreeCtx<'p>,
     key: &[u8],
     attempt: u32,
 ) -> Result<Option<PageMut<'p>>, EngineError> {
-    let leaf = if attempt < OPTIMISTIC_ATTEMPTS {
+    let leaf = if attempt < OPTIMISTIC_ATTEMPTS_MAX {
         match descend::descend(tree, Route::Key(key), 0, None).and_then(|leaf| Ok(leaf.upgrade()?))
         {
             Ok(leaf) => leaf,
@@ -102,7 +102,7 @@ pub(crate) fn put(
     value: &[u8],
     mut images: Vec<(u64, Vec<u8>)>,
 ) -> Result<(bool, u64), EngineError> {
-    let stored = if key.len() + value.len() > node::MAX_INLINE_PAYLOAD {
+    let stored = if key.len() + value.len() > node::INLINE_PAYLOAD_MAX {
         let first = overflow::write(tree.shared, value, |page| images.push(page.into_image()));
         match first {
             Ok(first) => LeafValue::Overflow {
@@ -157,7 +157,7 @@ fn put_stored(
     images: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<(bool, u64), EngineError> {
     let entry_size = node::leaf_entry_size(key.len(), &stored);
-    for attempt in 0..WRITE_ATTEMPTS {
+    for attempt in 0..WRITE_ATTEMPTS_MAX {
         let Some(mut leaf) = latch_leaf(tree, key, attempt)? else {
             continue;
         };
@@ -202,7 +202,7 @@ pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<(bool, u64), Engin
     if !may_contain(tree, key)? {
         return Ok((false, 0));
     }
-    for attempt in 0..WRITE_ATTEMPTS {
+    for attempt in 0..WRITE_ATTEMPTS_MAX {
         let Some(mut leaf) = latch_leaf(tree, key, attempt)? else {
             continue;
         };
@@ -241,7 +241,7 @@ pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<(bool, u64), Engin
 /// Whether `key` may be present, checked without a latch (so deleting a missing key does
 /// not dirty its leaf). `true` after repeated conflicts: the latched path decides.
 fn may_contain(tree: TreeCtx<'_>, key: &[u8]) -> Result<bool, EngineError> {
-    for _ in 0..OPTIMISTIC_ATTEMPTS {
+    for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
         let attempt = descend::descend(tree, Route::Key(key), 0, None).and_then(|leaf| {
             let found = leaf.peek(|view| node::lower_bound(view, key).1);
             leaf.validate()?;
@@ -275,10 +275,10 @@ fn split(
     entry_size: usize,
     depth: usize,
 ) -> Result<(), EngineError> {
-    if depth > MAX_HEIGHT {
+    if depth > HEIGHT_MAX {
         return Err(retry_limit("split"));
     }
-    for _ in 0..STRUCTURE_ATTEMPTS {
+    for _ in 0..STRUCTURE_ATTEMPTS_MAX {
         match split_step(tree, target, key, entry_size) {
             Ok(SplitStep::Done) => return Ok(()),
             Ok(SplitStep::ParentFull { parent, entry_size }) => {
@@ -393,7 +393,7 @@ fn merge(tree: TreeCtx<'_>, target: u64, key: &[u8], depth: usize) -> Result<(),
         return Ok(());
     }
     for side in [Side::Right, Side::Left] {
-        for _ in 0..STRUCTURE_ATTEMPTS {
+        for _ in 0..STRUCTURE_ATTEMPTS_MAX {
             match merge_step(tree, target, key, side) {
                 Ok(MergeStep::Merged { merged, parent }) => {
                     if let Some(merged) = merged {
