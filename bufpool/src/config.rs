@@ -80,6 +80,8 @@ impl Config {
         self.frame_budget_bytes / PAGE_SIZE as u64
     }
 
+    // The loom build compiles the configuration for `BATCH_MAX` only; the pool calls this.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn check(&self) -> Result<(), PoolError> {
         let invalid = |reason: &str| Err(PoolError::InvalidConfig(reason.to_string()));
         if self.page_count_max == 0 || self.page_count_max > (1 << 36) {

@@ -35,9 +35,9 @@ const REUSE_ATTEMPTS_MAX: usize = 8;
 
 #[derive(Debug, Default)]
 struct FreeState {
-    ready: Vec<u64>,
-    pending: HashSet<u64>,
-    in_flight: HashSet<u64>,
+    ready: Vec<PageId>,
+    pending: HashSet<PageId>,
+    in_flight: HashSet<PageId>,
 }
 
 pub(crate) struct Allocator {
@@ -50,7 +50,7 @@ impl Allocator {
     /// An allocator whose free pages are `ready`.
     pub fn with_free(ready: Vec<u64>) -> Allocator {
         let state = FreeState {
-            ready,
+            ready: ready.into_iter().map(PageId).collect(),
             ..FreeState::default()
         };
         Allocator {
@@ -83,7 +83,7 @@ impl Allocator {
                 state.in_flight.insert(id);
                 id
             };
-            match pool.exclusive(PageId(id)) {
+            match pool.exclusive(id) {
                 Ok(mut guard) => {
                     guard.fill(0);
                     page::set_lsn(&mut guard, log_end);
@@ -104,11 +104,11 @@ impl Allocator {
             .growth
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let predicted = pool.page_count();
+        let predicted = PageId(pool.page_count());
         self.lock().in_flight.insert(predicted);
         match pool.allocate() {
             Ok(mut guard) => {
-                assert_eq!(guard.page_id().0, predicted, "file growth is serialised");
+                assert_eq!(guard.page_id(), predicted, "file growth is serialised");
                 page::set_lsn(&mut guard, log_end);
                 Ok(PageMut::allocated(guard, self))
             }
@@ -120,19 +120,19 @@ impl Allocator {
     }
 
     /// The records using these handed-out ids are in the log.
-    pub fn committed(&self, ids: &[u64]) {
+    pub fn committed(&self, ids: &[PageId]) {
         if ids.is_empty() {
             return;
         }
         let mut state = self.lock();
         for id in ids {
             let was = state.in_flight.remove(id);
-            assert!(was, "page {id} committed but not handed out");
+            assert!(was, "page {} committed but not handed out", id.0);
         }
     }
 
     /// Handed-out ids whose change was abandoned: free again at once (nobody saw them).
-    pub fn release(&self, ids: &[u64]) {
+    pub fn release(&self, ids: &[PageId]) {
         let mut state = self.lock();
         for &id in ids {
             if state.in_flight.remove(&id) {
@@ -144,7 +144,7 @@ impl Allocator {
     /// Frees pages: their ids become reusable once every reader pinned now is gone. The
     /// bytes stay as they are until then: a pinned reader following an overflow chain must
     /// still find it intact.
-    pub fn retire(&self, ids: &[u64], epoch: &crossbeam_epoch::Guard) {
+    pub fn retire(&self, ids: &[PageId], epoch: &crossbeam_epoch::Guard) {
         self.lock().pending.extend(ids.iter().copied());
         let state = Arc::clone(&self.state);
         let ids = ids.to_vec();
@@ -179,7 +179,7 @@ impl Allocator {
             .iter()
             .chain(state.pending.iter())
             .chain(state.in_flight.iter())
-            .copied()
+            .map(|id| id.0)
             .collect();
         drop(state);
         free.sort_unstable();

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use bufpool::PageId;
+
 use crate::EngineError;
 use crate::node;
 use crate::shared::Shared;
@@ -24,19 +26,19 @@ fn catalog(shared: &Shared) -> TreeCtx<'_> {
     }
 }
 
-fn encode(root: u64, len: u64) -> [u8; 16] {
+fn encode(root: PageId, len: u64) -> [u8; 16] {
     let mut value = [0u8; 16];
-    value[..8].copy_from_slice(&root.to_le_bytes());
+    value[..8].copy_from_slice(&root.0.to_le_bytes());
     value[8..].copy_from_slice(&len.to_le_bytes());
     value
 }
 
-fn decode(shared: &Shared, value: &[u8]) -> Result<(u64, u64), EngineError> {
+fn decode(shared: &Shared, value: &[u8]) -> Result<(PageId, u64), EngineError> {
     let (Some(root), Some(len)) = (value.get(..8), value.get(8..16)) else {
         return Err(shared.corrupted(shared.catalog_root, "catalog entry of the wrong size"));
     };
     Ok((
-        u64::from_le_bytes(root.try_into().unwrap()),
+        PageId(u64::from_le_bytes(root.try_into().unwrap())),
         u64::from_le_bytes(len.try_into().unwrap()),
     ))
 }
@@ -92,7 +94,7 @@ pub(crate) fn open_tree(shared: &Arc<Shared>, name: &str) -> Result<Tree, Engine
     let state = Arc::new(TreeState {
         name: name.to_string(),
         root,
-        len: shared.log.tree_len(root),
+        len: shared.log.tree_len(root.0),
     });
     shared.trees.insert(name.to_string(), Arc::clone(&state));
     Ok(Tree::new(Arc::clone(shared), state))

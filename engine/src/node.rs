@@ -34,6 +34,8 @@
 
 use std::cmp::Ordering;
 
+use bufpool::PageId;
+
 use crate::page::{PAGE_HEADER_SIZE, PAGE_SIZE, PageBytes, PageKind, init_header, kind_of};
 
 const COUNT_OFFSET: usize = PAGE_HEADER_SIZE;
@@ -117,8 +119,8 @@ pub fn is_leaf<P: PageBytes + ?Sized>(page: &P) -> bool {
 }
 
 #[inline]
-pub fn upper<P: PageBytes + ?Sized>(page: &P) -> u64 {
-    page.u64_at(UPPER_OFFSET)
+pub fn upper<P: PageBytes + ?Sized>(page: &P) -> PageId {
+    PageId(page.u64_at(UPPER_OFFSET))
 }
 
 /// A slot: the key head, where its cell starts and how long its key is.
@@ -254,11 +256,11 @@ pub fn child_index_before<P: PageBytes + ?Sized>(page: &P, key: &[u8]) -> usize 
 
 /// Inner node: the child page at `index` (`count` or beyond means `upper`).
 #[inline]
-pub fn child_at<P: PageBytes + ?Sized>(page: &P, index: usize) -> u64 {
+pub fn child_at<P: PageBytes + ?Sized>(page: &P, index: usize) -> PageId {
     if index >= count(page) {
         upper(page)
     } else {
-        page.u64_at(slot(page, index).cell)
+        PageId(page.u64_at(slot(page, index).cell))
     }
 }
 
@@ -274,7 +276,7 @@ pub fn copy_key<P: PageBytes + ?Sized>(page: &P, index: usize, out: &mut Vec<u8>
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueRef {
     Inline { offset: usize, len: usize },
-    Overflow { first: u64, len: usize },
+    Overflow { first: PageId, len: usize },
 }
 
 /// Leaf node: where the value of slot `index` is. Lengths are clamped to what can be
@@ -287,7 +289,7 @@ pub fn value_ref<P: PageBytes + ?Sized>(page: &P, index: usize) -> ValueRef {
     if word & OVERFLOW_FLAG != 0 {
         let len = ((word & !OVERFLOW_FLAG) as usize).min(crate::VALUE_SIZE_MAX);
         ValueRef::Overflow {
-            first: page.u64_at(tail),
+            first: PageId(page.u64_at(tail)),
             len,
         }
     } else {
@@ -333,7 +335,7 @@ fn reset_node_header(bytes: &mut [u8], level: u16) {
     bytes[LEVEL_OFFSET] = level as u8;
     bytes[PREFIX_LEN_OFFSET] = 0;
     bytes[PREFIX_OFFSET..SLOTS_OFFSET].fill(0);
-    set_upper(bytes, 0);
+    set_upper(bytes, PageId(0));
 }
 
 /// Samples the heads of slots `d, 2d, .., 16d` (`d = count / 17`) into the hints.
@@ -407,8 +409,8 @@ fn admit_key(bytes: &mut [u8], key: &[u8]) {
     }
 }
 
-pub fn set_upper(bytes: &mut [u8], child: u64) {
-    bytes[UPPER_OFFSET..UPPER_OFFSET + 8].copy_from_slice(&child.to_le_bytes());
+pub fn set_upper(bytes: &mut [u8], child: PageId) {
+    bytes[UPPER_OFFSET..UPPER_OFFSET + 8].copy_from_slice(&child.0.to_le_bytes());
 }
 
 fn free_contiguous(bytes: &[u8]) -> usize {
@@ -451,7 +453,7 @@ fn cell_len(bytes: &[u8], index: usize) -> usize {
 #[derive(Debug, Clone, Copy)]
 pub enum LeafValue<'a> {
     Inline(&'a [u8]),
-    Overflow { first: u64, len: usize },
+    Overflow { first: PageId, len: usize },
 }
 
 /// Bytes a leaf entry takes, its slot included.
@@ -484,7 +486,7 @@ pub fn insert_leaf(bytes: &mut [u8], index: usize, key: &[u8], value: LeafValue<
     let (word, tail_inline, tail_ref) = match value {
         LeafValue::Inline(value) => (value.len() as u32, value, [0u8; 8]),
         LeafValue::Overflow { first, len } => {
-            (len as u32 | OVERFLOW_FLAG, &[][..], first.to_le_bytes())
+            (len as u32 | OVERFLOW_FLAG, &[][..], first.0.to_le_bytes())
         }
     };
     assert!(word & !OVERFLOW_FLAG <= crate::VALUE_SIZE_MAX as u32);
@@ -497,19 +499,19 @@ pub fn insert_leaf(bytes: &mut [u8], index: usize, key: &[u8], value: LeafValue<
 }
 
 /// Inserts an inner entry (separator `key`, `child` for keys below it) at `index`.
-pub fn insert_inner(bytes: &mut [u8], index: usize, key: &[u8], child: u64) {
+pub fn insert_inner(bytes: &mut [u8], index: usize, key: &[u8], child: PageId) {
     assert!(!is_leaf(bytes));
-    insert_cell(bytes, index, key, &child.to_le_bytes(), &[]);
+    insert_cell(bytes, index, key, &child.0.to_le_bytes(), &[]);
 }
 
 /// Inner node: points slot `index` (or `upper` for `index == count`) at `child`.
-pub fn set_child(bytes: &mut [u8], index: usize, child: u64) {
+pub fn set_child(bytes: &mut [u8], index: usize, child: PageId) {
     assert!(!is_leaf(bytes) && index <= count(bytes));
     if index == count(bytes) {
         set_upper(bytes, child);
     } else {
         let cell = slot(bytes, index).cell;
-        bytes[cell..cell + 8].copy_from_slice(&child.to_le_bytes());
+        bytes[cell..cell + 8].copy_from_slice(&child.0.to_le_bytes());
     }
 }
 
@@ -841,7 +843,7 @@ mod tests {
             .map(|i| [(i / 20).to_be_bytes(), i.to_be_bytes()].concat())
             .collect();
         for (index, key) in keys.iter().enumerate() {
-            insert_inner(&mut page, index, key, index as u64);
+            insert_inner(&mut page, index, key, PageId(index as u64));
         }
         for probe in 0u32..170 {
             for key in [
@@ -905,12 +907,17 @@ mod tests {
         init(&mut page, 1);
         let mut n = 0u64;
         while fits(&page, inner_entry_size(8)) {
-            insert_inner(&mut page, n as usize, &(n * 10).to_be_bytes(), 1000 + n);
+            insert_inner(
+                &mut page,
+                n as usize,
+                &(n * 10).to_be_bytes(),
+                PageId(1000 + n),
+            );
             n += 1;
         }
-        set_upper(&mut page, 9999);
+        set_upper(&mut page, PageId(9999));
         let probe = |page: &[u8], key: u64| child_at(page, child_index(page, &key.to_be_bytes()));
-        let expected: Vec<u64> = (0..n * 10 + 20).map(|k| probe(&page, k)).collect();
+        let expected: Vec<PageId> = (0..n * 10 + 20).map(|k| probe(&page, k)).collect();
         let mut right = vec![0u8; PAGE_SIZE];
         let mut separator = Vec::new();
         split(&mut page, &mut right, &mut separator);
@@ -945,13 +952,13 @@ mod tests {
     fn child_index_routes_equal_keys_right_and_before_routes_left() {
         let mut page = vec![0u8; PAGE_SIZE];
         init(&mut page, 1);
-        insert_inner(&mut page, 0, b"m", 1);
-        set_upper(&mut page, 2);
+        insert_inner(&mut page, 0, b"m", PageId(1));
+        set_upper(&mut page, PageId(2));
         assert_eq!(child_index(&page[..], b"a"), 0);
         assert_eq!(child_index(&page[..], b"m"), 1);
         assert_eq!(child_index_before(&page[..], b"m"), 0);
         assert_eq!(child_index_before(&page[..], b"z"), 1);
-        assert_eq!(child_at(&page[..], 1), 2);
+        assert_eq!(child_at(&page[..], 1), PageId(2));
     }
 
     #[test]

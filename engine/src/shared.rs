@@ -27,7 +27,7 @@ pub(crate) struct Shared {
     pub pool: Pool,
     pub path: PathBuf,
     pub allocator: Allocator,
-    pub catalog_root: u64,
+    pub catalog_root: PageId,
     pub trees: DashMap<String, Arc<TreeState>>,
     pub tree_creation: Mutex<()>,
     pub log: Arc<Log>,
@@ -47,9 +47,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn corrupted(&self, page: u64, reason: impl Into<String>) -> crate::EngineError {
+    pub fn corrupted(&self, page: PageId, reason: impl Into<String>) -> crate::EngineError {
         crate::EngineError::Corrupted {
-            page,
+            page: page.0,
             file: self.path.clone(),
             reason: reason.into(),
         }

@@ -17,6 +17,8 @@ use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bufpool::PageId;
+
 use crate::EngineError;
 use crate::shared::Shared;
 pub use scan::RangeIter;
@@ -35,7 +37,7 @@ pub enum Direction {
 #[derive(Debug)]
 pub(crate) struct TreeState {
     pub name: String,
-    pub root: u64,
+    pub root: PageId,
     /// Records in the tree; changed with each logged record (see `wal::commit`).
     pub len: Arc<AtomicU64>,
 }

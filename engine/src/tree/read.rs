@@ -15,7 +15,7 @@ enum Hit {
     /// The value was copied into `out`.
     Inline,
     Overflow {
-        first: u64,
+        first: PageId,
         len: usize,
     },
 }
@@ -86,7 +86,7 @@ enum FirstPass {
     /// Looked up in a resident leaf.
     Done(Hit),
     /// Its leaf is not resident: prefetch it, then look the key up.
-    Miss(u64),
+    Miss(PageId),
     /// Conflicts or an unexpected page: looked up the ordinary way after the prefetch.
     Later,
 }
@@ -112,7 +112,7 @@ fn lookup_if_resident(
         return Ok(FirstPass::Done(hit));
     };
     parent.validate()?;
-    let Some(leaf) = tree.shared.pool.optimistic_if_resident(PageId(child))? else {
+    let Some(leaf) = tree.shared.pool.optimistic_if_resident(child)? else {
         return Ok(FirstPass::Miss(child));
     };
     // Lock coupling: the leaf was the parent's child when its version was taken.
@@ -154,7 +154,7 @@ pub(crate) fn multi_get(
                 values.push(Some(value));
             }
             FirstPass::Miss(leaf) => {
-                leaves.push(PageId(leaf));
+                leaves.push(leaf);
                 missed.push(index);
                 values.push(None);
             }

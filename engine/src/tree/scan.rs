@@ -9,6 +9,8 @@
 use std::collections::VecDeque;
 use std::ops::{Bound, Range};
 
+use bufpool::PageId;
+
 use super::Direction;
 use super::descend::{self, Abort, Fences, OPTIMISTIC_ATTEMPTS_MAX, Route, TreeCtx};
 use crate::EngineError;
@@ -40,7 +42,7 @@ struct LeafCopy {
 #[derive(Clone)]
 enum Stored {
     Arena(Range<usize>),
-    Overflow { first: u64, len: usize },
+    Overflow { first: PageId, len: usize },
 }
 
 impl LeafCopy {

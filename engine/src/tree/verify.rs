@@ -52,8 +52,8 @@ pub(crate) fn verify(tree: TreeCtx<'_>) -> Result<TreeSummary, EngineError> {
     Ok(summary)
 }
 
-fn read_node(tree: TreeCtx<'_>, page: u64) -> Result<Box<[u8; PAGE_SIZE]>, EngineError> {
-    let guard = tree.shared.pool.shared(PageId(page))?;
+fn read_node(tree: TreeCtx<'_>, page: PageId) -> Result<Box<[u8; PAGE_SIZE]>, EngineError> {
+    let guard = tree.shared.pool.shared(page)?;
     let copy: Box<[u8; PAGE_SIZE]> =
         Box::new((&guard[..]).try_into().expect("a page is PAGE_SIZE bytes"));
     Ok(copy)
@@ -61,7 +61,7 @@ fn read_node(tree: TreeCtx<'_>, page: u64) -> Result<Box<[u8; PAGE_SIZE]>, Engin
 
 fn check_node(
     tree: TreeCtx<'_>,
-    page: u64,
+    page: PageId,
     level: u16,
     bounds: &Bounds<'_>,
     summary: &mut TreeSummary,
