@@ -94,7 +94,7 @@ pub(crate) fn open_tree(shared: &Arc<Shared>, name: &str) -> Result<Tree, Engine
     let state = Arc::new(TreeState {
         name: name.to_string(),
         root,
-        len: shared.log.tree_len(root.0),
+        len: shared.log.tree_len(root),
     });
     shared.trees.insert(name.to_string(), Arc::clone(&state));
     Ok(Tree::new(Arc::clone(shared), state))
