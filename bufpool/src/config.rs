@@ -25,8 +25,12 @@ pub trait PageHooks: Send + Sync {
     fn after_read(&self, page: PageId, bytes: &[u8]) -> Result<(), PoolError>;
 }
 
-/// Upper bound on `eviction_batch`: the batch's scratch arrays live on the stack.
-pub const EVICTION_BATCH_MAX: usize = crate::eviction::BATCH_MAX;
+/// Pages per I/O batch, at most: eviction victims per round, prefetch and flush chunks. Each
+/// batch's scratch arrays live on the stack and are sized by it.
+pub const BATCH_MAX: usize = 64;
+
+/// Upper bound on `eviction_batch`: an eviction round is one batch.
+pub const EVICTION_BATCH_MAX: usize = BATCH_MAX;
 
 #[derive(Clone)]
 pub struct Config {
@@ -76,6 +80,8 @@ impl Config {
         self.frame_budget_bytes / PAGE_SIZE as u64
     }
 
+    // The loom build compiles the configuration for `BATCH_MAX` only; the pool calls this.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn check(&self) -> Result<(), PoolError> {
         let invalid = |reason: &str| Err(PoolError::InvalidConfig(reason.to_string()));
         if self.page_count_max == 0 || self.page_count_max > (1 << 36) {

@@ -15,6 +15,7 @@
 //! a model of the OS that records residency per frame. Why the order is correct and why the
 //! loop terminates: DESIGN.md, "Eviction: the seed's protocol, step by step".
 
+use crate::config::BATCH_MAX;
 use crate::state::{LOCKED, MARKED, PageState, state_of};
 use crate::sync::yield_now;
 use crate::view::PageView;
@@ -23,9 +24,6 @@ use crate::{PageId, PoolError};
 /// Step 5's bound: shootdowns repeated for one victim before giving up on freeing its frame
 /// now (the outcome is then `RefaultOutcome::LimitHit`).
 pub const REFAULT_RETRIES_MAX: u32 = 16;
-
-/// Victims per `evict_batch` call, at most (the batch's scratch arrays live on the stack).
-pub const BATCH_MAX: usize = 64;
 
 /// The OS calls under eviction: the real ones in `region.rs`, recorded ones in the loom model.
 pub trait Frames {

@@ -7,37 +7,49 @@
 //! with a bounded retry loop for concurrent refaults (`eviction.rs`). With the memfd backing
 //! the frames and the page-state table can be exported to other processes (`export.rs`).
 //!
-//! Reading order (building blocks first): `state` (the page-state word), `view` (reading
-//! bytes that may change), `eviction` (the protocol, and the `Frames` it needs from the OS),
-//! `latch` (the latch loop and the one fault-in), `region` (memory: implements `Frames`),
-//! `replacer` (the resident set the clock sweeps), `config`, `stats`, `pool` (the access
-//! paths, the frame budget, the clock, write-back) with its `guard`s, `export`.
+//! Reading order (building blocks first; the modules below are declared in this order):
+//! `sync` (std or loom atomics), `state` (the page-state word), `view` (reading bytes that
+//! may change), `error`, `config` (the configuration and the pool's limits, `BATCH_MAX`
+//! among them; its test-hook field names `eviction::EvictionProbe`), `eviction` (the
+//! protocol, and the `Frames` it needs from the OS), `latch` (the latch loop and the one
+//! fault-in), `region` (memory: implements `Frames`), `replacer` (the resident set the clock
+//! sweeps), `stats`, `pool` (the access paths, the frame budget, the clock, write-back), its
+//! `guard`s, `export`.
 
+// One module per group: rustfmt sorts a group alphabetically, which would undo the order.
 mod sync;
 
-pub mod eviction;
-pub mod latch;
 pub mod state;
 
-#[cfg(not(loom))]
-mod config;
-mod error;
-#[cfg(not(loom))]
-mod export;
-#[cfg(not(loom))]
-mod guard;
-#[cfg(not(loom))]
-mod pool;
-#[cfg(not(loom))]
-mod region;
-#[cfg(not(loom))]
-mod replacer;
-#[cfg(not(loom))]
-mod stats;
 mod view;
 
+mod error;
+
+mod config;
+
+pub mod eviction;
+
+pub mod latch;
+
 #[cfg(not(loom))]
-pub use config::{Backing, Config, EVICTION_BATCH_MAX, PageHooks};
+mod region;
+
+#[cfg(not(loom))]
+mod replacer;
+
+#[cfg(not(loom))]
+mod stats;
+
+#[cfg(not(loom))]
+mod pool;
+
+#[cfg(not(loom))]
+mod guard;
+
+#[cfg(not(loom))]
+mod export;
+
+pub use config::{BATCH_MAX, Backing, Config, EVICTION_BATCH_MAX, PageHooks};
 pub use error::{FrameCensus, PoolError, Restart};
 #[cfg(not(loom))]
 pub use export::{

@@ -14,9 +14,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::eviction::{BATCH_MAX, Frames};
+use crate::eviction::Frames;
 use crate::state::PageState;
-use crate::{Backing, PAGE_SIZE, PageId, PoolError};
+use crate::{BATCH_MAX, Backing, PAGE_SIZE, PageId, PoolError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The page frames.

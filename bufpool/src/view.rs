@@ -5,7 +5,8 @@
 //! exclusive latch, see DESIGN.md on why that race is tolerated).
 //! Safe code never gets a `&[u8]` into such a page: values are copied out, and only count once
 //! the read is validated against the page's version. Accesses outside the page never panic:
-//! they return zero / copy nothing and mark the view inconsistent, which fails validation.
+//! they return zero / compare `Less` / copy nothing (the rule the engine's slice reads follow
+//! too) and mark the view inconsistent, which fails validation.
 
 use std::cell::Cell;
 use std::cmp::Ordering as CmpOrdering;
@@ -144,10 +145,11 @@ impl<'a> PageView<'a> {
         self.load_le(offset, 8)
     }
 
-    /// Compares page bytes `[offset, offset + len)` with `key`, as `<[u8]>::cmp` would.
+    /// Compares page bytes `[offset, offset + len)` with `key`, as `<[u8]>::cmp` would; a
+    /// range that leaves the page compares `Less` than any key.
     pub fn compare(&self, offset: usize, len: usize, key: &[u8]) -> CmpOrdering {
         if !self.in_range(offset, len) {
-            return CmpOrdering::Equal;
+            return CmpOrdering::Less;
         }
         let common = len.min(key.len());
         let mut done = 0;
@@ -256,6 +258,9 @@ mod tests {
             }
         }
         assert!(!view.out_of_range());
+        assert_eq!(view.compare(4090, 7, b"abc"), CmpOrdering::Less);
+        assert_eq!(view.compare(usize::MAX, 2, b""), CmpOrdering::Less);
+        assert!(view.out_of_range());
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! Page allocation with reuse: the free list lives in memory and in the log.
 //!
 //! A freed page id is not reusable at once: an optimistic reader may still be about to
-//! read it (a lookup that validated a parent, then follows an overflow chain). Freeing
+//! read it (a lookup that validated a leaf, then follows an overflow chain). Freeing
 //! parks the id as *pending* and defers its release with `crossbeam-epoch` until every
-//! thread pinned at that time has unpinned; every tree operation runs pinned.
+//! thread pinned at that time has unpinned. Every read that follows a page id after its
+//! last validation runs pinned: overflow chains (a lookup that finds one repeats itself
+//! pinned), `multi_get`, scans, `verify`. The rest need no pin: an optimistic descent
+//! validates each page after reading it and its parent after taking the child's version,
+//! so a page freed and reused underneath fails validation; latched pages cannot be freed.
 //!
 //! Persisted form: none of its own. Every log record lists the pages its change allocated
 //! and freed, and every checkpoint record holds the whole free list (ready, pending and
@@ -27,13 +31,13 @@ use crate::page;
 use crate::wal::PageMut;
 
 /// Free ids tried before growing the file when reused pages fail to fault in.
-const REUSE_ATTEMPTS: usize = 8;
+const REUSE_ATTEMPTS_MAX: usize = 8;
 
 #[derive(Debug, Default)]
 struct FreeState {
-    ready: Vec<u64>,
-    pending: HashSet<u64>,
-    in_flight: HashSet<u64>,
+    ready: Vec<PageId>,
+    pending: HashSet<PageId>,
+    in_flight: HashSet<PageId>,
 }
 
 pub(crate) struct Allocator {
@@ -46,7 +50,7 @@ impl Allocator {
     /// An allocator whose free pages are `ready`.
     pub fn with_free(ready: Vec<u64>) -> Allocator {
         let state = FreeState {
-            ready,
+            ready: ready.into_iter().map(PageId).collect(),
             ..FreeState::default()
         };
         Allocator {
@@ -70,7 +74,7 @@ impl Allocator {
         pool: &'p Pool,
         log_end: u64,
     ) -> Result<PageMut<'p>, EngineError> {
-        for _ in 0..REUSE_ATTEMPTS {
+        for _ in 0..REUSE_ATTEMPTS_MAX {
             let id = {
                 let mut state = self.lock();
                 let Some(id) = state.ready.pop() else {
@@ -79,7 +83,7 @@ impl Allocator {
                 state.in_flight.insert(id);
                 id
             };
-            match pool.exclusive(PageId(id)) {
+            match pool.exclusive(id) {
                 Ok(mut guard) => {
                     guard.fill(0);
                     page::set_lsn(&mut guard, log_end);
@@ -100,11 +104,11 @@ impl Allocator {
             .growth
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let predicted = pool.page_count();
+        let predicted = PageId(pool.page_count());
         self.lock().in_flight.insert(predicted);
         match pool.allocate() {
             Ok(mut guard) => {
-                assert_eq!(guard.page_id().0, predicted, "file growth is serialised");
+                assert_eq!(guard.page_id(), predicted, "file growth is serialised");
                 page::set_lsn(&mut guard, log_end);
                 Ok(PageMut::allocated(guard, self))
             }
@@ -116,19 +120,19 @@ impl Allocator {
     }
 
     /// The records using these handed-out ids are in the log.
-    pub fn committed(&self, ids: &[u64]) {
+    pub fn committed(&self, ids: &[PageId]) {
         if ids.is_empty() {
             return;
         }
         let mut state = self.lock();
         for id in ids {
             let was = state.in_flight.remove(id);
-            assert!(was, "page {id} committed but not handed out");
+            assert!(was, "page {} committed but not handed out", id.0);
         }
     }
 
     /// Handed-out ids whose change was abandoned: free again at once (nobody saw them).
-    pub fn release(&self, ids: &[u64]) {
+    pub fn release(&self, ids: &[PageId]) {
         let mut state = self.lock();
         for &id in ids {
             if state.in_flight.remove(&id) {
@@ -140,7 +144,7 @@ impl Allocator {
     /// Frees pages: their ids become reusable once every reader pinned now is gone. The
     /// bytes stay as they are until then: a pinned reader following an overflow chain must
     /// still find it intact.
-    pub fn retire(&self, ids: &[u64], epoch: &crossbeam_epoch::Guard) {
+    pub fn retire(&self, ids: &[PageId], epoch: &crossbeam_epoch::Guard) {
         self.lock().pending.extend(ids.iter().copied());
         let state = Arc::clone(&self.state);
         let ids = ids.to_vec();
@@ -175,7 +179,7 @@ impl Allocator {
             .iter()
             .chain(state.pending.iter())
             .chain(state.in_flight.iter())
-            .copied()
+            .map(|id| id.0)
             .collect();
         drop(state);
         free.sort_unstable();

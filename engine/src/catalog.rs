@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use bufpool::PageId;
+
 use crate::EngineError;
 use crate::node;
 use crate::shared::Shared;
@@ -15,7 +17,7 @@ use crate::tree::{Direction, RangeIter, Tree, TreeState, read, write};
 use crate::wal::Durability;
 
 /// Longest tree name in bytes.
-pub const MAX_TREE_NAME: usize = 255;
+pub const TREE_NAME_MAX: usize = 255;
 
 fn catalog(shared: &Shared) -> TreeCtx<'_> {
     TreeCtx {
@@ -24,19 +26,19 @@ fn catalog(shared: &Shared) -> TreeCtx<'_> {
     }
 }
 
-fn encode(root: u64, len: u64) -> [u8; 16] {
+fn encode(root: PageId, len: u64) -> [u8; 16] {
     let mut value = [0u8; 16];
-    value[..8].copy_from_slice(&root.to_le_bytes());
+    value[..8].copy_from_slice(&root.0.to_le_bytes());
     value[8..].copy_from_slice(&len.to_le_bytes());
     value
 }
 
-fn decode(shared: &Shared, value: &[u8]) -> Result<(u64, u64), EngineError> {
+fn decode(shared: &Shared, value: &[u8]) -> Result<(PageId, u64), EngineError> {
     let (Some(root), Some(len)) = (value.get(..8), value.get(8..16)) else {
         return Err(shared.corrupted(shared.catalog_root, "catalog entry of the wrong size"));
     };
     Ok((
-        u64::from_le_bytes(root.try_into().unwrap()),
+        PageId(u64::from_le_bytes(root.try_into().unwrap())),
         u64::from_le_bytes(len.try_into().unwrap()),
     ))
 }
@@ -51,7 +53,7 @@ fn check_name(name: &str) -> Result<(), EngineError> {
     if name.is_empty() {
         return invalid("empty");
     }
-    if name.len() > MAX_TREE_NAME {
+    if name.len() > TREE_NAME_MAX {
         return invalid("longer than 255 bytes");
     }
     Ok(())

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bufpool::{Backing, Pool, Stats};
+use bufpool::{Backing, PageId, Pool, Stats};
 use bufpool_io::{AlignedBuf, DirectFile, IoConfig, IoEngine, OpenOptions};
 use dashmap::DashMap;
 
@@ -196,7 +196,11 @@ impl Engine {
         hooks.attach_log(Arc::clone(&log));
         let allocator = Allocator::with_free(Vec::new());
         let mut catalog = allocator.allocate(&pool, log.end())?;
-        assert_eq!(catalog.id(), FIRST_DATA_PAGE, "a new file's first page");
+        assert_eq!(
+            catalog.id(),
+            PageId(FIRST_DATA_PAGE),
+            "a new file's first page"
+        );
         node::init(&mut catalog, 0);
         wal::commit(
             &log,
@@ -232,7 +236,7 @@ impl Engine {
 
     fn assemble(parts: Parts, path: &Path, options: &EngineOptions) -> Engine {
         let shared = Shared {
-            catalog_root: parts.last.catalog_root,
+            catalog_root: PageId(parts.last.catalog_root),
             pool: parts.pool,
             path: path.to_path_buf(),
             allocator: parts.allocator,
@@ -354,9 +358,7 @@ impl Engine {
         log.set_image_threshold(start.redo_lsn);
         log.start_flusher();
         hooks.attach_log(Arc::clone(&log));
-        let kind = pool.read(bufpool::PageId(last.catalog_root), |view| {
-            page::kind_of(view)
-        })?;
+        let kind = pool.read(PageId(last.catalog_root), |view| page::kind_of(view))?;
         if !matches!(kind, Some(page::PageKind::Leaf | page::PageKind::Inner)) {
             return Err(EngineError::Corrupted {
                 page: last.catalog_root,
@@ -555,7 +557,7 @@ impl Shared {
         let next = Superblock {
             generation: last.generation + 1,
             page_count: body.page_count,
-            catalog_root: self.catalog_root,
+            catalog_root: self.catalog_root.0,
             db_id: last.db_id,
             redo_lsn,
             checkpoint_lsn,

@@ -24,18 +24,18 @@ mod superblock;
 mod tree;
 mod wal;
 
-pub use catalog::MAX_TREE_NAME;
+pub use catalog::TREE_NAME_MAX;
 pub use engine::{Engine, EngineOptions};
 pub use error::EngineError;
-pub use node::MAX_KEY_SIZE;
+pub use node::KEY_SIZE_MAX;
 pub use superblock::FORMAT_VERSION;
 pub use tree::{Direction, RangeIter, Tree, TreeSummary};
 pub use wal::{Durability, LogStats, Lsn, RecoveryReport};
 
-/// Largest value. Values longer than `node::MAX_INLINE_PAYLOAD` minus their key live on
+/// Largest value. Values longer than `node::INLINE_PAYLOAD_MAX` minus their key live on
 /// overflow pages.
-pub const MAX_VALUE_SIZE: usize = 1 << 20;
-const _: () = assert!(MAX_KEY_SIZE >= 1024 && MAX_VALUE_SIZE >= 16 * 1024);
+pub const VALUE_SIZE_MAX: usize = 1 << 20;
+const _: () = assert!(KEY_SIZE_MAX >= 1024 && VALUE_SIZE_MAX >= 16 * 1024);
 
 /// Engines and trees are shared between threads.
 const _: fn() = || {

@@ -3,7 +3,7 @@
 //! Read functions are generic over [`PageBytes`], so the same binary search runs on a
 //! latched page (`[u8]`) and on an optimistic `PageView` (atomic loads, validated later).
 //! On garbage (a page that changed underneath) they stay in bounds and terminate: counts
-//! are clamped to [`MAX_SLOTS`], searches are binary, lengths are clamped. Write functions
+//! are clamped to [`SLOTS_MAX`], searches are binary, lengths are clamped. Write functions
 //! take `&mut [u8]` under an exclusive latch and `assert!` their preconditions.
 //!
 //! Layout after the page header (little endian):
@@ -34,6 +34,8 @@
 
 use std::cmp::Ordering;
 
+use bufpool::PageId;
+
 use crate::page::{PAGE_HEADER_SIZE, PAGE_SIZE, PageBytes, PageKind, init_header, kind_of};
 
 const COUNT_OFFSET: usize = PAGE_HEADER_SIZE;
@@ -51,7 +53,7 @@ const SLOTS_OFFSET: usize = HINTS_OFFSET + 4 * HINT_COUNT;
 const SLOT_SIZE: usize = 8;
 /// Bytes available for slots and cells.
 pub const CAPACITY: usize = PAGE_SIZE - SLOTS_OFFSET;
-pub const MAX_SLOTS: usize = CAPACITY / SLOT_SIZE;
+pub const SLOTS_MAX: usize = CAPACITY / SLOT_SIZE;
 
 const LEAF_PREFIX: usize = 4;
 const INNER_PREFIX: usize = 8;
@@ -59,15 +61,15 @@ const OVERFLOW_FLAG: u32 = 1 << 31;
 const OVERFLOW_REF_SIZE: usize = 8;
 
 /// Longest key.
-pub const MAX_KEY_SIZE: usize = 1024;
+pub const KEY_SIZE_MAX: usize = 1024;
 /// Key plus value up to this size stay in the leaf; longer values go to overflow pages.
 /// Chosen so that no cell (with its slot) exceeds a third of [`CAPACITY`]: then a full
 /// node split in two by bytes always leaves room for any cell in either half.
-pub const MAX_INLINE_PAYLOAD: usize = 1280;
-const MAX_CELL_SIZE: usize = SLOT_SIZE + LEAF_PREFIX + MAX_INLINE_PAYLOAD;
-const _: () = assert!(MAX_CELL_SIZE * 3 <= CAPACITY);
-const _: () = assert!(SLOT_SIZE + INNER_PREFIX + MAX_KEY_SIZE <= MAX_CELL_SIZE);
-const _: () = assert!(MAX_KEY_SIZE + OVERFLOW_REF_SIZE <= MAX_INLINE_PAYLOAD);
+pub const INLINE_PAYLOAD_MAX: usize = 1280;
+const CELL_SIZE_MAX: usize = SLOT_SIZE + LEAF_PREFIX + INLINE_PAYLOAD_MAX;
+const _: () = assert!(CELL_SIZE_MAX * 3 <= CAPACITY);
+const _: () = assert!(SLOT_SIZE + INNER_PREFIX + KEY_SIZE_MAX <= CELL_SIZE_MAX);
+const _: () = assert!(KEY_SIZE_MAX + OVERFLOW_REF_SIZE <= INLINE_PAYLOAD_MAX);
 const _: () = assert!(PAGE_SIZE <= u16::MAX as usize);
 
 /// A node is underfull (a merge candidate) below this many used bytes.
@@ -103,7 +105,7 @@ fn leading_u64(key: &[u8]) -> u64 {
 
 #[inline]
 pub fn count<P: PageBytes + ?Sized>(page: &P) -> usize {
-    (page.u16_at(COUNT_OFFSET) as usize).min(MAX_SLOTS)
+    (page.u16_at(COUNT_OFFSET) as usize).min(SLOTS_MAX)
 }
 
 #[inline]
@@ -117,8 +119,8 @@ pub fn is_leaf<P: PageBytes + ?Sized>(page: &P) -> bool {
 }
 
 #[inline]
-pub fn upper<P: PageBytes + ?Sized>(page: &P) -> u64 {
-    page.u64_at(UPPER_OFFSET)
+pub fn upper<P: PageBytes + ?Sized>(page: &P) -> PageId {
+    PageId(page.u64_at(UPPER_OFFSET))
 }
 
 /// A slot: the key head, where its cell starts and how long its key is.
@@ -136,7 +138,7 @@ fn slot<P: PageBytes + ?Sized>(page: &P, index: usize) -> Slot {
         head: word as u32,
         cell: (word >> 32) as u16 as usize,
         // Clamped: a garbage length read optimistically cannot make a reader allocate much.
-        key_len: ((word >> 48) as usize).min(MAX_KEY_SIZE),
+        key_len: ((word >> 48) as usize).min(KEY_SIZE_MAX),
     }
 }
 
@@ -254,11 +256,11 @@ pub fn child_index_before<P: PageBytes + ?Sized>(page: &P, key: &[u8]) -> usize 
 
 /// Inner node: the child page at `index` (`count` or beyond means `upper`).
 #[inline]
-pub fn child_at<P: PageBytes + ?Sized>(page: &P, index: usize) -> u64 {
+pub fn child_at<P: PageBytes + ?Sized>(page: &P, index: usize) -> PageId {
     if index >= count(page) {
         upper(page)
     } else {
-        page.u64_at(slot(page, index).cell)
+        PageId(page.u64_at(slot(page, index).cell))
     }
 }
 
@@ -274,7 +276,7 @@ pub fn copy_key<P: PageBytes + ?Sized>(page: &P, index: usize, out: &mut Vec<u8>
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueRef {
     Inline { offset: usize, len: usize },
-    Overflow { first: u64, len: usize },
+    Overflow { first: PageId, len: usize },
 }
 
 /// Leaf node: where the value of slot `index` is. Lengths are clamped to what can be
@@ -285,9 +287,9 @@ pub fn value_ref<P: PageBytes + ?Sized>(page: &P, index: usize) -> ValueRef {
     let word = page.u32_at(slot.cell);
     let tail = slot.cell + LEAF_PREFIX + slot.key_len;
     if word & OVERFLOW_FLAG != 0 {
-        let len = ((word & !OVERFLOW_FLAG) as usize).min(crate::MAX_VALUE_SIZE);
+        let len = ((word & !OVERFLOW_FLAG) as usize).min(crate::VALUE_SIZE_MAX);
         ValueRef::Overflow {
-            first: page.u64_at(tail),
+            first: PageId(page.u64_at(tail)),
             len,
         }
     } else {
@@ -333,7 +335,7 @@ fn reset_node_header(bytes: &mut [u8], level: u16) {
     bytes[LEVEL_OFFSET] = level as u8;
     bytes[PREFIX_LEN_OFFSET] = 0;
     bytes[PREFIX_OFFSET..SLOTS_OFFSET].fill(0);
-    set_upper(bytes, 0);
+    set_upper(bytes, PageId(0));
 }
 
 /// Samples the heads of slots `d, 2d, .., 16d` (`d = count / 17`) into the hints.
@@ -407,8 +409,8 @@ fn admit_key(bytes: &mut [u8], key: &[u8]) {
     }
 }
 
-pub fn set_upper(bytes: &mut [u8], child: u64) {
-    bytes[UPPER_OFFSET..UPPER_OFFSET + 8].copy_from_slice(&child.to_le_bytes());
+pub fn set_upper(bytes: &mut [u8], child: PageId) {
+    bytes[UPPER_OFFSET..UPPER_OFFSET + 8].copy_from_slice(&child.0.to_le_bytes());
 }
 
 fn free_contiguous(bytes: &[u8]) -> usize {
@@ -451,7 +453,7 @@ fn cell_len(bytes: &[u8], index: usize) -> usize {
 #[derive(Debug, Clone, Copy)]
 pub enum LeafValue<'a> {
     Inline(&'a [u8]),
-    Overflow { first: u64, len: usize },
+    Overflow { first: PageId, len: usize },
 }
 
 /// Bytes a leaf entry takes, its slot included.
@@ -470,7 +472,7 @@ pub fn inner_entry_size(key_len: usize) -> usize {
 
 /// Whether an entry of `entry_size` bytes fits (after compaction if need be).
 pub fn fits(bytes: &[u8], entry_size: usize) -> bool {
-    count(bytes) < MAX_SLOTS && free_total(bytes) >= entry_size
+    count(bytes) < SLOTS_MAX && free_total(bytes) >= entry_size
 }
 
 /// Whether slot `index`'s entry can be replaced by one of `entry_size` bytes.
@@ -484,10 +486,10 @@ pub fn insert_leaf(bytes: &mut [u8], index: usize, key: &[u8], value: LeafValue<
     let (word, tail_inline, tail_ref) = match value {
         LeafValue::Inline(value) => (value.len() as u32, value, [0u8; 8]),
         LeafValue::Overflow { first, len } => {
-            (len as u32 | OVERFLOW_FLAG, &[][..], first.to_le_bytes())
+            (len as u32 | OVERFLOW_FLAG, &[][..], first.0.to_le_bytes())
         }
     };
-    assert!(word & !OVERFLOW_FLAG <= crate::MAX_VALUE_SIZE as u32);
+    assert!(word & !OVERFLOW_FLAG <= crate::VALUE_SIZE_MAX as u32);
     let tail: &[u8] = if word & OVERFLOW_FLAG != 0 {
         &tail_ref
     } else {
@@ -497,26 +499,26 @@ pub fn insert_leaf(bytes: &mut [u8], index: usize, key: &[u8], value: LeafValue<
 }
 
 /// Inserts an inner entry (separator `key`, `child` for keys below it) at `index`.
-pub fn insert_inner(bytes: &mut [u8], index: usize, key: &[u8], child: u64) {
+pub fn insert_inner(bytes: &mut [u8], index: usize, key: &[u8], child: PageId) {
     assert!(!is_leaf(bytes));
-    insert_cell(bytes, index, key, &child.to_le_bytes(), &[]);
+    insert_cell(bytes, index, key, &child.0.to_le_bytes(), &[]);
 }
 
 /// Inner node: points slot `index` (or `upper` for `index == count`) at `child`.
-pub fn set_child(bytes: &mut [u8], index: usize, child: u64) {
+pub fn set_child(bytes: &mut [u8], index: usize, child: PageId) {
     assert!(!is_leaf(bytes) && index <= count(bytes));
     if index == count(bytes) {
         set_upper(bytes, child);
     } else {
         let cell = slot(bytes, index).cell;
-        bytes[cell..cell + 8].copy_from_slice(&child.to_le_bytes());
+        bytes[cell..cell + 8].copy_from_slice(&child.0.to_le_bytes());
     }
 }
 
 fn insert_cell(bytes: &mut [u8], index: usize, key: &[u8], prefix: &[u8], tail: &[u8]) {
     let n = count(bytes);
     let cell_size = prefix.len() + key.len() + tail.len();
-    assert!(index <= n && key.len() <= MAX_KEY_SIZE);
+    assert!(index <= n && key.len() <= KEY_SIZE_MAX);
     assert!(
         fits(bytes, SLOT_SIZE + cell_size),
         "insert_cell without room"
@@ -702,7 +704,7 @@ pub fn merged_size(left: &[u8], right: &[u8], separator_len: usize) -> usize {
 /// Whether `left` and `right` (adjacent siblings, `separator` between them in the parent)
 /// fit in one node.
 pub fn can_merge(left: &[u8], right: &[u8], separator_len: usize) -> bool {
-    merged_size(left, right, separator_len) <= CAPACITY && count(left) + count(right) < MAX_SLOTS
+    merged_size(left, right, separator_len) <= CAPACITY && count(left) + count(right) < SLOTS_MAX
 }
 
 /// Moves every entry of `left` in front of `right`'s; `left` is then unused. For inner
@@ -841,7 +843,7 @@ mod tests {
             .map(|i| [(i / 20).to_be_bytes(), i.to_be_bytes()].concat())
             .collect();
         for (index, key) in keys.iter().enumerate() {
-            insert_inner(&mut page, index, key, index as u64);
+            insert_inner(&mut page, index, key, PageId(index as u64));
         }
         for probe in 0u32..170 {
             for key in [
@@ -894,7 +896,7 @@ mod tests {
         assert!(l.last().unwrap().0 < separator && separator <= r[0].0);
         assert_eq!([l, r].concat(), before);
         // The new halves take any largest entry.
-        let big = vec![9u8; MAX_INLINE_PAYLOAD - 8];
+        let big = vec![9u8; INLINE_PAYLOAD_MAX - 8];
         assert!(fits(&left, leaf_entry_size(8, &LeafValue::Inline(&big))));
         assert!(fits(&right, leaf_entry_size(8, &LeafValue::Inline(&big))));
     }
@@ -905,12 +907,17 @@ mod tests {
         init(&mut page, 1);
         let mut n = 0u64;
         while fits(&page, inner_entry_size(8)) {
-            insert_inner(&mut page, n as usize, &(n * 10).to_be_bytes(), 1000 + n);
+            insert_inner(
+                &mut page,
+                n as usize,
+                &(n * 10).to_be_bytes(),
+                PageId(1000 + n),
+            );
             n += 1;
         }
-        set_upper(&mut page, 9999);
+        set_upper(&mut page, PageId(9999));
         let probe = |page: &[u8], key: u64| child_at(page, child_index(page, &key.to_be_bytes()));
-        let expected: Vec<u64> = (0..n * 10 + 20).map(|k| probe(&page, k)).collect();
+        let expected: Vec<PageId> = (0..n * 10 + 20).map(|k| probe(&page, k)).collect();
         let mut right = vec![0u8; PAGE_SIZE];
         let mut separator = Vec::new();
         split(&mut page, &mut right, &mut separator);
@@ -945,13 +952,13 @@ mod tests {
     fn child_index_routes_equal_keys_right_and_before_routes_left() {
         let mut page = vec![0u8; PAGE_SIZE];
         init(&mut page, 1);
-        insert_inner(&mut page, 0, b"m", 1);
-        set_upper(&mut page, 2);
+        insert_inner(&mut page, 0, b"m", PageId(1));
+        set_upper(&mut page, PageId(2));
         assert_eq!(child_index(&page[..], b"a"), 0);
         assert_eq!(child_index(&page[..], b"m"), 1);
         assert_eq!(child_index_before(&page[..], b"m"), 0);
         assert_eq!(child_index_before(&page[..], b"z"), 1);
-        assert_eq!(child_at(&page[..], 1), 2);
+        assert_eq!(child_at(&page[..], 1), PageId(2));
     }
 
     #[test]
@@ -966,7 +973,7 @@ mod tests {
             let _ = child_at(&page[..], child_index(&page[..], &key));
             let _ = value_ref(&page[..], index);
             let mut out = Vec::new();
-            copy_key(&page[..], index.min(MAX_SLOTS - 1), &mut out);
+            copy_key(&page[..], index.min(SLOTS_MAX - 1), &mut out);
             assert!(out.len() <= u16::MAX as usize);
         }
     }

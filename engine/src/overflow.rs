@@ -26,13 +26,13 @@ pub(crate) fn write<'s>(
     shared: &'s Shared,
     value: &[u8],
     mut keep: impl FnMut(PageMut<'s>),
-) -> Result<u64, EngineError> {
+) -> Result<PageId, EngineError> {
     assert!(!value.is_empty());
-    let mut next = 0u64;
+    let mut next = PageId(0);
     for chunk in value.chunks(DATA_PER_PAGE).rev() {
         let mut guard = shared.allocate()?;
         page::init_header(&mut guard, PageKind::Overflow);
-        guard[NEXT_OFFSET..NEXT_OFFSET + 8].copy_from_slice(&next.to_le_bytes());
+        guard[NEXT_OFFSET..NEXT_OFFSET + 8].copy_from_slice(&next.0.to_le_bytes());
         guard[LEN_OFFSET..LEN_OFFSET + 4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
         guard[DATA_OFFSET..DATA_OFFSET + chunk.len()].copy_from_slice(chunk);
         next = guard.id();
@@ -44,7 +44,7 @@ pub(crate) fn write<'s>(
 /// Reads a chain of `len` bytes into `out` (cleared first). The caller is pinned.
 pub(crate) fn read_into(
     shared: &Shared,
-    first: u64,
+    first: PageId,
     len: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), EngineError> {
@@ -54,11 +54,11 @@ pub(crate) fn read_into(
     for start in (0..len).step_by(DATA_PER_PAGE) {
         let expected = (len - start).min(DATA_PER_PAGE);
         let target = &mut out[start..start + expected];
-        let (kind, next, chunk) = shared.pool.read(PageId(page), |view| {
+        let (kind, next, chunk) = shared.pool.read(page, |view| {
             view.copy_to(DATA_OFFSET, target);
             (
                 page::kind_of(view),
-                view.u64_at(NEXT_OFFSET),
+                PageId(view.u64_at(NEXT_OFFSET)),
                 view.u32_at(LEN_OFFSET) as usize,
             )
         })?;
@@ -75,14 +75,14 @@ pub(crate) fn read_into(
 /// meanwhile.
 pub(crate) fn chain_pages(
     shared: &Shared,
-    first: u64,
+    first: PageId,
     len: usize,
-) -> Result<Vec<u64>, EngineError> {
+) -> Result<Vec<PageId>, EngineError> {
     let mut pages = Vec::with_capacity(len.div_ceil(DATA_PER_PAGE));
     let mut page = first;
     for _ in 0..len.div_ceil(DATA_PER_PAGE) {
-        let (kind, next) = shared.pool.read(PageId(page), |view| {
-            (page::kind_of(view), view.u64_at(NEXT_OFFSET))
+        let (kind, next) = shared.pool.read(page, |view| {
+            (page::kind_of(view), PageId(view.u64_at(NEXT_OFFSET)))
         })?;
         if kind != Some(PageKind::Overflow) {
             return Err(shared.corrupted(page, "freeing an overflow chain that is not one"));

@@ -117,7 +117,8 @@ pub trait PageBytes {
     fn u16_at(&self, offset: usize) -> u16;
     fn u32_at(&self, offset: usize) -> u32;
     fn u64_at(&self, offset: usize) -> u64;
-    /// Compares the page bytes `[offset, offset + len)` with `key` (memcmp order).
+    /// Compares the page bytes `[offset, offset + len)` with `key` (memcmp order); a range
+    /// that leaves the page compares `Less` than any key, in both implementations.
     fn compare(&self, offset: usize, len: usize, key: &[u8]) -> Ordering;
     /// Copies `out.len()` bytes starting at `offset` into `out`.
     fn copy_to(&self, offset: usize, out: &mut [u8]);

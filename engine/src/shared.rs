@@ -27,7 +27,7 @@ pub(crate) struct Shared {
     pub pool: Pool,
     pub path: PathBuf,
     pub allocator: Allocator,
-    pub catalog_root: u64,
+    pub catalog_root: PageId,
     pub trees: DashMap<String, Arc<TreeState>>,
     pub tree_creation: Mutex<()>,
     pub log: Arc<Log>,
@@ -47,9 +47,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn corrupted(&self, page: u64, reason: impl Into<String>) -> crate::EngineError {
+    pub fn corrupted(&self, page: PageId, reason: impl Into<String>) -> crate::EngineError {
         crate::EngineError::Corrupted {
-            page,
+            page: page.0,
             file: self.path.clone(),
             reason: reason.into(),
         }
@@ -65,7 +65,7 @@ pub(crate) struct ChecksumHooks {
     path: PathBuf,
     log: OnceLock<Arc<Log>>,
     recovering: AtomicBool,
-    torn: Mutex<BTreeSet<u64>>,
+    torn: Mutex<BTreeSet<PageId>>,
 }
 
 impl ChecksumHooks {
@@ -91,18 +91,18 @@ impl ChecksumHooks {
         self.recovering.store(recovering, Ordering::Release);
     }
 
-    fn torn(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+    fn torn(&self) -> std::sync::MutexGuard<'_, BTreeSet<PageId>> {
         self.torn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether `page` was read torn during recovery (and forgets it: the caller repairs it).
-    pub fn take_torn(&self, page: u64) -> bool {
+    pub fn take_torn(&self, page: PageId) -> bool {
         self.torn().remove(&page)
     }
 
-    pub fn torn_pages(&self) -> Vec<u64> {
+    pub fn torn_pages(&self) -> Vec<PageId> {
         self.torn().iter().copied().collect()
     }
 }
@@ -124,7 +124,7 @@ impl PageHooks for ChecksumHooks {
         match page::verify_checksum(page.0, bytes) {
             Ok(()) => Ok(()),
             Err(_) if self.recovering.load(Ordering::Acquire) => {
-                self.torn().insert(page.0);
+                self.torn().insert(page);
                 Ok(())
             }
             Err(mismatch) => Err(PoolError::Corrupted {

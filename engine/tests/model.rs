@@ -21,7 +21,7 @@ fn random_key(rng: &mut SmallRng) -> Vec<u8> {
             .map(|_| rng.random_range(0..4u8))
             .collect(),
         _ => {
-            let mut key = vec![b'L'; rng.random_range(100..bufpool_engine::MAX_KEY_SIZE)];
+            let mut key = vec![b'L'; rng.random_range(100..bufpool_engine::KEY_SIZE_MAX)];
             key.push(rng.random_range(0..8u8));
             key
         }
@@ -210,8 +210,8 @@ fn oversized_keys_and_values_are_refused() {
     let path = common::test_path("limits");
     let engine = Engine::create(&path, common::options_with_frames(256)).unwrap();
     let tree = engine.tree("t").unwrap();
-    let big_key = vec![1u8; bufpool_engine::MAX_KEY_SIZE + 1];
-    let big_value = vec![2u8; bufpool_engine::MAX_VALUE_SIZE + 1];
+    let big_key = vec![1u8; bufpool_engine::KEY_SIZE_MAX + 1];
+    let big_value = vec![2u8; bufpool_engine::VALUE_SIZE_MAX + 1];
     assert!(
         matches!(tree.put(&big_key, b"v"), Err(EngineError::KeyTooLarge { len, .. }) if len == big_key.len())
     );
@@ -224,10 +224,10 @@ fn oversized_keys_and_values_are_refused() {
         Err(EngineError::KeyTooLarge { .. })
     ));
     // The largest key with a 16 KiB value, and the largest value, work.
-    let max_key = vec![3u8; bufpool_engine::MAX_KEY_SIZE];
+    let max_key = vec![3u8; bufpool_engine::KEY_SIZE_MAX];
     let value_16k = vec![4u8; 16 * 1024];
     tree.put(&max_key, &value_16k).unwrap();
-    let max_value: Vec<u8> = (0..bufpool_engine::MAX_VALUE_SIZE)
+    let max_value: Vec<u8> = (0..bufpool_engine::VALUE_SIZE_MAX)
         .map(|i| (i % 251) as u8)
         .collect();
     tree.put(b"max", &max_value).unwrap();

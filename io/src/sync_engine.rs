@@ -22,7 +22,7 @@ pub(crate) unsafe fn run(
     if transfer.is_complete() {
         return Ok(());
     }
-    // Every pass either makes progress, or uses one of RETRY_LIMIT retries, or ends.
+    // Every pass either makes progress, or uses one of RETRY_MAX retries, or ends.
     loop {
         // SAFETY: the caller guarantees the request's buffer until this returns.
         let result = match unsafe { transfer.plan(hooks, file) } {

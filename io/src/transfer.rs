@@ -25,7 +25,7 @@ impl Hooks {
 }
 
 /// Consecutive EAGAIN/EINTR results one transfer tolerates before the error is surfaced.
-pub(crate) const RETRY_LIMIT: u32 = 64;
+pub(crate) const RETRY_MAX: u32 = 64;
 
 /// Largest single kernel transfer (io_uring lengths are u32); a multiple of every alignment.
 const CHUNK_BYTES_MAX: usize = 1 << 30;
@@ -140,7 +140,7 @@ impl Transfer {
             });
         }
         let errno = -result;
-        if (errno == libc::EAGAIN || errno == libc::EINTR) && self.retries < RETRY_LIMIT {
+        if (errno == libc::EAGAIN || errno == libc::EINTR) && self.retries < RETRY_MAX {
             self.retries += 1;
             return Step::Resubmit;
         }

@@ -128,9 +128,9 @@ pub(crate) fn transfer_entry(
 /// `io_uring_enter`: submit what is queued and wait for `want` completions. EINTR is retried
 /// (bounded); EBUSY means the CQ is full of unreaped completions, which the caller reaps next.
 pub(crate) fn submit_and_wait(ring: &IoUring, want: usize) -> io::Result<()> {
-    const ENTER_RETRY_LIMIT: u32 = 1024;
+    const ENTER_RETRY_MAX: u32 = 1024;
     let mut last = io::Error::from_raw_os_error(libc::EINTR);
-    for _ in 0..ENTER_RETRY_LIMIT {
+    for _ in 0..ENTER_RETRY_MAX {
         match ring.submit_and_wait(want) {
             Ok(_) => return Ok(()),
             Err(error) if error.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
@@ -147,10 +147,10 @@ pub(crate) fn submit_and_wait(ring: &IoUring, want: usize) -> io::Result<()> {
 /// DEFER_TASKRUN, completions that arrived meanwhile are posted in the same syscall (what
 /// fio's commit does too).
 pub(crate) fn submit_now(ring: &mut IoUring) -> io::Result<()> {
-    const ENTER_RETRY_LIMIT: u32 = 1024;
+    const ENTER_RETRY_MAX: u32 = 1024;
     let to_submit = ring.submission().len() as u32;
     let mut last = io::Error::from_raw_os_error(libc::EINTR);
-    for _ in 0..ENTER_RETRY_LIMIT {
+    for _ in 0..ENTER_RETRY_MAX {
         // SAFETY: no argument struct is passed; flags and counts are plain integers.
         let entered = unsafe {
             ring.submitter().enter::<libc::sigset_t>(

@@ -5,7 +5,8 @@ use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use super::Pool;
-use crate::eviction::{self, BATCH_MAX, EvictionEnv, Frames, Step};
+use crate::BATCH_MAX;
+use crate::eviction::{self, EvictionEnv, Frames, Step};
 use crate::region::Region;
 use crate::state::{EVICTED, LOCKED_EVICTED, MARKED, PageState, UNLOCKED, state_of};
 use crate::stats::Counter;

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use bufpool_io::{IoError, IoKind, IoRequest};
 
 use super::{Pool, backoff};
-use crate::eviction::{BATCH_MAX, Frames};
+use crate::eviction::Frames;
 use crate::guard::ExclusiveGuard;
 use crate::latch::{self, FaultInEnv};
 use crate::state::{LOCKED, MARKED, PageState, SHARED_MAX, UNLOCKED, state_of};
 use crate::stats::Counter;
-use crate::{FrameCensus, PAGE_SIZE, PageId, PoolError};
+use crate::{BATCH_MAX, FrameCensus, PAGE_SIZE, PageId, PoolError};
 
 /// Eviction rounds (each one charge attempt) before giving up on a frame: other threads keep
 /// taking the frames this one frees.

@@ -5,7 +5,7 @@
 use bufpool_io::{IoError, IoKind, IoRequest};
 
 use super::{Pool, backoff};
-use crate::eviction::BATCH_MAX;
+use crate::BATCH_MAX;
 use crate::latch::LATCH_WAIT_ROUNDS_MAX;
 use crate::stats::Counter;
 use crate::{PAGE_SIZE, PageId, PoolError};

@@ -13,6 +13,8 @@
 
 use std::ops::Range;
 
+use bufpool::PageId;
+
 use super::descend::TreeCtx;
 use super::{check_key, check_value};
 use crate::EngineError;
@@ -24,7 +26,7 @@ use crate::wal::{self, Change, PageMut};
 /// node but the first.
 #[derive(Default)]
 struct Level {
-    pages: Vec<u64>,
+    pages: Vec<PageId>,
     separator_bytes: Vec<u8>,
     separators: Vec<Range<usize>>,
 }
@@ -70,8 +72,8 @@ where
 fn build<I, K, V>(
     tree: TreeCtx<'_>,
     records: I,
-    built: &mut Vec<u64>,
-) -> Result<(u64, u64), EngineError>
+    built: &mut Vec<PageId>,
+) -> Result<(PageId, u64), EngineError>
 where
     I: IntoIterator<Item = (K, V)>,
     K: AsRef<[u8]>,
@@ -89,7 +91,7 @@ where
 fn build_leaves<I, K, V>(
     tree: TreeCtx<'_>,
     records: I,
-    built: &mut Vec<u64>,
+    built: &mut Vec<PageId>,
 ) -> Result<(Level, u64), EngineError>
 where
     I: IntoIterator<Item = (K, V)>,
@@ -110,7 +112,7 @@ where
         if loaded > 0 && key <= previous.as_slice() {
             return Err(EngineError::UnsortedLoad { index: loaded });
         }
-        let stored = if key.len() + value.len() > node::MAX_INLINE_PAYLOAD {
+        let stored = if key.len() + value.len() > node::INLINE_PAYLOAD_MAX {
             LeafValue::Overflow {
                 first: overflow::write(shared, value, |page| built.push(page.into_unlogged()))?,
                 len: value.len(),
@@ -136,7 +138,7 @@ where
 }
 
 /// A finished page: written unlogged, listed for release on failure.
-fn keep(page: PageMut<'_>, built: &mut Vec<u64>) -> u64 {
+fn keep(page: PageMut<'_>, built: &mut Vec<PageId>) -> PageId {
     let id = page.into_unlogged();
     built.push(id);
     id
@@ -146,7 +148,7 @@ fn build_inner_level(
     tree: TreeCtx<'_>,
     below: &Level,
     height: u16,
-    built: &mut Vec<u64>,
+    built: &mut Vec<PageId>,
 ) -> Result<Level, EngineError> {
     let shared = tree.shared;
     let mut level = Level::default();
@@ -173,7 +175,12 @@ fn build_inner_level(
 
 /// Writes the built pages to disk (synced), then copies the top node into the root page,
 /// if the tree is still empty, as one logged change that also records the allocations.
-fn install(tree: TreeCtx<'_>, top: u64, built: &[u64], loaded: u64) -> Result<u64, EngineError> {
+fn install(
+    tree: TreeCtx<'_>,
+    top: PageId,
+    built: &[PageId],
+    loaded: u64,
+) -> Result<u64, EngineError> {
     let shared = tree.shared;
     // Frees of pages the build reused must be durable before those pages are overwritten.
     shared.log.flush_to(shared.log.end(), false)?;
@@ -187,13 +194,13 @@ fn install(tree: TreeCtx<'_>, top: u64, built: &[u64], loaded: u64) -> Result<u6
         return Err(error);
     }
     let pool = &shared.pool;
-    let mut root = PageMut::new(pool.exclusive(bufpool::PageId(tree.root))?);
+    let mut root = PageMut::new(pool.exclusive(tree.root)?);
     if !node::is_leaf(&root[..]) || node::count(&root[..]) != 0 {
         return Err(EngineError::LoadIntoNonEmpty {
             len: node::count(&root[..]) as u64,
         });
     }
-    let top_page = pool.exclusive(bufpool::PageId(top))?;
+    let top_page = pool.exclusive(top)?;
     node::copy_node(&mut root, &top_page);
     drop(top_page);
     let change = Change {

@@ -4,7 +4,7 @@
 //! until the node's version validates: a child page id is only followed after the parent
 //! validated, and the parent is validated again after the child's version was taken, so
 //! the child was the parent's child at that moment. Any conflict is a [`Abort::Restart`].
-//! After [`OPTIMISTIC_ATTEMPTS`] restarts a caller falls back to latch coupling, which
+//! After [`OPTIMISTIC_ATTEMPTS_MAX`] restarts a caller falls back to latch coupling, which
 //! cannot restart, so every operation finishes.
 
 use bufpool::{ExclusiveGuard, OptimisticGuard, PageId, Restart, SharedGuard};
@@ -15,9 +15,9 @@ use crate::page::{KIND_OFFSET, PageBytes, PageKind};
 use crate::shared::Shared;
 
 /// Optimistic tries of one operation before it takes latches instead.
-pub(crate) const OPTIMISTIC_ATTEMPTS: u32 = 32;
+pub(crate) const OPTIMISTIC_ATTEMPTS_MAX: u32 = 32;
 /// No tree is deeper (each inner level at least doubles the fan-out below it).
-pub(crate) const MAX_HEIGHT: usize = 40;
+pub(crate) const HEIGHT_MAX: usize = 40;
 
 /// Why an optimistic attempt stopped.
 #[derive(Debug)]
@@ -48,7 +48,7 @@ impl From<EngineError> for Abort {
 #[derive(Clone, Copy)]
 pub(crate) struct TreeCtx<'a> {
     pub shared: &'a Shared,
-    pub root: u64,
+    pub root: PageId,
 }
 
 /// Which child to follow at each inner level.
@@ -100,7 +100,7 @@ impl Fences {
 struct Step {
     kind: u8,
     level: u16,
-    child: u64,
+    child: PageId,
 }
 
 /// Descends optimistically until a leaf or a node at `stop_level`; returns it with its
@@ -115,8 +115,8 @@ pub(crate) fn descend<'p>(
     if let Some(fences) = fences.as_deref_mut() {
         *fences = Fences::default();
     }
-    let mut current = pool.optimistic(PageId(tree.root))?;
-    for _ in 0..MAX_HEIGHT {
+    let mut current = pool.optimistic(tree.root)?;
+    for _ in 0..HEIGHT_MAX {
         let step = current.peek(|view| {
             let kind = view.u8_at(KIND_OFFSET);
             let level = node::level(view);
@@ -124,7 +124,7 @@ pub(crate) fn descend<'p>(
                 return Step {
                     kind,
                     level,
-                    child: 0,
+                    child: PageId(0),
                 };
             }
             let index = route.index(view);
@@ -144,26 +144,26 @@ pub(crate) fn descend<'p>(
             Some(PageKind::Inner) => current.validate()?,
             _ => {
                 current.validate()?;
-                return Err(not_a_node(tree.shared, current.page_id().0).into());
+                return Err(not_a_node(tree.shared, current.page_id()).into());
             }
         }
-        let child = pool.optimistic(PageId(step.child))?;
+        let child = pool.optimistic(step.child)?;
         current.validate()?;
         current = child;
     }
     Err(too_deep(tree).into())
 }
 
-pub(crate) fn not_a_node(shared: &Shared, page: u64) -> EngineError {
+pub(crate) fn not_a_node(shared: &Shared, page: PageId) -> EngineError {
     shared.corrupted(page, "a tree points at a page that is not a tree node")
 }
 
 fn too_deep(tree: TreeCtx<'_>) -> EngineError {
     tree.shared
-        .corrupted(tree.root, format!("tree deeper than {MAX_HEIGHT} levels"))
+        .corrupted(tree.root, format!("tree deeper than {HEIGHT_MAX} levels"))
 }
 
-fn check_node(shared: &Shared, page: u64, bytes: &[u8]) -> Result<bool, EngineError> {
+fn check_node(shared: &Shared, page: PageId, bytes: &[u8]) -> Result<bool, EngineError> {
     match crate::page::kind_of(bytes) {
         Some(PageKind::Leaf) => Ok(true),
         Some(PageKind::Inner) => Ok(false),
@@ -181,9 +181,9 @@ pub(crate) fn descend_shared<'p>(
     if let Some(fences) = fences.as_deref_mut() {
         *fences = Fences::default();
     }
-    let mut current = pool.shared(PageId(tree.root))?;
-    for _ in 0..MAX_HEIGHT {
-        if check_node(tree.shared, current.page_id().0, &current)? {
+    let mut current = pool.shared(tree.root)?;
+    for _ in 0..HEIGHT_MAX {
+        if check_node(tree.shared, current.page_id(), &current)? {
             return Ok(current);
         }
         let index = route.index(&current[..]);
@@ -191,7 +191,7 @@ pub(crate) fn descend_shared<'p>(
             fences.record(&current[..], index);
         }
         let child = node::child_at(&current[..], index);
-        current = pool.shared(PageId(child))?;
+        current = pool.shared(child)?;
     }
     Err(too_deep(tree))
 }
@@ -202,13 +202,13 @@ pub(crate) fn descend_exclusive<'p>(
     key: &[u8],
 ) -> Result<ExclusiveGuard<'p>, EngineError> {
     let pool = &tree.shared.pool;
-    let mut current = pool.exclusive(PageId(tree.root))?;
-    for _ in 0..MAX_HEIGHT {
-        if check_node(tree.shared, current.page_id().0, &current)? {
+    let mut current = pool.exclusive(tree.root)?;
+    for _ in 0..HEIGHT_MAX {
+        if check_node(tree.shared, current.page_id(), &current)? {
             return Ok(current);
         }
         let child = node::child_at(&current[..], node::child_index(&current[..], key));
-        current = pool.exclusive(PageId(child))?;
+        current = pool.exclusive(child)?;
     }
     Err(too_deep(tree))
 }
@@ -220,14 +220,14 @@ pub(crate) type WithParent<'p> = (Option<OptimisticGuard<'p>>, OptimisticGuard<'
 /// `None` if the path no longer leads through `target` (someone else split or merged it).
 pub(crate) fn find_with_parent<'p>(
     tree: TreeCtx<'p>,
-    target: u64,
+    target: PageId,
     key: &[u8],
 ) -> Result<Option<WithParent<'p>>, Abort> {
     let pool = &tree.shared.pool;
     let mut parent: Option<OptimisticGuard<'p>> = None;
-    let mut current = pool.optimistic(PageId(tree.root))?;
-    for _ in 0..MAX_HEIGHT {
-        if current.page_id().0 == target {
+    let mut current = pool.optimistic(tree.root)?;
+    for _ in 0..HEIGHT_MAX {
+        if current.page_id() == target {
             return Ok(Some((parent, current)));
         }
         let step = current.peek(|view| {
@@ -235,7 +235,7 @@ pub(crate) fn find_with_parent<'p>(
             let child = if kind == PageKind::Inner as u8 {
                 node::child_at(view, node::child_index(view, key))
             } else {
-                0
+                PageId(0)
             };
             Step {
                 kind,
@@ -247,9 +247,9 @@ pub(crate) fn find_with_parent<'p>(
         match PageKind::from_byte(step.kind) {
             Some(PageKind::Leaf) => return Ok(None),
             Some(PageKind::Inner) => {}
-            _ => return Err(not_a_node(tree.shared, current.page_id().0).into()),
+            _ => return Err(not_a_node(tree.shared, current.page_id()).into()),
         }
-        let child = pool.optimistic(PageId(step.child))?;
+        let child = pool.optimistic(step.child)?;
         current.validate()?;
         parent = Some(std::mem::replace(&mut current, child));
     }

@@ -17,6 +17,8 @@ use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bufpool::PageId;
+
 use crate::EngineError;
 use crate::shared::Shared;
 pub use scan::RangeIter;
@@ -35,7 +37,7 @@ pub enum Direction {
 #[derive(Debug)]
 pub(crate) struct TreeState {
     pub name: String,
-    pub root: u64,
+    pub root: PageId,
     /// Records in the tree; changed with each logged record (see `wal::commit`).
     pub len: Arc<AtomicU64>,
 }
@@ -57,20 +59,20 @@ impl std::fmt::Debug for Tree {
 }
 
 pub(crate) fn check_key(key: &[u8]) -> Result<(), EngineError> {
-    if key.len() > crate::MAX_KEY_SIZE {
+    if key.len() > crate::KEY_SIZE_MAX {
         return Err(EngineError::KeyTooLarge {
             len: key.len(),
-            max: crate::MAX_KEY_SIZE,
+            max: crate::KEY_SIZE_MAX,
         });
     }
     Ok(())
 }
 
 pub(crate) fn check_value(value: &[u8]) -> Result<(), EngineError> {
-    if value.len() > crate::MAX_VALUE_SIZE {
+    if value.len() > crate::VALUE_SIZE_MAX {
         return Err(EngineError::ValueTooLarge {
             len: value.len(),
-            max: crate::MAX_VALUE_SIZE,
+            max: crate::VALUE_SIZE_MAX,
         });
     }
     Ok(())

@@ -3,7 +3,7 @@
 
 use bufpool::PageId;
 
-use super::descend::{self, Abort, OPTIMISTIC_ATTEMPTS, Route, TreeCtx};
+use super::descend::{self, Abort, OPTIMISTIC_ATTEMPTS_MAX, Route, TreeCtx};
 use crate::EngineError;
 use crate::node::{self, ValueRef};
 use crate::overflow;
@@ -15,7 +15,7 @@ enum Hit {
     /// The value was copied into `out`.
     Inline,
     Overflow {
-        first: u64,
+        first: PageId,
         len: usize,
     },
 }
@@ -45,7 +45,7 @@ fn lookup_optimistic(tree: TreeCtx<'_>, key: &[u8], out: &mut Vec<u8>) -> Result
 }
 
 fn lookup(tree: TreeCtx<'_>, key: &[u8], out: &mut Vec<u8>) -> Result<Hit, EngineError> {
-    for _ in 0..OPTIMISTIC_ATTEMPTS {
+    for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
         match lookup_optimistic(tree, key, out) {
             Ok(hit) => return Ok(hit),
             Err(Abort::Restart) => continue,
@@ -86,7 +86,7 @@ enum FirstPass {
     /// Looked up in a resident leaf.
     Done(Hit),
     /// Its leaf is not resident: prefetch it, then look the key up.
-    Miss(u64),
+    Miss(PageId),
     /// Conflicts or an unexpected page: looked up the ordinary way after the prefetch.
     Later,
 }
@@ -112,7 +112,7 @@ fn lookup_if_resident(
         return Ok(FirstPass::Done(hit));
     };
     parent.validate()?;
-    let Some(leaf) = tree.shared.pool.optimistic_if_resident(PageId(child))? else {
+    let Some(leaf) = tree.shared.pool.optimistic_if_resident(child)? else {
         return Ok(FirstPass::Miss(child));
     };
     // Lock coupling: the leaf was the parent's child when its version was taken.
@@ -123,7 +123,7 @@ fn lookup_if_resident(
 }
 
 fn first_pass(tree: TreeCtx<'_>, key: &[u8], out: &mut Vec<u8>) -> Result<FirstPass, EngineError> {
-    for _ in 0..OPTIMISTIC_ATTEMPTS {
+    for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
         match lookup_if_resident(tree, key, out) {
             Ok(pass) => return Ok(pass),
             Err(Abort::Restart) => continue,
@@ -154,7 +154,7 @@ pub(crate) fn multi_get(
                 values.push(Some(value));
             }
             FirstPass::Miss(leaf) => {
-                leaves.push(PageId(leaf));
+                leaves.push(leaf);
                 missed.push(index);
                 values.push(None);
             }

@@ -9,8 +9,10 @@
 use std::collections::VecDeque;
 use std::ops::{Bound, Range};
 
+use bufpool::PageId;
+
 use super::Direction;
-use super::descend::{self, Abort, Fences, OPTIMISTIC_ATTEMPTS, Route, TreeCtx};
+use super::descend::{self, Abort, Fences, OPTIMISTIC_ATTEMPTS_MAX, Route, TreeCtx};
 use crate::EngineError;
 use crate::node::{self, ValueRef};
 use crate::overflow;
@@ -40,7 +42,7 @@ struct LeafCopy {
 #[derive(Clone)]
 enum Stored {
     Arena(Range<usize>),
-    Overflow { first: u64, len: usize },
+    Overflow { first: PageId, len: usize },
 }
 
 impl LeafCopy {
@@ -164,7 +166,7 @@ impl<'t> RangeIter<'t> {
     }
 
     fn read_leaf(&mut self, position: &Bound<Vec<u8>>) -> Result<(), EngineError> {
-        for _ in 0..OPTIMISTIC_ATTEMPTS {
+        for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
             match self.read_optimistic(position) {
                 Ok(()) => return Ok(()),
                 Err(Abort::Restart) => continue,

@@ -5,7 +5,7 @@
 
 use bufpool::PageId;
 
-use super::descend::{MAX_HEIGHT, TreeCtx};
+use super::descend::{HEIGHT_MAX, TreeCtx};
 use crate::EngineError;
 use crate::node::{self, ValueRef};
 use crate::overflow;
@@ -52,8 +52,8 @@ pub(crate) fn verify(tree: TreeCtx<'_>) -> Result<TreeSummary, EngineError> {
     Ok(summary)
 }
 
-fn read_node(tree: TreeCtx<'_>, page: u64) -> Result<Box<[u8; PAGE_SIZE]>, EngineError> {
-    let guard = tree.shared.pool.shared(PageId(page))?;
+fn read_node(tree: TreeCtx<'_>, page: PageId) -> Result<Box<[u8; PAGE_SIZE]>, EngineError> {
+    let guard = tree.shared.pool.shared(page)?;
     let copy: Box<[u8; PAGE_SIZE]> =
         Box::new((&guard[..]).try_into().expect("a page is PAGE_SIZE bytes"));
     Ok(copy)
@@ -61,14 +61,14 @@ fn read_node(tree: TreeCtx<'_>, page: u64) -> Result<Box<[u8; PAGE_SIZE]>, Engin
 
 fn check_node(
     tree: TreeCtx<'_>,
-    page: u64,
+    page: PageId,
     level: u16,
     bounds: &Bounds<'_>,
     summary: &mut TreeSummary,
     depth: usize,
 ) -> Result<(), EngineError> {
     let bad = |reason: String| tree.shared.corrupted(page, reason);
-    if depth > MAX_HEIGHT {
+    if depth > HEIGHT_MAX {
         return Err(bad("tree deeper than its height".into()));
     }
     let bytes = read_node(tree, page)?;

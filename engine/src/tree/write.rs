@@ -16,34 +16,34 @@
 
 use bufpool::PageId;
 
-use super::descend::{self, Abort, MAX_HEIGHT, OPTIMISTIC_ATTEMPTS, Route, TreeCtx};
+use super::descend::{self, Abort, HEIGHT_MAX, OPTIMISTIC_ATTEMPTS_MAX, Route, TreeCtx};
 use crate::EngineError;
 use crate::node::{self, LeafValue, ValueRef};
 use crate::overflow;
 use crate::wal::{self, Change, PageMut};
 
 /// Tries of one write (optimistic, then latched) before giving up.
-const WRITE_ATTEMPTS: u32 = OPTIMISTIC_ATTEMPTS + 4 * MAX_HEIGHT as u32 + 1024;
+const WRITE_ATTEMPTS_MAX: u32 = OPTIMISTIC_ATTEMPTS_MAX + 4 * HEIGHT_MAX as u32 + 1024;
 /// Tries of one split or merge step.
-const STRUCTURE_ATTEMPTS: u32 = 64;
+const STRUCTURE_ATTEMPTS_MAX: u32 = 64;
 /// A merge is done only if the merged node is at most this full, so a merge is not
 /// undone by the next insert.
 const MERGED_MAX_BYTES: usize = node::CAPACITY * 3 / 4;
 /// Merges one delete may set off (in a row and upwards).
-const MERGE_CASCADE_MAX: usize = 4 * MAX_HEIGHT;
+const MERGE_CASCADE_MAX: usize = 4 * HEIGHT_MAX;
 
 fn retry_limit(operation: &'static str) -> EngineError {
     EngineError::RetryLimit { operation }
 }
 
 /// The leaf for `key`, exclusively latched: optimistic first, latch coupling after
-/// `OPTIMISTIC_ATTEMPTS`. `None`: conflict, try again.
+/// `OPTIMISTIC_ATTEMPTS_MAX`. `None`: conflict, try again.
 fn latch_leaf<'p>(
     tree: TreeCtx<'p>,
     key: &[u8],
     attempt: u32,
 ) -> Result<Option<PageMut<'p>>, EngineError> {
-    let leaf = if attempt < OPTIMISTIC_ATTEMPTS {
+    let leaf = if attempt < OPTIMISTIC_ATTEMPTS_MAX {
         match descend::descend(tree, Route::Key(key), 0, None).and_then(|leaf| Ok(leaf.upgrade()?))
         {
             Ok(leaf) => leaf,
@@ -54,7 +54,7 @@ fn latch_leaf<'p>(
         descend::descend_exclusive(tree, key)?
     };
     if !node::is_leaf(&leaf[..]) {
-        return Err(descend::not_a_node(tree.shared, leaf.page_id().0));
+        return Err(descend::not_a_node(tree.shared, leaf.page_id()));
     }
     Ok(Some(PageMut::new(leaf)))
 }
@@ -100,9 +100,9 @@ pub(crate) fn put(
     tree: TreeCtx<'_>,
     key: &[u8],
     value: &[u8],
-    mut images: Vec<(u64, Vec<u8>)>,
+    mut images: Vec<(PageId, Vec<u8>)>,
 ) -> Result<(bool, u64), EngineError> {
-    let stored = if key.len() + value.len() > node::MAX_INLINE_PAYLOAD {
+    let stored = if key.len() + value.len() > node::INLINE_PAYLOAD_MAX {
         let first = overflow::write(tree.shared, value, |page| images.push(page.into_image()));
         match first {
             Ok(first) => LeafValue::Overflow {
@@ -123,15 +123,15 @@ pub(crate) fn put(
     result
 }
 
-fn release_images(tree: TreeCtx<'_>, images: &[(u64, Vec<u8>)]) {
-    let ids: Vec<u64> = images.iter().map(|(id, _)| *id).collect();
+fn release_images(tree: TreeCtx<'_>, images: &[(PageId, Vec<u8>)]) {
+    let ids: Vec<PageId> = images.iter().map(|(id, _)| *id).collect();
     tree.shared.allocator.release(&ids);
 }
 
 /// The pages of an old value's chain, to free with the change that unlinks it. If they
 /// cannot be read, the change happens anyway and the chain leaks (counted; no sweep
 /// reclaims it yet): never the other way round.
-fn old_chain(tree: TreeCtx<'_>, old: Option<ValueRef>) -> Vec<u64> {
+fn old_chain(tree: TreeCtx<'_>, old: Option<ValueRef>) -> Vec<PageId> {
     let Some(ValueRef::Overflow { first, len }) = old else {
         return Vec::new();
     };
@@ -144,7 +144,7 @@ fn old_chain(tree: TreeCtx<'_>, old: Option<ValueRef>) -> Vec<u64> {
                 .counters
                 .leaked_pages
                 .fetch_add(pages, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(%error, first, pages, "old overflow chain not freed (leaked)");
+            tracing::warn!(%error, first = first.0, pages, "old overflow chain not freed (leaked)");
             Vec::new()
         }
     }
@@ -154,16 +154,16 @@ fn put_stored(
     tree: TreeCtx<'_>,
     key: &[u8],
     stored: LeafValue<'_>,
-    images: &mut Vec<(u64, Vec<u8>)>,
+    images: &mut Vec<(PageId, Vec<u8>)>,
 ) -> Result<(bool, u64), EngineError> {
     let entry_size = node::leaf_entry_size(key.len(), &stored);
-    for attempt in 0..WRITE_ATTEMPTS {
+    for attempt in 0..WRITE_ATTEMPTS_MAX {
         let Some(mut leaf) = latch_leaf(tree, key, attempt)? else {
             continue;
         };
         match insert_into(&mut leaf, key, stored, entry_size) {
             Insert::Done { replaced } => {
-                let image_ids: Vec<u64> = images.iter().map(|(id, _)| *id).collect();
+                let image_ids: Vec<PageId> = images.iter().map(|(id, _)| *id).collect();
                 let change = Change {
                     images: std::mem::take(images),
                     freed: old_chain(tree, replaced),
@@ -188,7 +188,7 @@ fn put_stored(
                 };
             }
             Insert::Full => {
-                let page = leaf.page_id().0;
+                let page = leaf.id();
                 drop(leaf);
                 split(tree, page, key, entry_size, 0)?;
             }
@@ -202,7 +202,7 @@ pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<(bool, u64), Engin
     if !may_contain(tree, key)? {
         return Ok((false, 0));
     }
-    for attempt in 0..WRITE_ATTEMPTS {
+    for attempt in 0..WRITE_ATTEMPTS_MAX {
         let Some(mut leaf) = latch_leaf(tree, key, attempt)? else {
             continue;
         };
@@ -213,7 +213,7 @@ pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<(bool, u64), Engin
         let old = node::value_ref(&leaf[..], index);
         let freed = old_chain(tree, Some(old));
         node::remove(&mut leaf, index);
-        let page = leaf.page_id().0;
+        let page = leaf.id();
         let underfull = page != tree.root && node::used(&leaf) < node::UNDERFULL_BYTES;
         let change = Change {
             freed,
@@ -230,7 +230,7 @@ pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<(bool, u64), Engin
         if underfull {
             // The delete has happened: a merge that fails only leaves the tree less dense.
             if let Err(error) = merge(tree, page, key, 0) {
-                tracing::warn!(%error, page, "merge after a delete failed");
+                tracing::warn!(%error, page = page.0, "merge after a delete failed");
             }
         }
         return Ok((true, lsn));
@@ -241,7 +241,7 @@ pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<(bool, u64), Engin
 /// Whether `key` may be present, checked without a latch (so deleting a missing key does
 /// not dirty its leaf). `true` after repeated conflicts: the latched path decides.
 fn may_contain(tree: TreeCtx<'_>, key: &[u8]) -> Result<bool, EngineError> {
-    for _ in 0..OPTIMISTIC_ATTEMPTS {
+    for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
         let attempt = descend::descend(tree, Route::Key(key), 0, None).and_then(|leaf| {
             let found = leaf.peek(|view| node::lower_bound(view, key).1);
             leaf.validate()?;
@@ -261,7 +261,7 @@ enum SplitStep {
     /// The parent (this page) has no room for the separator entry (this many bytes):
     /// split it first.
     ParentFull {
-        parent: u64,
+        parent: PageId,
         entry_size: usize,
     },
 }
@@ -270,15 +270,15 @@ enum SplitStep {
 /// `entry_size` bytes; splits ancestors first where needed.
 fn split(
     tree: TreeCtx<'_>,
-    target: u64,
+    target: PageId,
     key: &[u8],
     entry_size: usize,
     depth: usize,
 ) -> Result<(), EngineError> {
-    if depth > MAX_HEIGHT {
+    if depth > HEIGHT_MAX {
         return Err(retry_limit("split"));
     }
-    for _ in 0..STRUCTURE_ATTEMPTS {
+    for _ in 0..STRUCTURE_ATTEMPTS_MAX {
         match split_step(tree, target, key, entry_size) {
             Ok(SplitStep::Done) => return Ok(()),
             Ok(SplitStep::ParentFull { parent, entry_size }) => {
@@ -294,7 +294,7 @@ fn split(
 
 fn split_step(
     tree: TreeCtx<'_>,
-    target: u64,
+    target: PageId,
     key: &[u8],
     entry_size: usize,
 ) -> Result<SplitStep, Abort> {
@@ -318,7 +318,7 @@ fn split_step(
     let separator_size = node::inner_entry_size(separator.len());
     if !node::fits(&parent, separator_size) {
         return Ok(SplitStep::ParentFull {
-            parent: parent.page_id().0,
+            parent: parent.id(),
             entry_size: separator_size,
         });
     }
@@ -330,7 +330,7 @@ fn split_step(
         target,
         "parent changed under its latch"
     );
-    node::set_child(&mut parent, index, right.page_id().0);
+    node::set_child(&mut parent, index, right.id());
     node::insert_inner(&mut parent, index, &separator, target);
     let pages = &mut [&mut parent, &mut node, &mut right];
     wal::commit(
@@ -351,8 +351,8 @@ fn split_root<'p>(tree: TreeCtx<'p>, root: &mut PageMut<'p>) -> Result<(), Engin
     let mut separator = Vec::new();
     node::split(&mut left, &mut right, &mut separator);
     node::init(root, level + 1);
-    node::insert_inner(root, 0, &separator, left.page_id().0);
-    node::set_upper(root, right.page_id().0);
+    node::insert_inner(root, 0, &separator, left.id());
+    node::set_upper(root, right.id());
     let pages = &mut [root, &mut left, &mut right];
     wal::commit(
         &tree.shared.log,
@@ -374,8 +374,8 @@ enum MergeStep {
     /// Merged: the merged node if it is still underfull, the parent if it now is (and is
     /// not the root).
     Merged {
-        merged: Option<u64>,
-        parent: Option<u64>,
+        merged: Option<PageId>,
+        parent: Option<PageId>,
     },
     /// No neighbour on that side, or the two would not fit in 3/4 of a page.
     NoFit,
@@ -386,14 +386,14 @@ enum MergeStep {
 /// Merges the underfull `target` (on the path of `key`) with its right or else its left
 /// neighbour if they fit; continues upwards while parents become underfull. Merging only
 /// keeps the tree dense: giving up on contention leaves a valid tree.
-fn merge(tree: TreeCtx<'_>, target: u64, key: &[u8], depth: usize) -> Result<(), EngineError> {
+fn merge(tree: TreeCtx<'_>, target: PageId, key: &[u8], depth: usize) -> Result<(), EngineError> {
     // Each level may merge a few times in a row (an underfull result absorbs the next
     // neighbour, e.g. an empty one left behind earlier), then moves up.
     if depth > MERGE_CASCADE_MAX {
         return Ok(());
     }
     for side in [Side::Right, Side::Left] {
-        for _ in 0..STRUCTURE_ATTEMPTS {
+        for _ in 0..STRUCTURE_ATTEMPTS_MAX {
             match merge_step(tree, target, key, side) {
                 Ok(MergeStep::Merged { merged, parent }) => {
                     if let Some(merged) = merged {
@@ -415,7 +415,12 @@ fn merge(tree: TreeCtx<'_>, target: u64, key: &[u8], depth: usize) -> Result<(),
 }
 
 /// One merge of `target` with its neighbour on `side`.
-fn merge_step(tree: TreeCtx<'_>, target: u64, key: &[u8], side: Side) -> Result<MergeStep, Abort> {
+fn merge_step(
+    tree: TreeCtx<'_>,
+    target: PageId,
+    key: &[u8],
+    side: Side,
+) -> Result<MergeStep, Abort> {
     let Some((Some(parent), target_guard)) = descend::find_with_parent(tree, target, key)? else {
         return Ok(MergeStep::Nothing);
     };
@@ -439,7 +444,7 @@ fn merge_step(tree: TreeCtx<'_>, target: u64, key: &[u8], side: Side) -> Result<
     let pool = &tree.shared.pool;
     // Whether the two fit, checked before latching anything: a merge that does not
     // happen dirties no page.
-    let sibling_guard = pool.optimistic(PageId(sibling))?;
+    let sibling_guard = pool.optimistic(sibling)?;
     let (target_used, target_is_leaf) =
         target_guard.peek(|view| (node::used_of(view), node::is_leaf(view)));
     let sibling_used = sibling_guard.peek(|view| node::used_of(view));
@@ -470,7 +475,7 @@ fn merge_step(tree: TreeCtx<'_>, target: u64, key: &[u8], side: Side) -> Result<
     if node::level(&left[..]) != node::level(&right[..]) {
         return Err(tree
             .shared
-            .corrupted(parent.page_id().0, "siblings on different levels")
+            .corrupted(parent.id(), "siblings on different levels")
             .into());
     }
     let fits = node::merged_size(&left, &right, separator.len()) <= MERGED_MAX_BYTES;
@@ -481,7 +486,7 @@ fn merge_step(tree: TreeCtx<'_>, target: u64, key: &[u8], side: Side) -> Result<
     node::remove(&mut parent, left_slot);
     let log = &tree.shared.log;
     let allocator = &tree.shared.allocator;
-    let is_root = parent.page_id().0 == tree.root;
+    let is_root = parent.id() == tree.root;
     if is_root && node::count(&parent[..]) == 0 {
         // The root has one child left: it takes the child's place (height - 1).
         node::copy_node(&mut parent, &right);
@@ -500,10 +505,10 @@ fn merge_step(tree: TreeCtx<'_>, target: u64, key: &[u8], side: Side) -> Result<
         ..Change::default()
     };
     wal::commit(log, allocator, &mut [&mut parent, &mut right], change)?;
-    let merged = (node::used(&right) < node::UNDERFULL_BYTES).then_some(right.page_id().0);
+    let merged = (node::used(&right) < node::UNDERFULL_BYTES).then_some(right.id());
     let parent_underfull = !is_root && node::used(&parent) < node::UNDERFULL_BYTES;
     Ok(MergeStep::Merged {
         merged,
-        parent: parent_underfull.then_some(parent.page_id().0),
+        parent: parent_underfull.then_some(parent.id()),
     })
 }

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use bufpool::PageId;
 use bufpool_io::{AlignedBuf, DirectFile, IoEngine, OpenOptions};
 
 use super::record::{self, BLOCK};
@@ -171,12 +172,12 @@ impl Log {
     }
 
     /// The record count of the tree rooted at `root` (shared by all its handles).
-    pub fn tree_len(&self, root: u64) -> Arc<AtomicU64> {
+    pub fn tree_len(&self, root: PageId) -> Arc<AtomicU64> {
         let mut inner = self.lock();
         Arc::clone(
             inner
                 .tree_lens
-                .entry(root)
+                .entry(root.0)
                 .or_insert_with(|| Arc::new(AtomicU64::new(0))),
         )
     }

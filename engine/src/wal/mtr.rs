@@ -15,7 +15,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bufpool::ExclusiveGuard;
+use bufpool::{ExclusiveGuard, PageId};
 
 use super::log::Log;
 use super::record::{self, KIND_PAGES};
@@ -76,18 +76,14 @@ impl<'p> PageMut<'p> {
         }
     }
 
-    pub fn page_id(&self) -> bufpool::PageId {
+    pub fn id(&self) -> PageId {
         self.guard.page_id()
-    }
-
-    pub fn id(&self) -> u64 {
-        self.guard.page_id().0
     }
 
     /// For a new page that stays unreachable until a later commit (an overflow chain, a new
     /// tree's root): its bytes, to log with that commit, which also records its allocation.
     /// The latch is released; until then nobody else can reach the page.
-    pub fn into_image(mut self) -> (u64, Vec<u8>) {
+    pub fn into_image(mut self) -> (PageId, Vec<u8>) {
         assert!(self.allocated.is_some(), "only a new page is logged later");
         self.allocated = None;
         if let Some(copy) = self.before.take() {
@@ -101,7 +97,7 @@ impl PageMut<'_> {
     /// For a new page a bulk load writes without the log (it is written back and synced
     /// before the record that makes it reachable): its id; it stays handed out until that
     /// record lists it. Its LSN is zero, so its first logged change is a full image.
-    pub fn into_unlogged(mut self) -> u64 {
+    pub fn into_unlogged(mut self) -> PageId {
         assert!(
             self.allocated.is_some(),
             "only a new page is written unlogged"
@@ -149,13 +145,13 @@ impl Drop for PageMut<'_> {
 pub(crate) struct Change {
     /// New pages prepared earlier (`PageMut::into_image`), logged as full images and
     /// allocations.
-    pub images: Vec<(u64, Vec<u8>)>,
+    pub images: Vec<(PageId, Vec<u8>)>,
     /// New pages written without the log (a bulk load: already on disk and synced).
-    pub allocated_unlogged: Vec<u64>,
+    pub allocated_unlogged: Vec<PageId>,
     /// Pages this change frees: returned to the allocator (epoch-deferred) with the record.
-    pub freed: Vec<u64>,
+    pub freed: Vec<PageId>,
     /// The tree whose record count changes, and by how much.
-    pub len_delta: Option<(u64, i64)>,
+    pub len_delta: Option<(PageId, i64)>,
 }
 
 /// Encodes the record of a change into `out`: which pages changed (to stamp), how many
@@ -165,9 +161,11 @@ fn build_record(
     pages: &[&mut PageMut<'_>],
     change: &Change,
     threshold: u64,
-) -> ([bool; 8], u64, Vec<u64>) {
-    let (root, delta) = change.len_delta.unwrap_or((0, 0));
-    let allocated: Vec<u64> = change
+) -> ([bool; 8], u64, Vec<PageId>) {
+    let (root, delta) = change
+        .len_delta
+        .map_or((0, 0), |(root, delta)| (root.0, delta));
+    let allocated: Vec<PageId> = change
         .allocated_unlogged
         .iter()
         .copied()
@@ -244,7 +242,9 @@ pub(crate) fn commit(
             threshold = log.image_threshold();
             (changed, images, allocated) = build_record(&mut out, pages, &change, threshold);
         }
-        let (root, delta) = change.len_delta.unwrap_or((0, 0));
+        let (root, delta) = change
+            .len_delta
+            .map_or((0, 0), |(root, delta)| (root.0, delta));
         let lsn = log.append_locked(&mut inner, &mut out)?;
         log.counters
             .page_images

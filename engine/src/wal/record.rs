@@ -25,6 +25,8 @@
 //! Checkpoint body: redo LSN u64, page count u64, free-range count u64, tree count u64,
 //! then `(first id, count)` per free range and `(root, record count)` per tree.
 
+use bufpool::PageId;
+
 use crate::page::{PAGE_SIZE, PageBytes};
 
 /// Log writes are whole blocks, block aligned (O_DIRECT).
@@ -120,7 +122,7 @@ pub fn checksum_ok(bytes: &[u8], len: usize) -> bool {
 /// `None` if nothing changed.
 pub fn put_entry(
     out: &mut Vec<u8>,
-    page: u64,
+    page: PageId,
     before: &[u8],
     after: &[u8],
     image: bool,
@@ -130,7 +132,7 @@ pub fn put_entry(
         return None;
     }
     let start = out.len();
-    put_u64(out, page);
+    put_u64(out, page.0);
     out.extend_from_slice(&[ENTRY_DELTA, 0, 0, 0, 0, 0, 0, 0]);
     if !image {
         let mut ranges = 0u16;
@@ -173,9 +175,9 @@ pub fn put_entry(
 }
 
 /// Appends a full image entry for a page whose bytes are given.
-pub fn put_image(out: &mut Vec<u8>, page: u64, bytes: &[u8]) {
+pub fn put_image(out: &mut Vec<u8>, page: PageId, bytes: &[u8]) {
     assert_eq!(bytes.len(), PAGE_SIZE);
-    put_u64(out, page);
+    put_u64(out, page.0);
     out.extend_from_slice(&[ENTRY_IMAGE, 0, 0, 0]);
     put_u32(out, PAGE_SIZE as u32);
     out.extend_from_slice(bytes);
@@ -247,8 +249,8 @@ pub fn begin_pages(
     out: &mut Vec<u8>,
     tree_root: u64,
     len_delta: i64,
-    freed: &[u64],
-    allocated: &[u64],
+    freed: &[PageId],
+    allocated: &[PageId],
 ) -> usize {
     put_u64(out, tree_root);
     put_u64(out, len_delta as u64);
@@ -258,7 +260,7 @@ pub fn begin_pages(
     put_u32(out, allocated.len() as u32);
     put_u32(out, 0);
     for &id in freed.iter().chain(allocated) {
-        put_u64(out, id);
+        put_u64(out, id.0);
     }
     counts
 }
@@ -403,9 +405,15 @@ mod tests {
         after[105] = 2;
         after[3000..3100].fill(9);
         let mut out = Vec::new();
-        assert_eq!(put_entry(&mut out, 5, &before, &before, false), None);
+        assert_eq!(
+            put_entry(&mut out, PageId(5), &before, &before, false),
+            None
+        );
         assert!(out.is_empty());
-        assert_eq!(put_entry(&mut out, 5, &before, &after, false), Some(false));
+        assert_eq!(
+            put_entry(&mut out, PageId(5), &before, &after, false),
+            Some(false)
+        );
         assert!(out.len() < 200, "{}", out.len());
         let mut body = Vec::new();
         let counts = begin_pages(&mut body, 0, 0, &[], &[]);
@@ -422,7 +430,10 @@ mod tests {
         let before = vec![0u8; PAGE_SIZE];
         let after: Vec<u8> = (0..PAGE_SIZE).map(|i| (i % 251) as u8 + 1).collect();
         let mut out = Vec::new();
-        assert_eq!(put_entry(&mut out, 9, &before, &after, false), Some(true));
+        assert_eq!(
+            put_entry(&mut out, PageId(9), &before, &after, false),
+            Some(true)
+        );
         assert_eq!(out.len(), ENTRY_HEADER + PAGE_SIZE);
     }
 

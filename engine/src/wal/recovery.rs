@@ -321,7 +321,7 @@ pub(crate) fn redo(
     assert_eq!(at, end, "the second pass ends where the first did");
     if let Some(page) = hooks.torn_pages().first() {
         return Err(EngineError::Corrupted {
-            page: *page,
+            page: page.0,
             file: hooks.path().to_path_buf(),
             reason: "torn page with no full image in the log".into(),
         });
@@ -453,8 +453,9 @@ fn apply(
     for _ in 0..(entry.page + 1).saturating_sub(pool.page_count()) {
         drop(pool.allocate()?);
     }
-    let mut guard = pool.exclusive(PageId(entry.page))?;
-    let torn = hooks.take_torn(entry.page);
+    let page = PageId(entry.page);
+    let mut guard = pool.exclusive(page)?;
+    let torn = hooks.take_torn(page);
     let older = page::lsn_of(&guard) < lsn;
     if entry.kind == record::ENTRY_IMAGE {
         if !(torn || older) {

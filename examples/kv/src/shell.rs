@@ -109,7 +109,7 @@ mod commands {
     use crate::error::KvError;
 
     fn check_key(key: &[u8]) -> Result<(), KvError> {
-        let max = bufpool_engine::MAX_KEY_SIZE;
+        let max = bufpool_engine::KEY_SIZE_MAX;
         if key.len() > max {
             return Err(KvError::KeyTooLarge {
                 len: key.len(),
@@ -120,7 +120,7 @@ mod commands {
     }
 
     fn check_value(value: &[u8]) -> Result<(), KvError> {
-        let max = bufpool_engine::MAX_VALUE_SIZE;
+        let max = bufpool_engine::VALUE_SIZE_MAX;
         if value.len() > max {
             return Err(KvError::ValueTooLarge {
                 len: value.len(),
@@ -132,7 +132,7 @@ mod commands {
 
     /// Reads a value from stdin, at most one byte past the limit (enough to reject it).
     fn read_stdin_value() -> Result<Vec<u8>, KvError> {
-        let limit = bufpool_engine::MAX_VALUE_SIZE as u64 + 1;
+        let limit = bufpool_engine::VALUE_SIZE_MAX as u64 + 1;
         let mut value = Vec::new();
         std::io::stdin()
             .lock()

@@ -21,7 +21,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            bulk_bytes_max: bufpool_engine::MAX_VALUE_SIZE,
+            bulk_bytes_max: bufpool_engine::VALUE_SIZE_MAX,
             multibulk_count_max: 1024 * 1024,
             inline_bytes_max: 64 * 1024,
         }

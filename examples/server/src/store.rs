@@ -20,13 +20,13 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bufpool_engine::{Direction, Engine, EngineError, Lsn, MAX_KEY_SIZE, MAX_VALUE_SIZE, Tree};
+use bufpool_engine::{Direction, Engine, EngineError, KEY_SIZE_MAX, Lsn, Tree, VALUE_SIZE_MAX};
 
 /// Longest user key, hash field, set or sorted-set member: the engine's key limit less the
 /// 16 bytes of prefix the longest encoding adds (`id ++ score ++ member`).
-pub const KEY_BYTES_MAX: usize = MAX_KEY_SIZE - 16;
+pub const KEY_BYTES_MAX: usize = KEY_SIZE_MAX - 16;
 /// Longest string value: the engine's value limit less the entry header.
-pub const STRING_BYTES_MAX: usize = MAX_VALUE_SIZE - HEADER_BYTES;
+pub const STRING_BYTES_MAX: usize = VALUE_SIZE_MAX - HEADER_BYTES;
 const HEADER_BYTES: usize = 9;
 /// Ids are reserved in blocks so that `next_id` is written once per block.
 const ID_BLOCK: u64 = 1024;

@@ -147,9 +147,9 @@ fn oversized_keys_and_values_are_refused() {
     assert_eq!(raw.line(), "+PONG\r\n");
 }
 
-/// The engine's key limit as the server reports it in errors (MAX_KEY_SIZE − 16).
+/// The engine's key limit as the server reports it in errors (KEY_SIZE_MAX − 16).
 fn bufpool_engine_key_limit() -> usize {
-    bufpool_engine::MAX_KEY_SIZE - 16
+    bufpool_engine::KEY_SIZE_MAX - 16
 }
 
 #[test]

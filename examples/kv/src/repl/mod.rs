@@ -52,8 +52,8 @@ const HELP_LINE: &str = "commands: put KEY VALUE | get KEY | delete KEY | scan S
 pub const SCAN_LIMIT_DEFAULT: u64 = 100;
 
 /// The longest input line: the largest key and value, every byte as a 4-byte `\xHH`.
-const MAX_LINE_BYTES: usize =
-    4 * (bufpool_engine::MAX_KEY_SIZE + bufpool_engine::MAX_VALUE_SIZE) + 64;
+const LINE_BYTES_MAX: usize =
+    4 * (bufpool_engine::KEY_SIZE_MAX + bufpool_engine::VALUE_SIZE_MAX) + 64;
 
 const PROMPT: &str = "kv> ";
 
@@ -186,7 +186,7 @@ impl Session {
             match read_line(input, &mut line)? {
                 LineRead::EndOfInput => return Ok(Ended::EndOfInput),
                 LineRead::TooLong => {
-                    writeln!(out, "ERR line longer than {MAX_LINE_BYTES} bytes")?;
+                    writeln!(out, "ERR line longer than {LINE_BYTES_MAX} bytes")?;
                     out.flush()?;
                 }
                 LineRead::Line => {
@@ -305,10 +305,10 @@ impl Session {
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
         check_key(key)?;
-        if value.len() > bufpool_engine::MAX_VALUE_SIZE {
+        if value.len() > bufpool_engine::VALUE_SIZE_MAX {
             return Err(KvError::ValueTooLarge {
                 len: value.len(),
-                max: bufpool_engine::MAX_VALUE_SIZE,
+                max: bufpool_engine::VALUE_SIZE_MAX,
             });
         }
         // Under `Durability::Immediate` this returns after the sync that covers the write.
@@ -370,7 +370,7 @@ fn usage(name: &[u8]) -> &'static str {
 }
 
 fn check_key(key: &[u8]) -> Result<(), KvError> {
-    let max = bufpool_engine::MAX_KEY_SIZE;
+    let max = bufpool_engine::KEY_SIZE_MAX;
     if key.len() > max {
         return Err(KvError::KeyTooLarge {
             len: key.len(),
@@ -392,12 +392,12 @@ fn parse_limit(word: &[u8]) -> Result<u64, KvError> {
         })
 }
 
-/// Reads one line (without its `\n` or `\r\n`) of at most `MAX_LINE_BYTES` into `line`; a
+/// Reads one line (without its `\n` or `\r\n`) of at most `LINE_BYTES_MAX` into `line`; a
 /// longer one is skipped to its end and reported as `TooLong`.
 fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<LineRead> {
     use std::io::Read;
     line.clear();
-    let limit = MAX_LINE_BYTES as u64 + 1;
+    let limit = LINE_BYTES_MAX as u64 + 1;
     let read = input.by_ref().take(limit).read_until(b'\n', line)?;
     if read == 0 {
         return Ok(LineRead::EndOfInput);
@@ -409,7 +409,7 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<Li
         }
         return Ok(LineRead::Line);
     }
-    if line.len() <= MAX_LINE_BYTES {
+    if line.len() <= LINE_BYTES_MAX {
         return Ok(LineRead::Line); // the last line, without a newline
     }
     // Skip the rest of the long line. Bounded: each round consumes at least one byte.
@@ -437,7 +437,7 @@ mod tests {
 
     #[test]
     fn lines_are_split_and_long_ones_skipped() {
-        let long = vec![b'x'; MAX_LINE_BYTES + 10];
+        let long = vec![b'x'; LINE_BYTES_MAX + 10];
         let mut input = Vec::new();
         input.extend_from_slice(b"one\r\n");
         input.extend_from_slice(&long);

@@ -165,7 +165,7 @@ fn config_set(exec: &Exec, name: &[u8], value: &[u8]) -> Result<(), super::Comma
         "requirepass" => state.set_requirepass(Some(String::from_utf8_lossy(value).into_owned())),
         "proto-max-bulk-len" => {
             let bytes = size(value)?;
-            if !(1024..=bufpool_engine::MAX_VALUE_SIZE).contains(&bytes) {
+            if !(1024..=bufpool_engine::VALUE_SIZE_MAX).contains(&bytes) {
                 return Err(invalid(
                     "argument must be between 1024 and the engine's value limit",
                 ));
