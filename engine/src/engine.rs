@@ -247,7 +247,6 @@ impl Engine {
             checkpoint_log_bytes: options.checkpoint_log_bytes.max(1 << 20),
             data_file: parts.data_file,
             last_superblock: Mutex::new(parts.last),
-            older_redo_lsn: AtomicU64::new(parts.last.redo_lsn),
             checkpoint_end: AtomicU64::new(0),
             checkpoint_lock: Mutex::new(()),
             closing: AtomicBool::new(false),
@@ -570,7 +569,6 @@ impl Shared {
         }
         let older = std::mem::replace(&mut *last, next);
         drop(last);
-        self.older_redo_lsn.store(older.redo_lsn, Ordering::Release);
         self.log
             .counters
             .checkpoints

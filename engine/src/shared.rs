@@ -36,7 +36,6 @@ pub(crate) struct Shared {
     /// A second descriptor of the data file, for the superblock copies.
     pub data_file: DirectFile,
     pub last_superblock: Mutex<Superblock>,
-    pub older_redo_lsn: AtomicU64,
     /// The log's end just after the last checkpoint: equal to it, nothing changed since.
     pub checkpoint_end: AtomicU64,
     pub checkpoint_lock: Mutex<()>,
