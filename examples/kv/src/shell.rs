@@ -101,23 +101,26 @@ pub fn show_bytes(bytes: &[u8], hex: bool) -> String {
 pub use commands::{delete, get, put, scan};
 
 /// The commands themselves, on the engine.
+/// Refuses a key longer than the engine takes, before the database is touched.
+pub fn check_key(key: &[u8]) -> Result<(), KvError> {
+    let max = bufpool_engine::KEY_SIZE_MAX;
+    if key.len() > max {
+        return Err(KvError::KeyTooLarge {
+            len: key.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
 mod commands {
     use std::io::{Read, Write};
     use std::ops::Bound;
 
-    use super::{DbArgs, DeleteArgs, GetArgs, PutArgs, ScanArgs, parse_bytes, show_bytes};
+    use super::{
+        DbArgs, DeleteArgs, GetArgs, PutArgs, ScanArgs, check_key, parse_bytes, show_bytes,
+    };
     use crate::error::KvError;
-
-    fn check_key(key: &[u8]) -> Result<(), KvError> {
-        let max = bufpool_engine::KEY_SIZE_MAX;
-        if key.len() > max {
-            return Err(KvError::KeyTooLarge {
-                len: key.len(),
-                max,
-            });
-        }
-        Ok(())
-    }
 
     fn check_value(value: &[u8]) -> Result<(), KvError> {
         let max = bufpool_engine::VALUE_SIZE_MAX;

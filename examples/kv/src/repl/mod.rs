@@ -11,6 +11,8 @@
 
 mod syntax;
 
+use crate::shell::check_key;
+
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::ops::Bound;
 use std::path::PathBuf;
@@ -367,17 +369,6 @@ fn usage(name: &[u8]) -> &'static str {
         b"checkpoint" => "checkpoint (no arguments)",
         _ => "quit (no arguments)",
     }
-}
-
-fn check_key(key: &[u8]) -> Result<(), KvError> {
-    let max = bufpool_engine::KEY_SIZE_MAX;
-    if key.len() > max {
-        return Err(KvError::KeyTooLarge {
-            len: key.len(),
-            max,
-        });
-    }
-    Ok(())
 }
 
 fn parse_limit(word: &[u8]) -> Result<u64, KvError> {
