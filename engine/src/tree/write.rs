@@ -123,6 +123,15 @@ pub(crate) fn put(
     result
 }
 
+/// Logs one change of this tree's pages (see `wal::commit`).
+fn commit(
+    tree: TreeCtx<'_>,
+    pages: &mut [&mut PageMut<'_>],
+    change: Change,
+) -> Result<u64, EngineError> {
+    wal::commit(&tree.shared.log, &tree.shared.allocator, pages, change)
+}
+
 fn release_images(tree: TreeCtx<'_>, images: &[(PageId, Vec<u8>)]) {
     let ids: Vec<PageId> = images.iter().map(|(id, _)| *id).collect();
     tree.shared.allocator.release(&ids);
@@ -170,12 +179,7 @@ fn put_stored(
                     len_delta: Some((tree.root, i64::from(replaced.is_none()))),
                     ..Change::default()
                 };
-                let lsn = wal::commit(
-                    &tree.shared.log,
-                    &tree.shared.allocator,
-                    &mut [&mut leaf],
-                    change,
-                );
+                let lsn = commit(tree, &mut [&mut leaf], change);
                 return match lsn {
                     Ok(lsn) => Ok((replaced.is_none(), lsn)),
                     Err(error) => {
@@ -220,12 +224,7 @@ pub(crate) fn delete(tree: TreeCtx<'_>, key: &[u8]) -> Result<(bool, u64), Engin
             len_delta: Some((tree.root, -1)),
             ..Change::default()
         };
-        let lsn = wal::commit(
-            &tree.shared.log,
-            &tree.shared.allocator,
-            &mut [&mut leaf],
-            change,
-        )?;
+        let lsn = commit(tree, &mut [&mut leaf], change)?;
         drop(leaf);
         if underfull {
             // The delete has happened: a merge that fails only leaves the tree less dense.
@@ -333,12 +332,7 @@ fn split_step(
     node::set_child(&mut parent, index, right.id());
     node::insert_inner(&mut parent, index, &separator, target);
     let pages = &mut [&mut parent, &mut node, &mut right];
-    wal::commit(
-        &tree.shared.log,
-        &tree.shared.allocator,
-        pages,
-        Change::default(),
-    )?;
+    commit(tree, pages, Change::default())?;
     Ok(SplitStep::Done)
 }
 
@@ -354,12 +348,7 @@ fn split_root<'p>(tree: TreeCtx<'p>, root: &mut PageMut<'p>) -> Result<(), Engin
     node::insert_inner(root, 0, &separator, left.id());
     node::set_upper(root, right.id());
     let pages = &mut [root, &mut left, &mut right];
-    wal::commit(
-        &tree.shared.log,
-        &tree.shared.allocator,
-        pages,
-        Change::default(),
-    )?;
+    commit(tree, pages, Change::default())?;
     Ok(())
 }
 
@@ -484,8 +473,6 @@ fn merge_step(
     }
     node::merge_into_right(&left, &mut right, &separator);
     node::remove(&mut parent, left_slot);
-    let log = &tree.shared.log;
-    let allocator = &tree.shared.allocator;
     let is_root = parent.id() == tree.root;
     if is_root && node::count(&parent[..]) == 0 {
         // The root has one child left: it takes the child's place (height - 1).
@@ -494,7 +481,7 @@ fn merge_step(
             freed: vec![left.id(), right.id()],
             ..Change::default()
         };
-        wal::commit(log, allocator, &mut [&mut parent], change)?;
+        commit(tree, &mut [&mut parent], change)?;
         return Ok(MergeStep::Merged {
             merged: None,
             parent: None,
@@ -504,7 +491,7 @@ fn merge_step(
         freed: vec![left.id()],
         ..Change::default()
     };
-    wal::commit(log, allocator, &mut [&mut parent, &mut right], change)?;
+    commit(tree, &mut [&mut parent, &mut right], change)?;
     let merged = (node::used(&right) < node::UNDERFULL_BYTES).then_some(right.id());
     let parent_underfull = !is_root && node::used(&parent) < node::UNDERFULL_BYTES;
     Ok(MergeStep::Merged {
