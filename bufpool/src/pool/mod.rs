@@ -159,51 +159,71 @@ impl Pool {
     }
 
     /// Exclusive latch; faults the page in if it is evicted.
-    #[inline]
+    #[inline(always)]
     pub fn exclusive(&self, page: PageId) -> Result<ExclusiveGuard<'_>, PoolError> {
-        if page.0 < self.page_count() {
-            let state = self.state(page);
-            let seen = state.load();
-            if state_of(seen) == UNLOCKED && state.try_lock_exclusive(seen) {
-                self.counters.add(Counter::Hits, 1);
-                // SAFETY: the CAS took the exclusive latch.
-                return Ok(unsafe { ExclusiveGuard::new(self, page) });
-            }
+        // One place builds the guard, so the hit path keeps it in registers instead of
+        // joining the slow path's returned value in memory.
+        if !self.try_exclusive_hit(page) {
+            self.exclusive_slow(page)?;
         }
-        self.exclusive_slow(page)
-    }
-
-    #[inline(never)]
-    fn exclusive_slow(&self, page: PageId) -> Result<ExclusiveGuard<'_>, PoolError> {
-        self.check_range(page)?;
-        let acquired = latch::acquire(&Faulter(self), page, Mode::Exclusive)?;
-        self.count_access(acquired.faulted);
-        // SAFETY: `acquire` left the page LOCKED by this thread.
+        // SAFETY: the hit's CAS or `exclusive_slow` left the page LOCKED by this thread.
         Ok(unsafe { ExclusiveGuard::new(self, page) })
     }
 
-    /// Shared latch; faults the page in if it is evicted.
-    #[inline]
-    pub fn shared(&self, page: PageId) -> Result<SharedGuard<'_>, PoolError> {
-        if page.0 < self.page_count() {
-            let state = self.state(page);
-            let seen = state.load();
-            if state_of(seen) == UNLOCKED && state.try_lock_shared(seen) {
-                self.counters.add(Counter::Hits, 1);
-                // SAFETY: the CAS took a shared latch.
-                return Ok(unsafe { SharedGuard::new(self, page) });
-            }
+    #[inline(always)]
+    fn try_exclusive_hit(&self, page: PageId) -> bool {
+        if page.0 >= self.page_count() {
+            return false;
         }
-        self.shared_slow(page)
+        let state = self.state(page);
+        let seen = state.load();
+        let taken = state_of(seen) == UNLOCKED && state.try_lock_exclusive(seen);
+        if taken {
+            self.counters.add(Counter::Hits, 1);
+        }
+        taken
     }
 
+    /// Leaves the page LOCKED by this thread, or returns the error.
     #[inline(never)]
-    fn shared_slow(&self, page: PageId) -> Result<SharedGuard<'_>, PoolError> {
+    fn exclusive_slow(&self, page: PageId) -> Result<(), PoolError> {
+        self.check_range(page)?;
+        let acquired = latch::acquire(&Faulter(self), page, Mode::Exclusive)?;
+        self.count_access(acquired.faulted);
+        Ok(())
+    }
+
+    /// Shared latch; faults the page in if it is evicted.
+    #[inline(always)]
+    pub fn shared(&self, page: PageId) -> Result<SharedGuard<'_>, PoolError> {
+        if !self.try_shared_hit(page) {
+            self.shared_slow(page)?;
+        }
+        // SAFETY: the hit's CAS or `shared_slow` left one shared latch held by this thread.
+        Ok(unsafe { SharedGuard::new(self, page) })
+    }
+
+    #[inline(always)]
+    fn try_shared_hit(&self, page: PageId) -> bool {
+        if page.0 >= self.page_count() {
+            return false;
+        }
+        let state = self.state(page);
+        let seen = state.load();
+        let taken = state_of(seen) == UNLOCKED && state.try_lock_shared(seen);
+        if taken {
+            self.counters.add(Counter::Hits, 1);
+        }
+        taken
+    }
+
+    /// Leaves one shared latch held by this thread, or returns the error.
+    #[inline(never)]
+    fn shared_slow(&self, page: PageId) -> Result<(), PoolError> {
         self.check_range(page)?;
         let acquired = latch::acquire(&Faulter(self), page, Mode::Shared)?;
         self.count_access(acquired.faulted);
-        // SAFETY: `acquire` left one shared latch held by this thread.
-        Ok(unsafe { SharedGuard::new(self, page) })
+        Ok(())
     }
 
     /// Optimistic access: no latch, a version. Faults the page in if evicted, waits if locked.
