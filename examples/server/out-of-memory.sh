@@ -176,19 +176,33 @@ get_run() {
     IFS=, read -r _test rps _avg _min p50 _p95 p99 _max <<< "$line"
 }
 
+# "R reads/s, average queue depth Q, busy B" between two disk_stat samples over S seconds.
+disk_figures() {
+    local r0 t0 q0 r1 t1 q1
+    read -r r0 t0 q0 <<< "$1"; read -r r1 t1 q1 <<< "$2"
+    [ -n "$disk_dev" ] || { echo "counters unavailable"; return; }
+    calc "%.0f reads/s, average queue depth %.1f, busy %.2f" "($r1 - $r0) / $3, ($q1 - $q0) / ($3 * 1000), ($t1 - $t0) / ($3 * 1000)"
+}
+
 fio_run() { # label; sets fio_iops fio_p50_ms fio_p99_ms
     local size
     size=$(( $(stat -c %s "$data/data.db") / 4096 * 4096 ))
+    local disk0 disk1 started elapsed_fio
+    disk0="$(disk_stat)"; started="$(now)"
     FIO_FILE="$data/data.db" FIO_SIZE="$size" FIO_RUNTIME="${fio_seconds}s" \
         fio --output-format=json --output="$dir/fio-$1.json" "$repo/benches/fio/randread-qd32.fio"
-    read -r fio_iops fio_p50_ms fio_p99_ms < <(python3 - "$dir/fio-$1.json" <<'PY'
+    disk1="$(disk_stat)"; elapsed_fio="$(calc %.3f "$(now) - $started")"
+    read -r fio_iops fio_p50_ms fio_p99_ms fio_cpu_us < <(python3 - "$dir/fio-$1.json" <<'PY'
 import json, sys
-read = json.load(open(sys.argv[1]))["jobs"][0]["read"]
+job = json.load(open(sys.argv[1]))["jobs"][0]
+read = job["read"]
 pct = read["clat_ns"]["percentile"]
-print(f'{read["iops"]:.0f} {pct["50.000000"] / 1e6:.3f} {pct["99.000000"] / 1e6:.3f}')
+# CPU per I/O as benches/fio/compare.sh counts it: fio's job thread, user + system.
+cpu_us = (job["usr_cpu"] + job["sys_cpu"]) / 100 * job["job_runtime"] * 1000 / max(read["total_ios"], 1)
+print(f'{read["iops"]:.0f} {pct["50.000000"] / 1e6:.3f} {pct["99.000000"] / 1e6:.3f} {cpu_us:.1f}')
 PY
 )
-    say "fio $1: QD32 4 KiB random O_DIRECT reads on data.db ($((size >> 20)) MiB): $fio_iops IOPS, p50 $fio_p50_ms ms, p99 $fio_p99_ms ms"
+    say "fio $1: QD32 4 KiB random O_DIRECT reads on data.db ($((size >> 20)) MiB): $fio_iops IOPS, p50 $fio_p50_ms ms, p99 $fio_p99_ms ms, CPU $fio_cpu_us us per I/O; load average $(cut -d' ' -f1 /proc/loadavg); disk $(disk_figures "$disk0" "$disk1" "$elapsed_fio")"
 }
 
 start_server() { # durability
@@ -213,6 +227,16 @@ thread_dir() { # pid name: /proc/PID/task/TID of the thread called NAME
     done
     echo "/proc/$1"
 }
+
+# The data directory's block device, for its counters (reads, busy ms, queue ms); empty if
+# not found (then the disk figures are left out).
+disk_dev="$(basename "$(readlink -f "$(df --output=source "$dir" | tail -1)")")"
+[ -r "/sys/class/block/$disk_dev/stat" ] || disk_dev=""
+disk_stat() { # reads completed, io_ticks ms, time_in_queue ms
+    if [ -n "$disk_dev" ]; then awk '{ print $1, $10, $11 }' "/sys/class/block/$disk_dev/stat"; else echo 0 0 0; fi
+}
+# A thread's time waiting for a CPU while runnable, in seconds (schedstat's run_delay).
+run_delay_s() { awk '{ printf "%.3f", $2 / 1e9 }' "$1/schedstat"; }
 
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 hwm_mb() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
@@ -271,7 +295,9 @@ for mode in $modes; do
         batches0="$(info stats executor_batches)"; commands0="$(info stats total_commands_processed)"
         cpu0="$(cpu_s "/proc/$server_pid")"; exec_cpu0="$(cpu_s "$executor")"
         load_avg="$(cut -d' ' -f1 /proc/loadavg)"
+        delay0="$(run_delay_s "$executor")"; disk0="$(disk_stat)"
         get_run "$pipeline" "$requests"
+        delay1="$(run_delay_s "$executor")"; disk1="$(disk_stat)"
         cpu1="$(cpu_s "/proc/$server_pid")"; exec_cpu1="$(cpu_s "$executor")"
         hits1="$(info bufpool pool_hits)"; misses1="$(info bufpool pool_misses)"; reads1="$(info bufpool pool_reads)"
         batches1="$(info stats executor_batches)"; commands1="$(info stats total_commands_processed)"
@@ -281,14 +307,17 @@ for mode in $modes; do
         # the server's CPU per GET, on a machine whose load average is shown.
         per_turn="$(calc %.1f "($commands1 - $commands0) / ($batches1 - $batches0)")"
         exec_busy="$(calc %.2f "($exec_cpu1 - $exec_cpu0) / $elapsed")"
+        exec_waiting="$(calc %.2f "($delay1 - $delay0) / $elapsed")"
         cpu_us="$(calc %.1f "($cpu1 - $cpu0) * 1e6 / $requests")"
-        say "  diagnostics: $per_turn GETs per executor turn, executor thread busy $exec_busy of a core, server CPU $cpu_us us per GET, load average $load_avg on $(nproc) cores"
+        read -r _ _ q0 <<< "$disk0"; read -r _ _ q1 <<< "$disk1"
+        disk_qd="$(calc %.1f "($q1 - $q0) / ($elapsed * 1000)")"
+        say "  diagnostics: $per_turn GETs per executor turn; executor thread on a CPU $exec_busy and runnable but waiting for one $exec_waiting of the time; server CPU $cpu_us us per GET; load average $load_avg on $(nproc) cores; disk $(disk_figures "$disk0" "$disk1" "$elapsed")"
         reads_per_s="$(calc %.0f "($reads1 - $reads0) / $elapsed")"
         misses_per_s="$(calc %.0f "($misses1 - $misses0) / $elapsed")"
         hit_ratio="$(calc %.4f "($hits1 - $hits0) / (($hits1 - $hits0) + ($misses1 - $misses0))")"
         reads_per_get="$(calc %.3f "($reads1 - $reads0) / $requests")"
         say "bufpool-server $mode P=$pipeline: GET $rps rps, p50 $p50 ms, p99 $p99 ms; page reads $reads_per_s/s ($reads_per_get per GET), pool misses $misses_per_s/s, hit ratio $hit_ratio, RSS $rss MiB"
-        pending+=("$mode $pipeline $rps $p50 $p99 $reads_per_s $misses_per_s $reads_per_get $hit_ratio $rss $per_turn $exec_busy $cpu_us $load_avg")
+        pending+=("$mode $pipeline $rps $p50 $p99 $reads_per_s $misses_per_s $reads_per_get $hit_ratio $rss $per_turn $exec_busy $exec_waiting $cpu_us $load_avg $disk_qd")
     done
     say "bufpool-server $mode: peak RSS $(hwm_mb "$server_pid") MiB; executor batches $(info stats executor_batches) for $(info stats total_commands_processed) commands"
     stop_server
@@ -298,10 +327,10 @@ fio_mean="$(calc %.0f "($fio_before + $fio_iops) / 2")"
 json "{\"server\":\"fio\",\"durability\":null,\"test\":\"randread-qd32-4k\",\"pipeline\":32,\"rps\":$fio_mean,\"p50_ms\":$fio_p50_ms,\"p99_ms\":$fio_p99_ms,\"fio_qd32_iops\":$fio_mean,\"before\":$fio_before,\"after\":$fio_iops}"
 say "fio QD32 IOPS (mean of before and after): $fio_mean"
 for row in "${pending[@]}"; do
-    read -r mode pipeline rps p50 p99 reads_per_s misses_per_s reads_per_get hit_ratio rss per_turn exec_busy cpu_us load_avg <<< "$row"
+    read -r mode pipeline rps p50 p99 reads_per_s misses_per_s reads_per_get hit_ratio rss per_turn exec_busy exec_waiting cpu_us load_avg disk_qd <<< "$row"
     ratio="$(calc %.3f "$reads_per_s / $fio_mean")"
     say "bufpool-server $mode P=$pipeline: page reads/s $reads_per_s = ${ratio}x fio QD32 (target >= 0.8)"
-    json "{\"server\":\"bufpool-server\",\"durability\":\"$mode\",\"test\":\"get\",\"pipeline\":$pipeline,\"rps\":$rps,\"p50_ms\":$p50,\"p99_ms\":$p99,\"page_reads_per_s\":$reads_per_s,\"pool_misses_per_s\":$misses_per_s,\"page_reads_per_get\":$reads_per_get,\"hit_ratio\":$hit_ratio,\"rss_mb\":$rss,\"gets_per_turn\":$per_turn,\"executor_busy\":$exec_busy,\"cpu_us_per_get\":$cpu_us,\"load_avg\":$load_avg,\"fio_qd32_iops\":$fio_mean,\"ratio_to_fio\":$ratio,\"keys\":$keys,\"pool_mb\":$pool_mb}"
+    json "{\"server\":\"bufpool-server\",\"durability\":\"$mode\",\"test\":\"get\",\"pipeline\":$pipeline,\"rps\":$rps,\"p50_ms\":$p50,\"p99_ms\":$p99,\"page_reads_per_s\":$reads_per_s,\"pool_misses_per_s\":$misses_per_s,\"page_reads_per_get\":$reads_per_get,\"hit_ratio\":$hit_ratio,\"rss_mb\":$rss,\"gets_per_turn\":$per_turn,\"executor_busy\":$exec_busy,\"executor_runnable_waiting\":$exec_waiting,\"disk_avg_qd\":$disk_qd,\"cpu_us_per_get\":$cpu_us,\"load_avg\":$load_avg,\"fio_qd32_iops\":$fio_mean,\"ratio_to_fio\":$ratio,\"keys\":$keys,\"pool_mb\":$pool_mb}"
 done
 
 # ---- 4. redis-server with maxmemory -----------------------------------------------------
