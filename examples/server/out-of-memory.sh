@@ -17,6 +17,12 @@
 # Prints a readable line per result and appends one JSON line per result to --out:
 # server, durability, test, pipeline (0: the redis-cli --pipe load), rps, p50_ms, p99_ms, and
 # where they apply page_reads_per_s, fio_qd32_iops, ratio_to_fio, hit_ratio, rss_mb, keys.
+# bufpool-server's hit_ratio is over pool page accesses (inner nodes included, each miss's
+# re-lookup after its read counted as a hit); page_reads_per_get is the leaf-level figure.
+# Redis's hit_ratio is keyspace hits over GETs. Diagnostics per GET run (printed and in its
+# JSON): GETs per executor turn, the executor thread's share of time on a CPU and runnable
+# but waiting for one, server CPU per GET, the load average, the disk's counters (its average
+# queue depth in the JSON).
 #
 # Usage: examples/server/out-of-memory.sh [flags]
 #   --keys N               keys to load (default 20000000: about 6 GB on disk)
@@ -56,7 +62,7 @@ port=6497
 dir="$repo/target/server-oom"
 out=""
 
-usage() { sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --keys) keys="$2"; shift 2 ;;
