@@ -185,36 +185,27 @@ pub(crate) fn read_checkpoint(
         None => {
             let mut head = [0u8; HEADER_SIZE];
             let found = reader.read(lsn, &mut head)?;
-            match record::header(&head) {
-                Some(header) if found && header.lsn == lsn && header.db_id != start.db_id => {
-                    Err(EngineError::LogMismatch {
-                        path: dir.to_path_buf(),
-                        database: database.to_path_buf(),
-                        reason: format!(
-                            "the log belongs to database {:#018x}, this file is {:#018x}",
-                            header.db_id, start.db_id
-                        ),
-                    })
-                }
-                _ if !found || record::is_zero_header(&head) => {
-                    // Nothing at the checkpoint's position: another database's log (its records
-                    // lie elsewhere) or an older copy of this one. The log's own records say.
-                    let reason = match log_owner(&mut reader, dir, start.segment_bytes)? {
-                        Some(owner) if owner != start.db_id => format!(
-                            "the log belongs to database {owner:#018x}, this file is {:#018x}",
-                            start.db_id
-                        ),
-                        _ => format!(
-                            "the database file is newer than its log: its checkpoint at log \
-                             position {lsn} is not in the log"
-                        ),
-                    };
-                    Err(EngineError::LogMismatch {
-                        path: dir.to_path_buf(),
-                        database: database.to_path_buf(),
-                        reason,
-                    })
-                }
+            // Whose log this is: a record header at the checkpoint's position says, else the
+            // log's own first records (the position may fall inside another database's record).
+            let owner = match record::header(&head) {
+                Some(header) if found && header.lsn == lsn => Some(header.db_id),
+                _ => log_owner(&mut reader, dir, start.segment_bytes)?,
+            };
+            let mismatch = |reason: String| EngineError::LogMismatch {
+                path: dir.to_path_buf(),
+                database: database.to_path_buf(),
+                reason,
+            };
+            match owner {
+                Some(owner) if owner != start.db_id => Err(mismatch(format!(
+                    "the log belongs to database {owner:#018x}, this file is {:#018x}",
+                    start.db_id
+                ))),
+                // Nothing at the checkpoint's position: an older copy of this database's log.
+                _ if !found || record::is_zero_header(&head) => Err(mismatch(format!(
+                    "the database file is newer than its log: its checkpoint at log position \
+                     {lsn} is not in the log"
+                ))),
                 _ => Err(log_corrupted(dir, lsn, "the checkpoint record is damaged")),
             }
         }
