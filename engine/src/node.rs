@@ -612,9 +612,42 @@ fn compact(bytes: &mut [u8]) {
     update_hints(bytes);
 }
 
-/// Where to split: left keeps slots `0..m`. Balances bytes, so each half holds at most
-/// half the total plus half the largest entry.
-fn split_point(bytes: &[u8]) -> usize {
+/// How a split divides a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitKind {
+    /// Halves by bytes: room on both sides for keys arriving anywhere.
+    Balanced,
+    /// The key being added sorts after every key of a node that is its parent's last child
+    /// (or the root): keys arriving in ascending order, over the whole tree or within one
+    /// key range (a list's members). The left keeps all but the last entry (leaves) or the
+    /// last two (inner nodes: one moves up, one stays on the right), so an ascending load
+    /// fills its pages instead of leaving each half empty.
+    Append,
+}
+
+/// `Append` if `key` sorts after every key of `bytes` and the node is its parent's last
+/// child (`last_child`, true for the root), else `Balanced`.
+pub fn split_kind_for<P: PageBytes + ?Sized>(bytes: &P, key: &[u8], last_child: bool) -> SplitKind {
+    let past_every_key = matches!(lower_bound(bytes, key), (index, false) if index == count(bytes));
+    if last_child && past_every_key {
+        SplitKind::Append
+    } else {
+        SplitKind::Balanced
+    }
+}
+
+/// Where to split: left keeps slots `0..m`.
+fn split_point(bytes: &[u8], kind: SplitKind) -> usize {
+    let n = count(bytes);
+    match kind {
+        SplitKind::Append if level(bytes) == 0 => (n - 1).max(1),
+        SplitKind::Append => n.saturating_sub(2).max(1),
+        SplitKind::Balanced => balanced_split_point(bytes),
+    }
+}
+
+/// Balances bytes, so each half holds at most half the total plus half the largest entry.
+fn balanced_split_point(bytes: &[u8]) -> usize {
     let n = count(bytes);
     let total: usize = (0..n).map(|i| cell_len(bytes, i) + SLOT_SIZE).sum();
     let mut left = 0;
@@ -656,8 +689,8 @@ fn key_of(bytes: &[u8], index: usize) -> &[u8] {
 
 /// The separator a [`split`] of this node would produce (to check the parent has room
 /// before splitting).
-pub fn split_separator(bytes: &[u8], separator: &mut Vec<u8>) {
-    let m = split_point(bytes);
+pub fn split_separator(bytes: &[u8], kind: SplitKind, separator: &mut Vec<u8>) {
+    let m = split_point(bytes, kind);
     if level(bytes) == 0 {
         shortest_separator(key_of(bytes, m - 1), key_of(bytes, m), separator);
     } else {
@@ -669,13 +702,13 @@ pub fn split_separator(bytes: &[u8], separator: &mut Vec<u8>) {
 /// Moves the upper half of `left` into `right` (fresh, any content). Afterwards every key
 /// in `left` is `< separator <= ` every key in `right`. For inner nodes the middle
 /// separator moves up: it is returned and `left.upper` becomes its child.
-pub fn split(left: &mut [u8], right: &mut [u8], separator: &mut Vec<u8>) {
+pub fn split(left: &mut [u8], right: &mut [u8], kind: SplitKind, separator: &mut Vec<u8>) {
     let n = count(left);
     assert!(n >= 2, "split of a node with {n} entries");
     let scratch: [u8; PAGE_SIZE] = (&*left).try_into().unwrap();
     let level = level(&scratch[..]);
-    let m = split_point(&scratch);
-    split_separator(&scratch, separator);
+    let m = split_point(&scratch, kind);
+    split_separator(&scratch, kind, separator);
     init(right, level);
     reset_node_header(left, level);
     append_range(left, &scratch, 0..m);
@@ -890,7 +923,7 @@ mod tests {
         let before = entries(&left);
         let mut right = vec![0u8; PAGE_SIZE];
         let mut separator = Vec::new();
-        split(&mut left, &mut right, &mut separator);
+        split(&mut left, &mut right, SplitKind::Balanced, &mut separator);
         let (l, r) = (entries(&left), entries(&right));
         assert!(l.len().abs_diff(r.len()) <= 1);
         assert!(l.last().unwrap().0 < separator && separator <= r[0].0);
@@ -902,7 +935,46 @@ mod tests {
     }
 
     #[test]
+    fn append_split_of_a_leaf_keeps_all_but_the_last_entry_on_the_left() {
+        let mut left = leaf();
+        let mut index = 0u32;
+        while put(&mut left, &(index * 3).to_be_bytes(), &[7; 100]) {
+            index += 1;
+        }
+        let before = entries(&left);
+        let next_key = (index * 3).to_be_bytes();
+        assert_eq!(
+            split_kind_for(&left[..], &next_key, true),
+            SplitKind::Append
+        );
+        assert_eq!(
+            split_kind_for(&left[..], &next_key, false),
+            SplitKind::Balanced
+        );
+        assert_eq!(
+            split_kind_for(&left[..], &3u32.to_be_bytes(), true),
+            SplitKind::Balanced
+        );
+        let mut right = vec![0u8; PAGE_SIZE];
+        let mut separator = Vec::new();
+        split(&mut left, &mut right, SplitKind::Append, &mut separator);
+        let (l, r) = (entries(&left), entries(&right));
+        assert_eq!(r.len(), 1);
+        assert!(l.last().unwrap().0 < separator && separator <= r[0].0);
+        assert_eq!([l, r].concat(), before);
+        assert!(next_key[..] >= separator[..], "the appended key goes right");
+        let big = vec![9u8; INLINE_PAYLOAD_MAX - 8];
+        assert!(fits(&right, leaf_entry_size(8, &LeafValue::Inline(&big))));
+    }
+
+    #[test]
     fn inner_split_moves_the_middle_separator_up_and_children_follow() {
+        for kind in [SplitKind::Balanced, SplitKind::Append] {
+            inner_split_keeps_routing(kind);
+        }
+    }
+
+    fn inner_split_keeps_routing(kind: SplitKind) {
         let mut page = vec![0u8; PAGE_SIZE];
         init(&mut page, 1);
         let mut n = 0u64;
@@ -920,7 +992,14 @@ mod tests {
         let expected: Vec<PageId> = (0..n * 10 + 20).map(|k| probe(&page, k)).collect();
         let mut right = vec![0u8; PAGE_SIZE];
         let mut separator = Vec::new();
-        split(&mut page, &mut right, &mut separator);
+        split(&mut page, &mut right, kind, &mut separator);
+        if kind == SplitKind::Append {
+            assert_eq!(
+                count(&right[..]),
+                1,
+                "one entry stays right of the separator"
+            );
+        }
         for key in 0..n * 10 + 20 {
             let side = if key.to_be_bytes()[..] < separator[..] {
                 &page

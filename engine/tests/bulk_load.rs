@@ -83,3 +83,42 @@ fn unsorted_input_installs_nothing_and_frees_its_pages() {
     engine.close().unwrap();
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Ordinary puts in ascending key order (a server loading keys in order, a list growing at
+/// its tail) fill their leaves: a split at the end of the last child keeps the left page full.
+#[test]
+fn ascending_puts_fill_their_leaves() {
+    let path = common::test_path("ascending-puts");
+    let engine = Engine::create(&path, common::options_with_frames(512)).unwrap();
+    let tree = engine.tree("ascending").unwrap();
+    let n = 40_000u64;
+    for i in 0..n {
+        tree.put_nowait(&i.to_be_bytes(), &[i as u8; 100]).unwrap();
+    }
+    let summary = tree.verify().unwrap();
+    assert_eq!(summary.records, n);
+    assert!(
+        summary.used_bytes > summary.leaves * 3500,
+        "ascending puts left leaves half empty: {summary:?}"
+    );
+    // Puts in between still split where they land, and everything reads back.
+    for i in (0..n).step_by(3) {
+        tree.put_nowait(&i.to_be_bytes(), &[1; 300]).unwrap();
+    }
+    assert_eq!(tree.verify().unwrap().records, n);
+    for i in (0..n).step_by(11) {
+        let expected = if i % 3 == 0 {
+            vec![1; 300]
+        } else {
+            vec![i as u8; 100]
+        };
+        assert_eq!(
+            tree.get(&i.to_be_bytes()).unwrap(),
+            Some(expected),
+            "key {i}"
+        );
+    }
+    drop(tree);
+    engine.close().unwrap();
+    Engine::remove(&path).unwrap();
+}

@@ -303,7 +303,8 @@ fn split_step(
     let Some(parent) = parent else {
         let mut root = PageMut::new(target_guard.upgrade()?);
         if !node::fits(&root, entry_size) {
-            split_root(tree, &mut root)?;
+            let kind = node::split_kind_for(&root[..], key, true);
+            split_root(tree, &mut root, kind)?;
         }
         return Ok(SplitStep::Done);
     };
@@ -312,8 +313,10 @@ fn split_step(
     if node::fits(&node, entry_size) || node::count(&node[..]) < 2 {
         return Ok(SplitStep::Done);
     }
+    let last_child = node::child_index(&parent[..], key) == node::count(&parent[..]);
+    let kind = node::split_kind_for(&node[..], key, last_child);
     let mut separator = Vec::new();
-    node::split_separator(&node, &mut separator);
+    node::split_separator(&node, kind, &mut separator);
     let separator_size = node::inner_entry_size(separator.len());
     if !node::fits(&parent, separator_size) {
         return Ok(SplitStep::ParentFull {
@@ -322,7 +325,7 @@ fn split_step(
         });
     }
     let mut right = tree.shared.allocate()?;
-    node::split(&mut node, &mut right, &mut separator);
+    node::split(&mut node, &mut right, kind, &mut separator);
     let index = node::child_index(&parent[..], key);
     assert_eq!(
         node::child_at(&parent[..], index),
@@ -337,13 +340,17 @@ fn split_step(
 }
 
 /// The root page stays the root: its contents move into two new children.
-fn split_root<'p>(tree: TreeCtx<'p>, root: &mut PageMut<'p>) -> Result<(), EngineError> {
+fn split_root<'p>(
+    tree: TreeCtx<'p>,
+    root: &mut PageMut<'p>,
+    kind: node::SplitKind,
+) -> Result<(), EngineError> {
     let level = node::level(&root[..]);
     let mut left = tree.shared.allocate()?;
     let mut right = tree.shared.allocate()?;
     node::copy_node(&mut left, root);
     let mut separator = Vec::new();
-    node::split(&mut left, &mut right, &mut separator);
+    node::split(&mut left, &mut right, kind, &mut separator);
     node::init(root, level + 1);
     node::insert_inner(root, 0, &separator, left.id());
     node::set_upper(root, right.id());
