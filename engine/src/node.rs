@@ -272,6 +272,25 @@ pub fn copy_key<P: PageBytes + ?Sized>(page: &P, index: usize, out: &mut Vec<u8>
     page.copy_to(slot.cell + prefix_size(page), out);
 }
 
+/// Where the key of slot `index` is: (offset, length) in the page. Like every read here,
+/// unchecked: a reader of a private copy slices with `get`.
+#[inline]
+pub fn key_ref<P: PageBytes + ?Sized>(page: &P, index: usize) -> (usize, usize) {
+    let slot = slot(page, index);
+    (slot.cell + prefix_size(page), slot.key_len)
+}
+
+/// Copies the bytes of a node that hold data (header and slots, then the cell heap) into
+/// `out`, a page-sized buffer; the free gap between them is left as it was (a well-formed
+/// node never refers to it). A scan's private copy of a leaf, made before validating.
+pub fn copy_used<P: PageBytes + ?Sized>(page: &P, out: &mut [u8]) {
+    assert_eq!(out.len(), PAGE_SIZE);
+    let slots_end = SLOTS_OFFSET + count(page) * SLOT_SIZE;
+    let heap_start = (page.u16_at(HEAP_START_OFFSET) as usize).clamp(slots_end, PAGE_SIZE);
+    page.copy_to(0, &mut out[..slots_end]);
+    page.copy_to(heap_start, &mut out[heap_start..]);
+}
+
 /// Where a leaf entry's value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueRef {
