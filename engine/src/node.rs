@@ -33,6 +33,7 @@
 //!   `separator[i-1] <= k < separator[i]`; `upper` holds the keys `>= separator[n-1]`.
 
 use std::cmp::Ordering;
+use std::ops::Range;
 
 use bufpool::PageId;
 
@@ -280,15 +281,37 @@ pub fn key_ref<P: PageBytes + ?Sized>(page: &P, index: usize) -> (usize, usize) 
     (slot.cell + prefix_size(page), slot.key_len)
 }
 
-/// Copies the bytes of a node that hold data (header and slots, then the cell heap) into
-/// `out`, a page-sized buffer; the free gap between them is left as it was (a well-formed
-/// node never refers to it). A scan's private copy of a leaf, made before validating.
-pub fn copy_used<P: PageBytes + ?Sized>(page: &P, out: &mut [u8]) {
+/// Copies what a reader of the leaf entries `slots` needs into `out`, a page-sized buffer,
+/// at the same offsets: the node header, those slots, and the span of cells from the lowest
+/// of theirs to the end of the highest (keys and inline values). The rest of `out` is left
+/// as it was. A scan's private copy of part of a leaf, made before validating: on garbage it
+/// stays in bounds.
+pub fn copy_leaf_slots<P: PageBytes + ?Sized>(page: &P, slots: Range<usize>, out: &mut [u8]) {
     assert_eq!(out.len(), PAGE_SIZE);
-    let slots_end = SLOTS_OFFSET + count(page) * SLOT_SIZE;
-    let heap_start = (page.u16_at(HEAP_START_OFFSET) as usize).clamp(slots_end, PAGE_SIZE);
-    page.copy_to(0, &mut out[..slots_end]);
-    page.copy_to(heap_start, &mut out[heap_start..]);
+    page.copy_to(0, &mut out[..SLOTS_OFFSET]);
+    let slots = slots.start.min(SLOTS_MAX)..slots.end.min(SLOTS_MAX);
+    if slots.is_empty() {
+        return;
+    }
+    let slot_bytes = SLOTS_OFFSET + slots.start * SLOT_SIZE..SLOTS_OFFSET + slots.end * SLOT_SIZE;
+    page.copy_to(slot_bytes.start, &mut out[slot_bytes]);
+    let (mut low, mut high) = (PAGE_SIZE, slot(&out[..], slots.start));
+    for index in slots {
+        let slot = slot(&out[..], index);
+        low = low.min(slot.cell);
+        if slot.cell > high.cell {
+            high = slot;
+        }
+    }
+    let word = page.u32_at(high.cell);
+    let tail = if word & OVERFLOW_FLAG != 0 {
+        OVERFLOW_REF_SIZE
+    } else {
+        word as usize
+    };
+    let end = (high.cell + LEAF_PREFIX + high.key_len + tail).min(PAGE_SIZE);
+    let low = low.min(end);
+    page.copy_to(low, &mut out[low..end]);
 }
 
 /// Where a leaf entry's value is.

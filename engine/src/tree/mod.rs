@@ -148,8 +148,9 @@ impl Tree {
 
     /// Visits the records with keys in `range`, in key order or reversed, until `visit`
     /// breaks: the fast way to scan (no allocation per record). Key and value are lent from
-    /// the scan's private, validated copy of each leaf. Bounds as for [`Tree::range`]; each
-    /// leaf is read at one moment, writers running meanwhile are seen or not per leaf.
+    /// the scan's private, validated copy of (a window of) each leaf; no latch is held, so
+    /// `visit` may write to the tree. Bounds as for [`Tree::range`]; each leaf is read at
+    /// one moment, writers running meanwhile are seen or not per leaf.
     pub fn scan<K, R, F>(
         &self,
         range: R,
@@ -172,7 +173,8 @@ impl Tree {
     }
 
     /// A cursor over the records with keys in `range`: [`Cursor::next_record`] lends each
-    /// one until the next step. Bounds as for [`Tree::range`].
+    /// one until the next step, from the cursor's private, validated copy of (a window of)
+    /// the leaf; it holds no latch between steps. Bounds as for [`Tree::range`].
     pub fn cursor<K, R>(&self, range: R, direction: Direction) -> Cursor<'_>
     where
         K: AsRef<[u8]> + ?Sized,

@@ -1,9 +1,12 @@
 //! Range scans in both directions, without an allocation per record.
 //!
-//! A [`Cursor`] reads one leaf at a time into a private page buffer: the leaf's used bytes
-//! are copied through the page view and only then validated, so the keys and values it
-//! lends out (`&[u8]` into that buffer) cannot change underneath. Overflow values are read
-//! into a second reusable buffer. [`Tree::scan`](super::Tree::scan) is a visitor over a
+//! A [`Cursor`] reads one leaf at a time into a private page buffer: the entries it is about
+//! to lend are copied through the page view and only then validated, so the keys and values
+//! it lends out (`&[u8]` into that buffer) cannot change underneath. It copies a window of
+//! entries at a time ([`WINDOW_FIRST`], doubling), so a short scan does not pay for the
+//! whole leaf; the next window of the same leaf is valid if the leaf's version is still the
+//! one the first was read at (else the cursor reads on from the last key it lent). Overflow
+//! values are read into a second reusable buffer. [`Tree::scan`](super::Tree::scan) is a visitor over a
 //! cursor; [`RangeIter`] copies each record out for those who want owned pairs.
 //!
 //! Moving on from a leaf: the cursor keeps the level-1 node it came through as an
@@ -26,7 +29,11 @@ use super::descend::{self, Abort, Fences, OPTIMISTIC_ATTEMPTS_MAX, Route, TreeCt
 use crate::EngineError;
 use crate::node::{self, ValueRef};
 use crate::overflow;
-use crate::page::PAGE_SIZE;
+use crate::page::{PAGE_SIZE, PageBytes};
+
+/// Entries in the first window copied from a leaf; each further window of the same leaf is
+/// twice as large.
+pub(crate) const WINDOW_FIRST: usize = 16;
 
 /// Where a leaf read starts, with the key in `Cursor::position`: forward, the lowest key
 /// wanted; reverse, the highest.
@@ -67,11 +74,15 @@ pub struct Cursor<'t> {
     start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
     state: State,
-    /// The validated copy of the current leaf.
+    /// The validated copy of the current leaf (a window of it).
     page: Box<[u8]>,
     leaf_id: PageId,
-    /// Slots of `page` not yet lent: forward taken from the front, reverse from the back.
-    slots: Range<usize>,
+    /// Slots of the leaf in range and not yet copied, and the size of their next window.
+    remaining: Range<usize>,
+    window_len: usize,
+    /// Slots copied into `page` and not yet lent: forward taken from the front, reverse
+    /// from the back.
+    window: Range<usize>,
     /// The current leaf's guard, to check later that the copy is still current (`None`:
     /// read under a latch).
     leaf: Option<OptimisticGuard<'t>>,
@@ -119,7 +130,12 @@ fn route(direction: Direction, edge: Edge, key: &[u8]) -> Route<'_> {
 }
 
 /// The slots of a leaf that lie at or past the position.
-fn slots(page: &[u8], direction: Direction, edge: Edge, key: &[u8]) -> Range<usize> {
+fn slots<P: PageBytes + ?Sized>(
+    page: &P,
+    direction: Direction,
+    edge: Edge,
+    key: &[u8],
+) -> Range<usize> {
     let count = node::count(page);
     if edge == Edge::Unbounded {
         return 0..count;
@@ -148,7 +164,9 @@ impl<'t> Cursor<'t> {
             state: State::Start,
             page: vec![0; PAGE_SIZE].into_boxed_slice(),
             leaf_id: tree.root,
-            slots: 0..0,
+            remaining: 0..0,
+            window_len: WINDOW_FIRST,
+            window: 0..0,
             leaf: None,
             parent: None,
             parent_fences: Fences::default(),
@@ -164,7 +182,8 @@ impl<'t> Cursor<'t> {
     pub fn next_record(&mut self) -> Result<Option<(&[u8], &[u8])>, EngineError> {
         match self.find() {
             Ok(Some(Found::Inline { key, value })) => {
-                Ok(Some((&self.page[key], &self.page[value])))
+                let page = &self.page[..];
+                Ok(Some((&page[key], &page[value])))
             }
             Ok(Some(Found::Overflow { key })) => Ok(Some((&self.page[key], &self.overflow))),
             Ok(None) => {
@@ -213,26 +232,31 @@ impl<'t> Cursor<'t> {
         // bounded by the leaves in the range.
         loop {
             let next = match self.direction {
-                Direction::Forward => self.slots.clone().next(),
-                Direction::Reverse => self.slots.clone().next_back(),
+                Direction::Forward => self.window.clone().next(),
+                Direction::Reverse => self.window.clone().next_back(),
             };
             let Some(index) = next else {
-                if !self.next_leaf()? {
-                    return Ok(None);
+                if self.remaining.is_empty() {
+                    if !self.next_leaf()? {
+                        return Ok(None);
+                    }
+                } else {
+                    self.next_window()?;
                 }
                 copied_pinned = epoch.is_some();
                 continue;
             };
-            let (offset, len) = node::key_ref(&self.page[..], index);
+            let page = &self.page[..];
+            let (offset, len) = node::key_ref(page, index);
             let key = self.checked(offset, len)?;
             let inside = match self.direction {
-                Direction::Forward => before_end(&self.end, &self.page[key.clone()]),
-                Direction::Reverse => after_start(&self.start, &self.page[key.clone()]),
+                Direction::Forward => before_end(&self.end, &page[key.clone()]),
+                Direction::Reverse => after_start(&self.start, &page[key.clone()]),
             };
             if !inside {
                 return Ok(None);
             }
-            match node::value_ref(&self.page[..], index) {
+            match node::value_ref(page, index) {
                 ValueRef::Inline { offset, len } => {
                     let value = self.checked(offset, len)?;
                     self.consume();
@@ -276,9 +300,48 @@ impl<'t> Cursor<'t> {
 
     fn consume(&mut self) {
         match self.direction {
-            Direction::Forward => self.slots.start += 1,
-            Direction::Reverse => self.slots.end -= 1,
+            Direction::Forward => self.window.start += 1,
+            Direction::Reverse => self.window.end -= 1,
         }
+    }
+
+    /// Copies the next window of `remaining` from `view` into `page`.
+    fn copy_window<P: PageBytes + ?Sized>(&mut self, view: &P) {
+        let Range { start, end } = self.remaining;
+        let len = self.window_len.min(end - start);
+        self.window = match self.direction {
+            Direction::Forward => start..start + len,
+            Direction::Reverse => end - len..end,
+        };
+        node::copy_leaf_slots(view, self.window.clone(), &mut self.page);
+        match self.direction {
+            Direction::Forward => self.remaining.start += len,
+            Direction::Reverse => self.remaining.end -= len,
+        }
+        self.window_len = self.window_len.saturating_mul(2);
+    }
+
+    /// Copies the next window of the current leaf; if the leaf changed since it was first
+    /// read, reads on from the last key lent instead.
+    fn next_window(&mut self) -> Result<(), EngineError> {
+        // The key lent last (all of the window was lent), kept before the copy overwrites
+        // it: where to read on from if the leaf changed.
+        let last = match self.direction {
+            Direction::Forward => self.window.start - 1,
+            Direction::Reverse => self.window.end,
+        };
+        let (offset, len) = node::key_ref(&self.page[..], last);
+        let key = self.checked(offset, len)?;
+        self.position.clear();
+        self.position.extend_from_slice(&self.page[key]);
+        if let Some(leaf) = self.leaf.take() {
+            leaf.peek(|view| self.copy_window(view));
+            if leaf.validate().is_ok() {
+                self.leaf = Some(leaf);
+                return Ok(());
+            }
+        }
+        self.seek(Edge::Excluded)
     }
 
     /// Reads the leaf that holds `position` (as `edge` says) by a descent from the root.
@@ -301,10 +364,11 @@ impl<'t> Cursor<'t> {
         self.parent = None;
         let route = route(self.direction, edge, key);
         let leaf = descend::descend_shared(self.tree, route, Some(&mut self.fences))?;
-        self.page.copy_from_slice(&leaf[..]);
+        // Latched: all of the leaf in one window (there is no version to check later).
+        self.window = slots(&leaf[..], self.direction, edge, key);
+        self.remaining = 0..0;
         self.leaf_id = leaf.page_id();
-        drop(leaf);
-        self.slots = slots(&self.page, self.direction, edge, key);
+        self.page.copy_from_slice(&leaf[..]);
         Ok(())
     }
 
@@ -325,24 +389,36 @@ impl<'t> Cursor<'t> {
             Some((node::child_at(view, index), index))
         });
         node.validate()?;
+        let from = Some((edge, key));
         match child {
-            None => self.read_leaf(node)?,
+            None => self.read_leaf(node, from)?,
             Some((child, index)) => {
                 let leaf = self.tree.shared.pool.optimistic(child)?;
                 // Lock coupling: the leaf was the parent's child when its version was taken.
                 node.validate()?;
-                self.read_leaf(leaf)?;
+                self.read_leaf(leaf, from)?;
                 self.parent = Some((node, index));
             }
         }
-        self.slots = slots(&self.page, self.direction, edge, key);
         Ok(())
     }
 
-    /// Copies `leaf` into `page` and validates the copy.
-    fn read_leaf(&mut self, leaf: OptimisticGuard<'t>) -> Result<(), Abort> {
-        let page = &mut self.page;
-        leaf.peek(|view| node::copy_used(view, page));
+    /// Reads `leaf` from the position `from` (`None`: all of it): copies the first window
+    /// of its slots in range into `page` and validates.
+    fn read_leaf(
+        &mut self,
+        leaf: OptimisticGuard<'t>,
+        from: Option<(Edge, &[u8])>,
+    ) -> Result<(), Abort> {
+        let direction = self.direction;
+        leaf.peek(|view| {
+            self.remaining = match from {
+                Some((edge, key)) => slots(view, direction, edge, key),
+                None => 0..node::count(view),
+            };
+            self.window_len = WINDOW_FIRST;
+            self.copy_window(view);
+        });
         leaf.validate()?;
         self.leaf_id = leaf.page_id();
         if !node::is_leaf(&self.page[..]) {
@@ -354,6 +430,7 @@ impl<'t> Cursor<'t> {
 
     /// Reads the next leaf in scan order; `false` if the range has no further leaf.
     fn next_leaf(&mut self) -> Result<bool, EngineError> {
+        // One latch at a time: the current leaf is let go before the next is taken.
         let edge = match self.direction {
             Direction::Forward => {
                 let Some(upper) = self.fences.upper.get() else {
@@ -419,10 +496,9 @@ impl<'t> Cursor<'t> {
         };
         let leaf = self.tree.shared.pool.optimistic(child)?;
         parent.validate()?;
-        self.read_leaf(leaf)?;
-        self.parent = Some((parent, next));
         // Every key of the new leaf is past the old one's fence, so past the position.
-        self.slots = 0..node::count(&self.page[..]);
+        self.read_leaf(leaf, None)?;
+        self.parent = Some((parent, next));
         Ok(true)
     }
 }
