@@ -33,6 +33,7 @@
 //!   `separator[i-1] <= k < separator[i]`; `upper` holds the keys `>= separator[n-1]`.
 
 use std::cmp::Ordering;
+use std::ops::Range;
 
 use bufpool::PageId;
 
@@ -270,6 +271,47 @@ pub fn copy_key<P: PageBytes + ?Sized>(page: &P, index: usize, out: &mut Vec<u8>
     out.clear();
     out.resize(slot.key_len, 0);
     page.copy_to(slot.cell + prefix_size(page), out);
+}
+
+/// Where the key of slot `index` is: (offset, length) in the page. Like every read here,
+/// unchecked: a reader of a private copy slices with `get`.
+#[inline]
+pub fn key_ref<P: PageBytes + ?Sized>(page: &P, index: usize) -> (usize, usize) {
+    let slot = slot(page, index);
+    (slot.cell + prefix_size(page), slot.key_len)
+}
+
+/// Copies what a reader of the leaf entries `slots` needs into `out`, a page-sized buffer,
+/// at the same offsets: the node header, those slots, and the span of cells from the lowest
+/// of theirs to the end of the highest (keys and inline values). The rest of `out` is left
+/// as it was. A scan's private copy of part of a leaf, made before validating: on garbage it
+/// stays in bounds.
+pub fn copy_leaf_slots<P: PageBytes + ?Sized>(page: &P, slots: Range<usize>, out: &mut [u8]) {
+    assert_eq!(out.len(), PAGE_SIZE);
+    page.copy_to(0, &mut out[..SLOTS_OFFSET]);
+    let slots = slots.start.min(SLOTS_MAX)..slots.end.min(SLOTS_MAX);
+    if slots.is_empty() {
+        return;
+    }
+    let slot_bytes = SLOTS_OFFSET + slots.start * SLOT_SIZE..SLOTS_OFFSET + slots.end * SLOT_SIZE;
+    page.copy_to(slot_bytes.start, &mut out[slot_bytes]);
+    let (mut low, mut high) = (PAGE_SIZE, slot(&out[..], slots.start));
+    for index in slots {
+        let slot = slot(&out[..], index);
+        low = low.min(slot.cell);
+        if slot.cell > high.cell {
+            high = slot;
+        }
+    }
+    let word = page.u32_at(high.cell);
+    let tail = if word & OVERFLOW_FLAG != 0 {
+        OVERFLOW_REF_SIZE
+    } else {
+        word as usize
+    };
+    let end = (high.cell + LEAF_PREFIX + high.key_len + tail).min(PAGE_SIZE);
+    let low = low.min(end);
+    page.copy_to(low, &mut out[low..end]);
 }
 
 /// Where a leaf entry's value is.

@@ -64,7 +64,7 @@ pub(crate) enum Route<'k> {
 
 impl Route<'_> {
     #[inline]
-    fn index<P: PageBytes + ?Sized>(&self, page: &P) -> usize {
+    pub(crate) fn index<P: PageBytes + ?Sized>(&self, page: &P) -> usize {
         match *self {
             Route::Key(key) => node::child_index(page, key),
             Route::Before(key) => node::child_index_before(page, key),
@@ -73,26 +73,62 @@ impl Route<'_> {
     }
 }
 
-/// The tightest separators around the leaf a scan descended to: its keys are
-/// `>= lower` and `< upper` (absent: unbounded on that side).
+/// One side of a node's key range: a separator key, or unbounded. Keeps its buffer when
+/// cleared, so a scan that moves from leaf to leaf does not allocate.
+#[derive(Debug, Default)]
+pub(crate) struct Fence {
+    key: Vec<u8>,
+    bounded: bool,
+}
+
+impl Fence {
+    pub fn get(&self) -> Option<&[u8]> {
+        self.bounded.then_some(self.key.as_slice())
+    }
+
+    fn clear(&mut self) {
+        self.bounded = false;
+    }
+
+    fn set_from<P: PageBytes + ?Sized>(&mut self, page: &P, index: usize) {
+        node::copy_key(page, index, &mut self.key);
+        self.bounded = true;
+    }
+
+    fn copy_from(&mut self, other: &Fence) {
+        self.key.clear();
+        self.key.extend_from_slice(&other.key);
+        self.bounded = other.bounded;
+    }
+}
+
+/// The tightest separators around the node a descent reached: its keys are `>= lower`
+/// and `< upper`.
 #[derive(Debug, Default)]
 pub(crate) struct Fences {
-    pub lower: Option<Vec<u8>>,
-    pub upper: Option<Vec<u8>>,
+    pub lower: Fence,
+    pub upper: Fence,
 }
 
 impl Fences {
-    fn record<P: PageBytes + ?Sized>(&mut self, page: &P, index: usize) {
+    pub fn clear(&mut self) {
+        self.lower.clear();
+        self.upper.clear();
+    }
+
+    pub fn copy_from(&mut self, other: &Fences) {
+        self.lower.copy_from(&other.lower);
+        self.upper.copy_from(&other.upper);
+    }
+
+    /// Narrows the fences to child `index` of the inner node `page`.
+    pub fn record<P: PageBytes + ?Sized>(&mut self, page: &P, index: usize) {
         let count = node::count(page);
         if index < count {
-            node::copy_key(page, index, self.upper.get_or_insert_with(Vec::new));
+            self.upper.set_from(page, index);
         }
         if index > 0 {
-            node::copy_key(
-                page,
-                index.min(count) - 1,
-                self.lower.get_or_insert_with(Vec::new),
-            );
+            self.lower.set_from(page, index.min(count) - 1);
         }
     }
 }
@@ -113,7 +149,7 @@ pub(crate) fn descend<'p>(
 ) -> Result<OptimisticGuard<'p>, Abort> {
     let pool = &tree.shared.pool;
     if let Some(fences) = fences.as_deref_mut() {
-        *fences = Fences::default();
+        fences.clear();
     }
     let mut current = pool.optimistic(tree.root)?;
     for _ in 0..HEIGHT_MAX {
@@ -179,7 +215,7 @@ pub(crate) fn descend_shared<'p>(
 ) -> Result<SharedGuard<'p>, EngineError> {
     let pool = &tree.shared.pool;
     if let Some(fences) = fences.as_deref_mut() {
-        *fences = Fences::default();
+        fences.clear();
     }
     let mut current = pool.shared(tree.root)?;
     for _ in 0..HEIGHT_MAX {

@@ -2,6 +2,7 @@
 //! The data set lives in the tree `data` (loaded with `Tree::load_sorted`, the engine's
 //! bottom-up bulk path for sorted keys), its description in the tree `meta`.
 
+use std::ops::{Bound, ControlFlow};
 use std::path::Path;
 
 use bufpool_engine::{
@@ -94,17 +95,22 @@ impl Store for BufpoolStore {
         limit: usize,
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<usize, KvError> {
-        let bounds = (std::ops::Bound::Included(start), std::ops::Bound::Unbounded);
-        let mut visited = 0;
-        for entry in self
-            .data
-            .range::<[u8], _>(bounds, Direction::Forward)
-            .take(limit)
-        {
-            let (key, value) = entry?;
-            visit(&key, &value);
-            visited += 1;
+        if limit == 0 {
+            return Ok(0);
         }
+        // The engine's visitor: keys and values lent from its copy of each leaf.
+        let bounds = (Bound::Included(start), Bound::Unbounded);
+        let mut visited = 0;
+        self.data
+            .scan::<[u8], _, _>(bounds, Direction::Forward, |key, value| {
+                visit(key, value);
+                visited += 1;
+                if visited < limit {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            })?;
         Ok(visited)
     }
 

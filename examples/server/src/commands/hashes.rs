@@ -5,8 +5,8 @@ use bytes::Bytes;
 
 use super::keys::{glob_match, scan_options, scan_step};
 use super::{
-    CommandResult, check_member, collection, collection_or_new, members, parse_i64,
-    store_collection, wrong_arity,
+    CommandResult, check_member, collection, collection_or_new, parse_i64, store_collection,
+    visit_members, wrong_arity,
 };
 use crate::executor::Exec;
 use crate::resp::Reply;
@@ -131,8 +131,17 @@ fn all_fields(exec: &Exec, key: &[u8]) -> Result<Vec<super::Record>, super::Comm
     let Some((_, header)) = collection(exec, key, Kind::Hash)? else {
         return Ok(Vec::new());
     };
-    let fields = members(&exec.store.hash, header.id, Direction::Forward);
-    Ok(fields.collect::<Result<_, _>>()?)
+    let mut fields = Vec::with_capacity(header.len.min(1 << 20) as usize);
+    visit_members(
+        &exec.store.hash,
+        header.id,
+        Direction::Forward,
+        |field, value| {
+            fields.push((field.to_vec(), value.to_vec()));
+            std::ops::ControlFlow::Continue(())
+        },
+    )?;
+    Ok(fields)
 }
 
 pub fn hgetall(exec: &mut Exec, args: &[Bytes]) -> CommandResult {

@@ -194,13 +194,15 @@ pub fn keys(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let pattern = &args[1];
     let now = now_ms();
     let mut found = Vec::new();
-    for record in exec.store.keys.iter() {
-        let (key, value) = record?;
-        let entry = decode_entry(&value);
-        if (entry.expire_ms == 0 || entry.expire_ms > now) && glob_match(pattern, &key) {
-            found.push(Reply::bulk(key));
-        }
-    }
+    exec.store
+        .keys
+        .scan::<[u8], _, _>(.., Direction::Forward, |key, value| {
+            let entry = decode_entry(value);
+            if (entry.expire_ms == 0 || entry.expire_ms > now) && glob_match(pattern, key) {
+                found.push(Reply::bulk(key.to_vec()));
+            }
+            std::ops::ControlFlow::Continue(())
+        })?;
     Ok(Reply::Array(found))
 }
 
@@ -311,21 +313,23 @@ pub fn scan_step(
         Bound::Excluded(upper)
     };
     let mut visited = 0;
-    let mut last = None;
+    let mut last: Option<Vec<u8>> = None;
     let mut kept = Vec::new();
-    let mut records = tree.range::<[u8], _>((start, end), Direction::Forward);
-    for record in records.by_ref() {
-        let (key, value) = record?;
-        if keep(&key, &value) {
-            kept.push((key.clone(), value));
+    // Lent records: only the kept ones and the last key are copied.
+    let mut records = tree.cursor::<[u8], _>((start, end), Direction::Forward);
+    while let Some((key, value)) = records.next_record()? {
+        if keep(key, value) {
+            kept.push((key.to_vec(), value.to_vec()));
         }
         visited += 1;
-        last = Some(key);
+        let last = last.get_or_insert_with(Vec::new);
+        last.clear();
+        last.extend_from_slice(key);
         if visited == count {
             break;
         }
     }
-    let more = visited == count && records.next().transpose()?.is_some();
+    let more = visited == count && records.next_record()?.is_some();
     let next = match last {
         Some(last) if more => exec.cursors.remember(last),
         _ => 0,

@@ -118,13 +118,13 @@ pub fn lrange(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let from = element_key(header.id, header.head + first);
     let to = element_key(header.id, header.head + last);
     let mut elements = Vec::with_capacity((last - first + 1) as usize);
-    for record in exec
-        .store
+    let range = from.as_slice()..=to.as_slice();
+    exec.store
         .list
-        .range(from.as_slice()..=to.as_slice(), Direction::Forward)
-    {
-        elements.push(Reply::bulk(record?.1));
-    }
+        .scan(range, Direction::Forward, |_, value| {
+            elements.push(Reply::bulk(value.to_vec()));
+            std::ops::ControlFlow::Continue(())
+        })?;
     Ok(Reply::Array(elements))
 }
 

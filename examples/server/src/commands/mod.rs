@@ -399,6 +399,18 @@ pub fn index_range(start: i64, stop: i64, len: u64) -> Option<(u64, u64)> {
     (start <= stop && start < len && stop >= 0).then_some((start as u64, stop as u64))
 }
 
+/// Visits every member of collection `id` in `tree` in `direction` (suffix after the id,
+/// value; lent, no copy) until `visit` breaks.
+pub fn visit_members(
+    tree: &bufpool_engine::Tree,
+    id: u64,
+    direction: bufpool_engine::Direction,
+    mut visit: impl FnMut(&[u8], &[u8]) -> std::ops::ControlFlow<()>,
+) -> Result<(), EngineError> {
+    let (start, end) = crate::store::id_bounds(id);
+    tree.scan(start..end, direction, |key, value| visit(&key[8..], value))
+}
+
 /// Every member of collection `id` in `tree`, in key order: (suffix after the id, value).
 pub fn members(
     tree: &bufpool_engine::Tree,

@@ -6,8 +6,8 @@ use rand::RngExt;
 
 use super::keys::{glob_match, scan_options, scan_step};
 use super::{
-    CommandError, CommandResult, check_member, collection, collection_or_new, members, parse_i64,
-    store_collection,
+    CommandError, CommandResult, check_member, collection, collection_or_new, parse_i64,
+    store_collection, visit_members,
 };
 use crate::executor::Exec;
 use crate::resp::Reply;
@@ -123,9 +123,15 @@ pub fn smembers(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
         return Ok(Reply::Set(Vec::new()));
     };
     let mut found = Vec::with_capacity(header.len.min(1 << 20) as usize);
-    for record in members(&exec.store.set, header.id, Direction::Forward) {
-        found.push(Reply::bulk(record?.0));
-    }
+    visit_members(
+        &exec.store.set,
+        header.id,
+        Direction::Forward,
+        |member, _| {
+            found.push(Reply::bulk(member.to_vec()));
+            std::ops::ControlFlow::Continue(())
+        },
+    )?;
     Ok(Reply::Set(found))
 }
 

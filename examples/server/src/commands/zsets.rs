@@ -274,12 +274,18 @@ pub fn zrange(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
         match index_range(start, stop, header.len) {
             Some((first, last)) => {
                 let mut found = Vec::with_capacity((last - first + 1).min(1 << 20) as usize);
-                for record in members(&exec.store.zscore, header.id, direction)
-                    .skip(first as usize)
-                    .take((last - first + 1) as usize)
-                {
-                    found.push(split_score_key(&record?.0));
-                }
+                let mut index = 0;
+                super::visit_members(&exec.store.zscore, header.id, direction, |suffix, _| {
+                    if index >= first {
+                        found.push(split_score_key(suffix));
+                    }
+                    index += 1;
+                    if index > last {
+                        std::ops::ControlFlow::Break(())
+                    } else {
+                        std::ops::ControlFlow::Continue(())
+                    }
+                })?;
                 found
             }
             None => Vec::new(),

@@ -1,0 +1,300 @@
+//! The allocation-free scan path (`Tree::scan`, `Tree::cursor`) against a `BTreeMap`:
+//! bounds of every kind, both directions, early stops, overflow values, the empty tree; and
+//! under writers that split and merge leaves while scans run, every key that stays in the
+//! tree is seen exactly once, in order.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ops::{Bound, ControlFlow};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bufpool_engine::{Direction, Engine, Tree};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    bound.as_ref().map(|key| key.as_slice())
+}
+
+/// What the model says a scan of `(start, end)` in `direction` returns, at most `limit`.
+fn expected(
+    model: &Model,
+    start: &Bound<Vec<u8>>,
+    end: &Bound<Vec<u8>>,
+    direction: Direction,
+    limit: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let empty = match (start, end) {
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
+            s > e || (s == e && !matches!((start, end), (Bound::Included(_), Bound::Included(_))))
+        }
+        _ => false,
+    };
+    if empty {
+        return Vec::new();
+    }
+    let range = model.range::<Vec<u8>, _>((start.clone(), end.clone()));
+    let pairs = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+    match direction {
+        Direction::Forward => range.take(limit).map(pairs).collect(),
+        Direction::Reverse => range.rev().take(limit).map(pairs).collect(),
+    }
+}
+
+/// The same scan three ways: visitor, cursor, iterator.
+fn scanned(
+    tree: &Tree,
+    start: &Bound<Vec<u8>>,
+    end: &Bound<Vec<u8>>,
+    direction: Direction,
+    limit: usize,
+) -> [Vec<(Vec<u8>, Vec<u8>)>; 3] {
+    let bounds = (as_slice(start), as_slice(end));
+    let mut visited = Vec::new();
+    if limit > 0 {
+        tree.scan::<[u8], _, _>(bounds, direction, |key, value| {
+            visited.push((key.to_vec(), value.to_vec()));
+            if visited.len() < limit {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        })
+        .unwrap();
+    }
+    let mut cursor = tree.cursor::<[u8], _>(bounds, direction);
+    let mut lent = Vec::new();
+    while lent.len() < limit {
+        let Some((key, value)) = cursor.next_record().unwrap() else {
+            break;
+        };
+        lent.push((key.to_vec(), value.to_vec()));
+    }
+    let iterated = tree
+        .range::<[u8], _>(bounds, direction)
+        .take(limit)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    [visited, lent, iterated]
+}
+
+fn key_of(index: u32) -> Vec<u8> {
+    format!("key{index:06}").into_bytes()
+}
+
+/// Values of every size class: inline small, inline large, and over several overflow pages.
+fn value_of(index: u32, version: u32) -> Vec<u8> {
+    let len = match index % 23 {
+        0 => 9000 + (version as usize % 3000),
+        1..=3 => 1100,
+        _ => 20 + (index as usize + version as usize) % 150,
+    };
+    let mut value = index.to_be_bytes().to_vec();
+    value.extend_from_slice(&version.to_le_bytes());
+    value.extend((0..len).map(|i| (i as u32 ^ index ^ version) as u8));
+    value
+}
+
+fn check_value(key: &[u8], value: &[u8]) {
+    let index: u32 = std::str::from_utf8(&key[3..]).unwrap().parse().unwrap();
+    assert!(value.len() >= 8, "value too short");
+    assert_eq!(&value[..4], &index.to_be_bytes(), "value of another key");
+    let version = u32::from_le_bytes(value[4..8].try_into().unwrap());
+    assert!(value == value_of(index, version), "torn value");
+}
+
+fn random_bound(rng: &mut SmallRng, keys: u32) -> Bound<Vec<u8>> {
+    // Keys between the stored ones too (a trailing byte), and past either end.
+    let mut key = key_of(rng.random_range(0..keys + 2));
+    if rng.random_range(0..3) == 0 {
+        key.push(b'-');
+    }
+    match rng.random_range(0..5) {
+        0 => Bound::Unbounded,
+        1 | 2 => Bound::Included(key),
+        _ => Bound::Excluded(key),
+    }
+}
+
+#[test]
+fn scan_matches_the_model_for_all_bounds_and_both_directions() {
+    let path = common::test_path("scan-model");
+    let engine = Engine::create(&path, common::options_with_frames(96)).unwrap();
+    let tree = engine.tree("scan").unwrap();
+    let mut model = Model::new();
+    let mut rng = SmallRng::seed_from_u64(11);
+
+    // The empty tree: nothing, whatever the bounds.
+    for direction in [Direction::Forward, Direction::Reverse] {
+        let unbounded = (Bound::Unbounded, Bound::Unbounded);
+        for got in scanned(&tree, &unbounded.0, &unbounded.1, direction, 10) {
+            assert!(got.is_empty());
+        }
+    }
+
+    const KEYS: u32 = 3000;
+    for step in 0..6000u32 {
+        let index = rng.random_range(0..KEYS);
+        if rng.random_range(0..5) == 0 {
+            tree.delete(&key_of(index)).unwrap();
+            model.remove(&key_of(index));
+        } else {
+            let value = value_of(index, step);
+            tree.put(&key_of(index), &value).unwrap();
+            model.insert(key_of(index), value);
+        }
+        if step % 20 == 0 {
+            let (start, end) = (random_bound(&mut rng, KEYS), random_bound(&mut rng, KEYS));
+            let direction = if rng.random() {
+                Direction::Forward
+            } else {
+                Direction::Reverse
+            };
+            let limit = match rng.random_range(0..4) {
+                0 => usize::MAX,
+                1 => 1,
+                _ => rng.random_range(0..300),
+            };
+            let want = expected(&model, &start, &end, direction, limit);
+            for (way, got) in ["scan", "cursor", "range"]
+                .into_iter()
+                .zip(scanned(&tree, &start, &end, direction, limit))
+            {
+                assert_eq!(got.len(), want.len(), "{way} at step {step}: length");
+                assert!(got == want, "{way} at step {step}: contents differ");
+            }
+        }
+    }
+    assert!(
+        tree.verify().unwrap().height >= 1,
+        "the tree grew past one leaf"
+    );
+    assert!(
+        engine.pool_stats().evictions > 0,
+        "pages were evicted and refaulted"
+    );
+    drop(tree);
+    engine.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// Stable keys (even indexes) stay in the tree throughout; writers insert and delete the
+/// odd ones around them, with values of every size, so leaves split and merge under the
+/// scans. Each scan must return every stable key of its range exactly once, in order.
+fn scans_under_splits_and_merges(rounds: u32, name: &str) {
+    const KEYS: u32 = 4000;
+    let path = common::test_path(name);
+    let engine = Engine::create(&path, common::options_with_frames(160)).unwrap();
+    let tree = engine.tree("churn").unwrap();
+    let stable: Vec<u32> = (0..KEYS).step_by(2).collect();
+    for &index in &stable {
+        tree.put(&key_of(index), &value_of(index, 0)).unwrap();
+    }
+    let done = AtomicBool::new(false);
+    let scans = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..2u32)
+            .map(|writer| {
+                let tree = tree.clone();
+                scope.spawn(move || {
+                    let mut rng = SmallRng::seed_from_u64(writer as u64);
+                    for round in 0..rounds {
+                        // Fill a stretch of odd keys (splits), then empty it (merges).
+                        let first = rng.random_range(0..KEYS / 2) * 2 + 1;
+                        let stretch: Vec<u32> = (first..KEYS).step_by(2).take(300).collect();
+                        for &index in &stretch {
+                            tree.put(&key_of(index), &value_of(index, round + 1))
+                                .unwrap();
+                        }
+                        for &index in &stretch {
+                            tree.delete(&key_of(index)).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let scanners: Vec<_> = (0..2u64)
+            .map(|seed| {
+                let (tree, done, stable) = (tree.clone(), &done, &stable);
+                scope.spawn(move || {
+                    let mut rng = SmallRng::seed_from_u64(100 + seed);
+                    let mut scans = 0u64;
+                    while !done.load(Ordering::Relaxed) && scans < 200_000 {
+                        let a = rng.random_range(0..KEYS);
+                        let b = (a + rng.random_range(0..800)).min(KEYS);
+                        let direction = if scans % 2 == 0 {
+                            Direction::Forward
+                        } else {
+                            Direction::Reverse
+                        };
+                        let mut seen = Vec::new();
+                        let mut previous: Option<Vec<u8>> = None;
+                        tree.scan(key_of(a)..key_of(b), direction, |key, value| {
+                            check_value(key, value);
+                            if let Some(previous) = &previous {
+                                let ordered = match direction {
+                                    Direction::Forward => previous.as_slice() < key,
+                                    Direction::Reverse => previous.as_slice() > key,
+                                };
+                                assert!(ordered, "scan out of order or repeated");
+                            }
+                            previous = Some(key.to_vec());
+                            let index: u32 =
+                                std::str::from_utf8(&key[3..]).unwrap().parse().unwrap();
+                            if index % 2 == 0 {
+                                seen.push(index);
+                            }
+                            ControlFlow::Continue(())
+                        })
+                        .unwrap();
+                        let mut want: Vec<u32> = stable
+                            .iter()
+                            .copied()
+                            .filter(|i| (a..b).contains(i))
+                            .collect();
+                        if direction == Direction::Reverse {
+                            want.reverse();
+                        }
+                        assert_eq!(seen, want, "stable keys skipped or repeated in {a}..{b}");
+                        scans += 1;
+                    }
+                    scans
+                })
+            })
+            .collect();
+        writers
+            .into_iter()
+            .for_each(|writer| writer.join().unwrap());
+        done.store(true, Ordering::Relaxed);
+        scanners
+            .into_iter()
+            .map(|scanner| scanner.join().unwrap())
+            .sum::<u64>()
+    });
+    assert!(scans > 0);
+    let left: Vec<u32> = tree
+        .iter()
+        .map(|record| {
+            let (key, _) = record.unwrap();
+            std::str::from_utf8(&key[3..]).unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(left, stable, "only the stable keys are left");
+    tree.verify().unwrap();
+    drop(tree);
+    engine.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn scans_see_every_stable_key_once_under_splits_and_merges() {
+    scans_under_splits_and_merges(12, "scan-churn");
+}
+
+#[test]
+#[ignore = "long: ten times the rounds"]
+fn scans_see_every_stable_key_once_under_splits_and_merges_long() {
+    scans_under_splits_and_merges(120, "scan-churn-long");
+}
