@@ -237,3 +237,46 @@ fn oversized_keys_and_values_are_refused() {
     engine.close().unwrap();
     std::fs::remove_file(&path).unwrap();
 }
+
+/// `prefetch_keys` reads the evicted leaves of a batch of keys in one go: the lookups that
+/// follow are hits, and keys of resident leaves cost no read.
+#[test]
+fn prefetch_keys_faults_in_exactly_the_missing_leaves() {
+    let path = common::test_path("prefetch-keys");
+    let engine = Engine::create(&path, common::options_with_frames(64)).unwrap();
+    let tree = engine.tree("prefetch").unwrap();
+    let n = 20_000u32;
+    for i in 0..n {
+        tree.put_nowait(&i.to_be_bytes(), &[i as u8; 100]).unwrap();
+    }
+    // Far more leaves than frames: most of the keys below are on evicted leaves.
+    let keys: Vec<[u8; 4]> = (0..n).step_by(997).map(u32::to_be_bytes).collect();
+    let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    let before = engine.pool_stats();
+    let read = tree.prefetch_keys(&refs).unwrap();
+    let after_prefetch = engine.pool_stats();
+    assert!(read > 0, "nothing was evicted");
+    assert!(
+        after_prefetch.misses - before.misses >= read as u64,
+        "the leaves were read by the prefetch"
+    );
+    for (key, i) in keys.iter().zip((0..n).step_by(997)) {
+        assert_eq!(tree.get(key).unwrap(), Some(vec![i as u8; 100]));
+    }
+    assert_eq!(
+        engine.pool_stats().misses,
+        after_prefetch.misses,
+        "every prefetched leaf was still resident"
+    );
+    // All resident now: a second prefetch reads nothing.
+    assert_eq!(tree.prefetch_keys(&refs).unwrap(), 0);
+    // Bad keys are refused like everywhere else.
+    let too_long = vec![0u8; bufpool_engine::KEY_SIZE_MAX + 1];
+    assert!(matches!(
+        tree.prefetch_keys(&[&too_long]),
+        Err(EngineError::KeyTooLarge { .. })
+    ));
+    drop(tree);
+    engine.close().unwrap();
+    Engine::remove(&path).unwrap();
+}

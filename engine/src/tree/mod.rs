@@ -114,6 +114,15 @@ impl Tree {
         read::multi_get(self.ctx(), keys)
     }
 
+    /// Faults in, with one I/O submission per batch, the leaves of `keys` that are not
+    /// resident, without reading any value (a server does this for all the keys a turn's
+    /// commands will read, then serves them from memory). Returns the leaves read. A key
+    /// whose leaf is evicted again before it is read simply misses then.
+    pub fn prefetch_keys(&self, keys: &[&[u8]]) -> Result<usize, EngineError> {
+        keys.iter().try_for_each(|key| check_key(key))?;
+        read::prefetch_keys(self.ctx(), keys)
+    }
+
     /// Inserts or replaces. Returns once the write is as durable as the engine's
     /// [`crate::Durability`] says.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {

@@ -133,6 +133,43 @@ fn first_pass(tree: TreeCtx<'_>, key: &[u8], out: &mut Vec<u8>) -> Result<FirstP
     Ok(FirstPass::Later)
 }
 
+/// The leaf `key` lives in if it is not resident now (`None`: resident, or the root is the
+/// leaf). One optimistic descent to level 1; nothing is faulted in and no value is read.
+fn missing_leaf(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<PageId>, Abort> {
+    let parent = descend::descend(tree, Route::Key(key), 1, None)?;
+    let child = parent.peek(|view| {
+        (!node::is_leaf(view)).then(|| node::child_at(view, node::child_index(view, key)))
+    });
+    parent.validate()?;
+    let Some(child) = child else {
+        return Ok(None);
+    };
+    let resident = tree.shared.pool.optimistic_if_resident(child)?.is_some();
+    Ok((!resident).then_some(child))
+}
+
+/// Faults in, with one submission per pool batch, the leaves of `keys` that are not resident;
+/// returns how many were read. Inner pages on the way are faulted in by the descents.
+pub(crate) fn prefetch_keys(tree: TreeCtx<'_>, keys: &[&[u8]]) -> Result<usize, EngineError> {
+    let mut leaves = Vec::new();
+    for key in keys {
+        for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
+            match missing_leaf(tree, key) {
+                Ok(leaf) => {
+                    leaves.extend(leaf);
+                    break;
+                }
+                Err(Abort::Restart) => continue,
+                Err(Abort::Failed(error)) => return Err(error),
+            }
+        }
+    }
+    leaves.sort_unstable();
+    leaves.dedup();
+    tree.shared.pool.prefetch(&leaves)?;
+    Ok(leaves.len())
+}
+
 /// Looks up every key with one descent each, reading resident leaves at once; the leaves
 /// that missed are prefetched in one submission and only their keys are looked up again.
 pub(crate) fn multi_get(
