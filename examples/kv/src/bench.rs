@@ -20,6 +20,7 @@ use crate::memory_cap::{self, MemoryCap};
 use crate::report::{Recovery, Report, duration_from_seconds};
 use crate::store::{self, EngineKind, OpenOptions, Store};
 use crate::workload::{self, RunConfig, Workload};
+use crate::ycsb::Distribution;
 
 /// Where `kv` keeps its own databases when no `--db` is given.
 pub const DEFAULT_DATA_DIR: &str = "kv-data";
@@ -50,10 +51,14 @@ pub struct BenchArgs {
     pub warmup: f64,
     #[arg(long, value_enum, default_value_t = Workload::Read)]
     pub workload: Workload,
+    /// How records are picked [default: uniform; ycsb-*: zipfian (θ 0.99, scrambled), ycsb-d:
+    /// latest].
+    #[arg(long, value_enum)]
+    pub distribution: Option<Distribution>,
     /// Keys per lookup: more than 1 looks them up with one multi_get.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Records per scan.
+    /// Records per scan (ycsb-e: the longest; lengths are uniform in 1..=this).
     #[arg(long, default_value_t = 100)]
     pub scan_length: usize,
     #[arg(long, value_enum, default_value_t = EngineKind::Bufpool)]
@@ -208,6 +213,9 @@ fn run_config(args: &BenchArgs) -> Result<RunConfig, KvError> {
         measure: duration_from_seconds(args.seconds),
         batch: args.batch,
         scan_length: args.scan_length,
+        distribution: args
+            .distribution
+            .unwrap_or_else(|| args.workload.default_distribution()),
         seed: args.seed,
         // A synced write costs a device sync: two clock reads each are noise, and every
         // commit's latency counts.

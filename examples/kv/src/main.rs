@@ -22,6 +22,7 @@ mod report;
 mod shell;
 mod store;
 mod workload;
+mod ycsb;
 
 use std::process::ExitCode;
 

@@ -352,6 +352,73 @@ fn bench_runs_every_workload_on_bufpool_and_the_btreemap_ceiling() {
     }
 }
 
+/// Each YCSB workload end to end on bufpool and the ceiling: the operation kinds of its mix
+/// (and only those) ran, every read checked, with YCSB's distribution unless one is given.
+#[test]
+fn bench_runs_each_ycsb_workload() {
+    let dir = test_dir("bench-ycsb");
+    let mixes: [(&str, &[&str], &str); 6] = [
+        ("ycsb-a", &["get", "put"], "zipfian"),
+        ("ycsb-b", &["get", "put"], "zipfian"),
+        ("ycsb-c", &["get"], "zipfian"),
+        ("ycsb-d", &["get", "insert"], "latest"),
+        ("ycsb-e", &["scan", "insert"], "zipfian"),
+        ("ycsb-f", &["get", "rmw"], "zipfian"),
+    ];
+    for engine in ["bufpool", "btreemap"] {
+        for (workload, kinds, distribution) in mixes {
+            let args = [
+                "--engine",
+                engine,
+                "--workload",
+                workload,
+                "--pool-mb",
+                "16",
+            ];
+            let json = bench_json(&dir, &args);
+            assert_eq!(json["workload"], workload);
+            assert_eq!(json["distribution"], distribution, "{json}");
+            let counts = json["op_counts"].as_object().expect("op_counts");
+            for (kind, count) in counts {
+                let count = count.as_u64().unwrap();
+                let expected = kinds.contains(&kind.as_str());
+                assert_eq!(count > 0, expected, "{workload} {kind}: {json}");
+            }
+            for kind in kinds {
+                let latency = &json["latency_us"][kind];
+                let (p50, p99, p999) = (
+                    latency["p50"].as_f64().unwrap(),
+                    latency["p99"].as_f64().unwrap(),
+                    latency["p999"].as_f64().unwrap(),
+                );
+                assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{kind}: {json}");
+            }
+            if workload == "ycsb-e" {
+                assert!(json["scanned_records"].as_u64().unwrap() > 0, "{json}");
+            }
+        }
+    }
+    // Any workload takes any distribution.
+    let args = [
+        "--workload",
+        "ycsb-d",
+        "--distribution",
+        "uniform",
+        "--pool-mb",
+        "16",
+    ];
+    assert_eq!(bench_json(&dir, &args)["distribution"], "uniform");
+    let args = [
+        "--workload",
+        "scan",
+        "--distribution",
+        "latest",
+        "--pool-mb",
+        "16",
+    ];
+    assert_eq!(bench_json(&dir, &args)["distribution"], "latest");
+}
+
 #[cfg(feature = "peers")]
 #[test]
 fn bench_runs_the_peers_on_the_same_data_set() {
@@ -369,6 +436,14 @@ fn bench_runs_the_peers_on_the_same_data_set() {
         );
         let reused = bench_json(&dir, &["--engine", engine, "--reuse"]);
         assert_eq!(reused["loaded"], false);
+        // Inserts, then scans across an earlier run's inserts, all checked.
+        for workload in ["ycsb-d", "ycsb-e", "ycsb-e"] {
+            let json = bench_json(
+                &dir,
+                &["--engine", engine, "--workload", workload, "--reuse"],
+            );
+            assert!(json["op_counts"]["insert"].as_u64().unwrap() > 0, "{json}");
+        }
     }
 }
 
