@@ -37,7 +37,7 @@ pub struct BenchArgs {
     /// Value size in bytes (at least 16).
     #[arg(long, default_value_t = 120)]
     pub value_size: usize,
-    /// Memory budget in MiB: bufpool's frame budget and redb's cache size.
+    /// Memory budget in MiB: bufpool's frame budget, redb's cache size, RocksDB's block cache.
     #[arg(long, default_value_t = 1024)]
     pub pool_mb: u64,
     /// Bench threads.
@@ -116,6 +116,7 @@ pub fn run(args: &BenchArgs) -> Result<(), KvError> {
         memory_bytes: args.pool_mb << 20,
         threads: args.threads,
         durability: args.durability,
+        capped: args.cgroup_mb.is_some(),
     };
     if args.workload == Workload::Recovery && args.engine != EngineKind::Bufpool {
         return Err(KvError::InvalidArgument(
@@ -328,6 +329,12 @@ fn open_matching(
         let mut files = vec![options.path.clone()];
         if options.engine == EngineKind::Lmdb {
             files.push(store::lmdb_lock_path(&options.path));
+        }
+        if options.engine == EngineKind::Rocksdb {
+            // A directory: its files (reads of the SSTs bypass the cache under a cap anyway).
+            files = std::fs::read_dir(&options.path)
+                .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+                .unwrap_or_default();
         }
         for failure in memory_cap::drop_page_cache(&files) {
             eprintln!("kv: could not drop the page cache of {failure}");

@@ -84,6 +84,7 @@ pub fn run(args: &DemoArgs) -> Result<(), KvError> {
         memory_bytes: args.pool_mb << 20,
         threads: args.threads,
         durability: DEMO_DURABILITY,
+        capped: false,
     };
     // The demo's database is kv's own: reuse it if it holds the data set, else rebuild it.
     let policy = ExistingPolicy {

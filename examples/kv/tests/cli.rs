@@ -466,6 +466,61 @@ fn bench_under_a_memory_cap_reports_the_cap() {
     }
 }
 
+/// RocksDB on every YCSB workload, reused, and under each durability mode.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn bench_runs_rocksdb_on_the_ycsb_workloads() {
+    let dir = test_dir("bench-rocksdb");
+    let first = bench_json(&dir, &["--engine", "rocksdb", "--pool-mb", "16"]);
+    assert_eq!(first["engine"], "rocksdb");
+    assert_eq!(first["loaded"], true);
+    for workload in ["ycsb-a", "ycsb-b", "ycsb-c", "ycsb-d", "ycsb-e", "ycsb-f"] {
+        let args = [
+            "--engine",
+            "rocksdb",
+            "--workload",
+            workload,
+            "--reuse",
+            "--batch",
+            "4",
+        ];
+        let json = bench_json(&dir, &args);
+        assert_eq!(json["loaded"], false, "{json}");
+        assert!(json["ops"].as_u64().unwrap() > 0, "{json}");
+    }
+    for (durability, source) in [
+        ("immediate", "synced writes"),
+        ("periodic:50", "background WAL syncs"),
+    ] {
+        let args = [
+            "--engine",
+            "rocksdb",
+            "--workload",
+            "update",
+            "--reuse",
+            "--durability",
+            durability,
+        ];
+        let json = bench_json(&dir, &args);
+        assert!(json["syncs"].as_u64().unwrap() > 0, "{json}");
+        assert!(
+            json["syncs_source"].as_str().unwrap().starts_with(source),
+            "{json}"
+        );
+    }
+}
+
+#[cfg(not(feature = "rocksdb"))]
+#[test]
+fn rocksdb_without_the_feature_is_a_clear_error() {
+    let dir = test_dir("no-rocksdb");
+    let line = one_line_error(kv(
+        &dir,
+        &["bench", "--engine", "rocksdb", "--records", "10"],
+    ));
+    assert!(line.contains("--features rocksdb"), "{line}");
+}
+
 #[cfg(not(feature = "peers"))]
 #[test]
 fn peers_without_the_feature_are_a_clear_error() {
