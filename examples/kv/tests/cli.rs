@@ -419,6 +419,40 @@ fn bench_runs_each_ycsb_workload() {
     assert_eq!(bench_json(&dir, &args)["distribution"], "latest");
 }
 
+/// Several workloads in one run: one load, one JSON line each, in the order given.
+#[test]
+fn bench_runs_several_workloads_on_one_load() {
+    let dir = test_dir("bench-several");
+    let args = [
+        "bench",
+        "--records",
+        "20000",
+        "--seconds",
+        "0.5",
+        "--json",
+        "--pool-mb",
+        "16",
+        "--workload",
+        "ycsb-d,ycsb-e,ycsb-c",
+    ];
+    let text = ok(kv(&dir, &args));
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let workloads: Vec<&str> = lines
+        .iter()
+        .map(|json| json["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(workloads, ["ycsb-d", "ycsb-e", "ycsb-c"]);
+    let line = one_line_error(kv(
+        &dir,
+        &["bench", "--records", "10", "--workload", "recovery,read"],
+    ));
+    assert!(line.contains("runs alone"), "{line}");
+}
+
 #[cfg(feature = "peers")]
 #[test]
 fn bench_runs_the_peers_on_the_same_data_set() {
