@@ -35,6 +35,9 @@ struct Bar {
     workload: String,
     series: String,
     ops_per_s: f64,
+    /// Process CPU per operation (per lookup when batched): steadier than ops/s on a
+    /// shared machine.
+    cpu_us: Option<f64>,
 }
 
 /// Everything read from the JSON lines, in order of first appearance.
@@ -80,10 +83,10 @@ fn parse(text: &str) -> Result<Results, KvError> {
             continue;
         }
         // A batched run's operations are batches: count its lookups (YCSB reads) instead.
-        let rate = if json["batch"].as_u64().unwrap_or(1) > 1 {
-            "lookups_per_s"
+        let (rate, cpu) = if json["batch"].as_u64().unwrap_or(1) > 1 {
+            ("lookups_per_s", "cpu_us_per_lookup")
         } else {
-            "ops_per_s"
+            ("ops_per_s", "cpu_us_per_op")
         };
         let (Some(workload), Some(engine), Some(ops_per_s)) = (
             json["workload"].as_str(),
@@ -104,6 +107,7 @@ fn parse(text: &str) -> Result<Results, KvError> {
             workload: workload.to_string(),
             series,
             ops_per_s,
+            cpu_us: json[cpu].as_f64(),
         });
     }
     if results.bars.is_empty() {
@@ -116,12 +120,15 @@ fn parse(text: &str) -> Result<Results, KvError> {
 
 impl Results {
     /// The latest bar for this cell (a rerun replaces an earlier line).
-    fn value(&self, setting: &str, workload: &str, series: &str) -> Option<f64> {
+    fn bar(&self, setting: &str, workload: &str, series: &str) -> Option<&Bar> {
         self.bars
             .iter()
             .rev()
             .find(|bar| bar.setting == setting && bar.workload == workload && bar.series == series)
-            .map(|bar| bar.ops_per_s)
+    }
+
+    fn value(&self, setting: &str, workload: &str, series: &str) -> Option<f64> {
+        self.bar(setting, workload, series).map(|bar| bar.ops_per_s)
     }
 
     fn series_in(&self, setting: &str) -> Vec<&String> {
@@ -135,45 +142,55 @@ impl Results {
             .collect()
     }
 
-    /// The readable table: ops/s per workload (rows) and engine (columns), per setting.
+    /// The readable table: ops/s, then CPU µs per operation, per workload (rows) and engine
+    /// (columns), per setting.
     fn table(&self) -> String {
         let mut text = String::new();
         for setting in &self.settings {
-            let series = self.series_in(setting);
-            text.push_str(&format!("{setting} (ops/s)\n"));
-            let width = series
-                .iter()
-                .map(|name| name.len())
-                .max()
-                .unwrap_or(0)
-                .max(11);
-            text.push_str(&format!("{:<10}", "workload"));
-            for name in &series {
-                text.push_str(&format!(" {name:>width$}"));
-            }
-            text.push('\n');
-            for workload in &self.workloads {
-                if !self
-                    .bars
-                    .iter()
-                    .any(|bar| &bar.setting == setting && &bar.workload == workload)
-                {
-                    continue;
-                }
-                text.push_str(&format!("{workload:<10}"));
-                for name in &series {
-                    let cell = self
-                        .value(setting, workload, name)
-                        .map_or("-".into(), |value| group_digits(value.round() as u64));
-                    text.push_str(&format!(" {cell:>width$}"));
-                }
-                text.push('\n');
-            }
+            text.push_str(&self.setting_table(setting, "ops/s", &|bar| {
+                group_digits(bar.ops_per_s.round() as u64)
+            }));
+            text.push_str(
+                &self.setting_table(setting, "CPU µs per operation", &|bar| {
+                    bar.cpu_us.map_or("-".into(), |cpu| format!("{cpu:.2}"))
+                }),
+            );
             if let Some(iops) = self.fio.get(setting) {
                 text.push_str(&format!(
                     "fio 4 KiB random reads, QD32, same file: {} IOPS\n",
                     group_digits(iops.round() as u64)
                 ));
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    fn setting_table(&self, setting: &str, what: &str, cell: &dyn Fn(&Bar) -> String) -> String {
+        let series = self.series_in(setting);
+        let width = series
+            .iter()
+            .map(|name| name.len())
+            .max()
+            .unwrap_or(0)
+            .max(11);
+        let mut text = format!("{setting} ({what})\n{:<10}", "workload");
+        for name in &series {
+            text.push_str(&format!(" {name:>width$}"));
+        }
+        text.push('\n');
+        for workload in &self.workloads {
+            let present = self
+                .bars
+                .iter()
+                .any(|bar| bar.setting == setting && &bar.workload == workload);
+            if !present {
+                continue;
+            }
+            text.push_str(&format!("{workload:<10}"));
+            for name in &series {
+                let text_cell = self.bar(setting, workload, name).map_or("-".into(), cell);
+                text.push_str(&format!(" {text_cell:>width$}"));
             }
             text.push('\n');
         }
@@ -320,6 +337,10 @@ mod tests {
             .find(|line| line.starts_with("ycsb-a"))
             .unwrap();
         assert!(row.contains("1,000") && row.contains("500"), "{row}");
+        assert!(
+            table.contains("in memory (CPU µs per operation)"),
+            "{table}"
+        );
         assert!(table.contains("120,000 IOPS"), "{table}");
         assert!(
             table.contains("96,000"),
