@@ -20,6 +20,7 @@ use crate::memory_cap::{self, MemoryCap};
 use crate::report::{Recovery, Report, duration_from_seconds};
 use crate::store::{self, EngineKind, OpenOptions, Store};
 use crate::workload::{self, RunConfig, Workload};
+use crate::ycsb::Distribution;
 
 /// Where `kv` keeps its own databases when no `--db` is given.
 pub const DEFAULT_DATA_DIR: &str = "kv-data";
@@ -36,7 +37,7 @@ pub struct BenchArgs {
     /// Value size in bytes (at least 16).
     #[arg(long, default_value_t = 120)]
     pub value_size: usize,
-    /// Memory budget in MiB: bufpool's frame budget and redb's cache size.
+    /// Memory budget in MiB: bufpool's frame budget, redb's cache size, RocksDB's block cache.
     #[arg(long, default_value_t = 1024)]
     pub pool_mb: u64,
     /// Bench threads.
@@ -48,12 +49,18 @@ pub struct BenchArgs {
     /// Unmeasured seconds of the same workload first (e.g. to warm a reused database).
     #[arg(long, default_value_t = 0.0)]
     pub warmup: f64,
-    #[arg(long, value_enum, default_value_t = Workload::Read)]
-    pub workload: Workload,
+    /// The workload; several, comma-separated, run one after the other on the same open
+    /// database (one report each), e.g. `ycsb-a,ycsb-b,ycsb-c`.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "read")]
+    pub workload: Vec<Workload>,
+    /// How records are picked [default: uniform; ycsb-*: zipfian (θ 0.99, scrambled), ycsb-d:
+    /// latest].
+    #[arg(long, value_enum)]
+    pub distribution: Option<Distribution>,
     /// Keys per lookup: more than 1 looks them up with one multi_get.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Records per scan.
+    /// Records per scan (ycsb-e: the longest; lengths are uniform in 1..=this).
     #[arg(long, default_value_t = 100)]
     pub scan_length: usize,
     #[arg(long, value_enum, default_value_t = EngineKind::Bufpool)]
@@ -97,7 +104,17 @@ pub struct ExistingPolicy {
 
 pub fn run(args: &BenchArgs) -> Result<(), KvError> {
     let dataset = Dataset::new(args.records, args.key_size, args.value_size, args.seed)?;
-    let config = run_config(args)?;
+    let configs = args
+        .workload
+        .iter()
+        .map(|workload| run_config(args, *workload))
+        .collect::<Result<Vec<_>, _>>()?;
+    let recovery = args.workload.contains(&Workload::Recovery);
+    if recovery && args.workload.len() > 1 {
+        return Err(KvError::InvalidArgument(
+            "--workload recovery runs alone".into(),
+        ));
+    }
     let (path, owned) = match &args.db {
         Some(path) => (path.clone(), false),
         None => (
@@ -111,8 +128,9 @@ pub fn run(args: &BenchArgs) -> Result<(), KvError> {
         memory_bytes: args.pool_mb << 20,
         threads: args.threads,
         durability: args.durability,
+        capped: args.cgroup_mb.is_some(),
     };
-    if args.workload == Workload::Recovery && args.engine != EngineKind::Bufpool {
+    if recovery && args.engine != EngineKind::Bufpool {
         return Err(KvError::InvalidArgument(
             "--workload recovery replays bufpool's log: use --engine bufpool".into(),
         ));
@@ -128,35 +146,39 @@ pub fn run(args: &BenchArgs) -> Result<(), KvError> {
             (prepare(&options, &dataset, policy, &uncapped)?, uncapped)
         }
     };
-    if !args.workload.writes() {
+    if !args.workload.iter().any(|workload| workload.writes()) {
         prepared.store.seal_read_only();
     }
     let sync_source = prepared.store.sync_source();
-    let measurement = workload::run(prepared.store.as_ref(), &dataset, &config)?;
-    let (store, recovery) = if args.workload == Workload::Recovery {
-        let (store, recovery) = crash_and_reopen(prepared.store, &options)?;
-        (store, Some(recovery))
-    } else {
-        (prepared.store, None)
-    };
-    let report = Report {
-        engine: args.engine,
-        dataset: &dataset,
-        config: &config,
-        measurement: &measurement,
-        memory_budget_mib: args.pool_mb,
-        memory_cap: &memory_cap,
-        load_seconds: prepared.load_seconds,
-        loaded: prepared.loaded,
-        database: database_label(args.engine, &path),
-        durability: args.durability,
-        sync_source,
-        recovery,
-    };
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.to_table());
+    let mut store = prepared.store;
+    for config in &configs {
+        let measurement = workload::run(store.as_ref(), &dataset, config)?;
+        let recovery = if recovery {
+            let (reopened, recovery) = crash_and_reopen(store, &options)?;
+            store = reopened;
+            Some(recovery)
+        } else {
+            None
+        };
+        let report = Report {
+            engine: args.engine,
+            dataset: &dataset,
+            config,
+            measurement: &measurement,
+            memory_budget_mib: args.pool_mb,
+            memory_cap: &memory_cap,
+            load_seconds: prepared.load_seconds,
+            loaded: prepared.loaded,
+            database: database_label(args.engine, &path),
+            durability: args.durability,
+            sync_source,
+            recovery,
+        };
+        if args.json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.to_table());
+        }
     }
     store.close()
 }
@@ -183,7 +205,7 @@ fn crash_and_reopen(
     ))
 }
 
-fn run_config(args: &BenchArgs) -> Result<RunConfig, KvError> {
+fn run_config(args: &BenchArgs, workload: Workload) -> Result<RunConfig, KvError> {
     if args.threads == 0 || args.batch == 0 || args.scan_length == 0 {
         return Err(KvError::InvalidArgument(
             "--threads, --batch and --scan-length must be at least 1".into(),
@@ -202,12 +224,15 @@ fn run_config(args: &BenchArgs) -> Result<RunConfig, KvError> {
         ));
     }
     Ok(RunConfig {
-        workload: args.workload,
+        workload,
         threads: args.threads,
         warmup: duration_from_seconds(args.warmup),
         measure: duration_from_seconds(args.seconds),
         batch: args.batch,
         scan_length: args.scan_length,
+        distribution: args
+            .distribution
+            .unwrap_or_else(|| workload.default_distribution()),
         seed: args.seed,
         // A synced write costs a device sync: two clock reads each are noise, and every
         // commit's latency counts.
@@ -320,6 +345,12 @@ fn open_matching(
         let mut files = vec![options.path.clone()];
         if options.engine == EngineKind::Lmdb {
             files.push(store::lmdb_lock_path(&options.path));
+        }
+        if options.engine == EngineKind::Rocksdb {
+            // A directory: its files (reads of the SSTs bypass the cache under a cap anyway).
+            files = std::fs::read_dir(&options.path)
+                .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+                .unwrap_or_default();
         }
         for failure in memory_cap::drop_page_cache(&files) {
             eprintln!("kv: could not drop the page cache of {failure}");

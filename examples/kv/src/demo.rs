@@ -67,6 +67,7 @@ pub fn run(args: &DemoArgs) -> Result<(), KvError> {
         measure: duration_from_seconds(args.seconds),
         batch: 1,
         scan_length: DEMO_SCAN_LENGTH,
+        distribution: Workload::Mixed.default_distribution(),
         seed: DEMO_SEED,
         latency_sample_every: workload::LATENCY_SAMPLE_EVERY,
     };
@@ -83,6 +84,7 @@ pub fn run(args: &DemoArgs) -> Result<(), KvError> {
         memory_bytes: args.pool_mb << 20,
         threads: args.threads,
         durability: DEMO_DURABILITY,
+        capped: false,
     };
     // The demo's database is kv's own: reuse it if it holds the data set, else rebuild it.
     let policy = ExistingPolicy {

@@ -13,9 +13,15 @@ pub enum KvError {
     #[cfg(feature = "peers")]
     #[error("redb: {0}")]
     Redb(#[from] redb::Error),
-    #[cfg(not(feature = "peers"))]
-    #[error("engine `{engine}` is not built into this kv: rebuild with `--features peers`")]
-    EngineNotBuilt { engine: &'static str },
+    #[cfg(feature = "rocksdb")]
+    #[error("rocksdb: {0}")]
+    Rocksdb(#[from] rocksdb::Error),
+    #[cfg(not(all(feature = "peers", feature = "rocksdb")))]
+    #[error("engine `{engine}` is not built into this kv: rebuild with `--features {feature}`")]
+    EngineNotBuilt {
+        engine: &'static str,
+        feature: &'static str,
+    },
     #[error("{path}: no such database (pass --create to make one)")]
     DatabaseMissing { path: PathBuf },
     #[error("{path}: already exists; pass --reuse to bench on its records, or remove it to reload")]

@@ -16,12 +16,14 @@ mod dataset;
 mod demo;
 mod error;
 mod memory_cap;
+mod plot;
 mod proc_stats;
 mod repl;
 mod report;
 mod shell;
 mod store;
 mod workload;
+mod ycsb;
 
 use std::process::ExitCode;
 
@@ -59,6 +61,8 @@ enum Command {
     Shell(repl::ShellArgs),
     /// Measure a workload on bufpool or a peer engine.
     Bench(bench::BenchArgs),
+    /// Draw tournament results (JSON lines) as an SVG chart and print them as a table.
+    Plot(plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +100,7 @@ fn run(command: Command) -> Result<(), KvError> {
     match command {
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Plot(args) => plot::run(&args),
         Command::Get(args) => shell::get(&args),
         Command::Put(args) => shell::put(&args),
         Command::Delete(args) => shell::delete(&args),

@@ -180,9 +180,13 @@ impl Report<'_> {
         })
     }
 
-    /// Sampled latency of the writes (each one write transaction), if there were any.
-    fn commit_latency(&self) -> Option<&Histogram<u64>> {
-        let histogram = &self.measurement.tally.latency_ns[OpKind::Put as usize];
+    /// Sampled latency of the plain writes (updates and inserts, each one write
+    /// transaction), if there were any.
+    fn commit_latency(&self) -> Option<Histogram<u64>> {
+        let latency = &self.measurement.tally.latency_ns;
+        let mut histogram = latency[OpKind::Put as usize].clone();
+        // Same bounds on both sides: adding cannot fail.
+        let _ = histogram.add(&latency[OpKind::Insert as usize]);
         (!histogram.is_empty()).then_some(histogram)
     }
 
@@ -234,7 +238,7 @@ impl Report<'_> {
             "refault_retries": pool.map(|pool| pool.refault_retries),
             "page_writes": pool.map(|pool| pool.page_writes),
             "write_back_pages_per_put": self.write_back_pages().map(|pages| {
-                let puts = tally.ops[crate::workload::OpKind::Put as usize].max(1);
+                let puts = tally.writes().max(1);
                 round(pages as f64 / puts as f64, 3)
             }),
             "resident_mb": resident_mb.map(|value| round(value, 1)),
@@ -247,6 +251,16 @@ impl Report<'_> {
             "database": self.database,
         });
         if let Value::Object(map) = &mut object {
+            // Outside `json!`, whose macro recursion the object above already nears.
+            map.insert(
+                "distribution".into(),
+                self.config.distribution.name().into(),
+            );
+            let op_counts: serde_json::Map<String, Value> = OP_KINDS
+                .iter()
+                .map(|kind| (kind.name().into(), tally.ops[*kind as usize].into()))
+                .collect();
+            map.insert("op_counts".into(), op_counts.into());
             map.extend(self.durability_json());
             if let Some(recovery) = &self.recovery {
                 map.extend(recovery.to_json());
@@ -261,10 +275,11 @@ impl Report<'_> {
         let syncs = self.syncs();
         let log = self.log_delta();
         let commit = self.commit_latency();
+        let commit = commit.as_ref();
         let fields = json!({
             "durability": self.durability.name(),
             "durability_mapping": self.engine.durability_mapping(self.durability),
-            "commits": tally.ops[OpKind::Put as usize],
+            "commits": tally.writes(),
             "syncs": syncs,
             "syncs_per_s": syncs.map(|count| round(self.per_second(count), 1)),
             "syncs_source": self.sync_source,
@@ -293,8 +308,9 @@ impl Report<'_> {
             (
                 "workload".into(),
                 format!(
-                    "{} ({} threads, batch {})",
+                    "{} {} ({} threads, batch {})",
                     self.config.workload.name(),
+                    self.config.distribution.name(),
                     self.config.threads,
                     self.config.batch
                 ),
@@ -349,11 +365,9 @@ impl Report<'_> {
                 "commits".into(),
                 format!(
                     "{}/s, p50 {} µs, p99 {} µs; syncs {syncs}",
-                    group_digits(
-                        self.per_second(self.measurement.tally.ops[OpKind::Put as usize]) as u64
-                    ),
-                    format_us(quantile_us(histogram, 0.50)),
-                    format_us(quantile_us(histogram, 0.99)),
+                    group_digits(self.per_second(self.measurement.tally.writes()) as u64),
+                    format_us(quantile_us(&histogram, 0.50)),
+                    format_us(quantile_us(&histogram, 0.99)),
                 ),
             ));
         }

@@ -1,8 +1,12 @@
 //! The bench workloads and the threads that run them.
 //!
-//! Each thread draws record indexes uniformly at random (its own `SmallRng`, seeded from the
-//! run's seed and the thread number), runs operations until told to stop, and tallies them
-//! locally; nothing is shared between threads on the hot path but the phase word. Latency is
+//! Each thread draws record indexes from the run's distribution (`--distribution`: uniform for
+//! the classic workloads, YCSB's choosers for `ycsb-*`, see `ycsb.rs`) with its own `SmallRng`,
+//! seeded from the run's seed and the thread number, so every engine gets the same operation
+//! stream per thread; it runs operations until told to stop and tallies them locally. Nothing
+//! is shared between threads on the hot path but the phase word and, for inserts, the insert
+//! counter. Every read is checked: a lookup's value must be its record's, a scan must return
+//! the consecutive records from its start key. Latency is
 //! timed on every `LATENCY_SAMPLE_EVERY`-th operation (chosen by count, not by outcome, so
 //! the sample is unbiased) to keep two clock reads off the other operations; synced runs
 //! (`--durability immediate`, where each write costs a device sync) time every operation.
@@ -20,6 +24,7 @@ use crate::dataset::Dataset;
 use crate::error::KvError;
 use crate::proc_stats;
 use crate::store::{PoolCounters, Store};
+use crate::ycsb::{Core, Distribution, InsertCounter, KeyChooser};
 
 /// Operations between two timed ones.
 pub const LATENCY_SAMPLE_EVERY: u64 = 8;
@@ -45,6 +50,24 @@ pub enum Workload {
     /// bufpool only: `update` for the measured time (default `--durability none`), then drop
     /// the engine without a checkpoint, reopen it and report the log replay (MiB/s).
     Recovery,
+    /// YCSB A: 50% reads, 50% updates (zipfian).
+    #[value(name = "ycsb-a")]
+    YcsbA,
+    /// YCSB B: 95% reads, 5% updates (zipfian).
+    #[value(name = "ycsb-b")]
+    YcsbB,
+    /// YCSB C: reads only (zipfian).
+    #[value(name = "ycsb-c")]
+    YcsbC,
+    /// YCSB D: 95% reads of the latest records, 5% inserts (latest).
+    #[value(name = "ycsb-d")]
+    YcsbD,
+    /// YCSB E: 95% scans of 1..=--scan-length records, 5% inserts (zipfian).
+    #[value(name = "ycsb-e")]
+    YcsbE,
+    /// YCSB F: 50% reads, 50% read-modify-writes (zipfian).
+    #[value(name = "ycsb-f")]
+    YcsbF,
 }
 
 impl Workload {
@@ -55,14 +78,43 @@ impl Workload {
             Workload::Scan => "scan",
             Workload::Mixed => "mixed",
             Workload::Recovery => "recovery",
+            Workload::YcsbA => "ycsb-a",
+            Workload::YcsbB => "ycsb-b",
+            Workload::YcsbC => "ycsb-c",
+            Workload::YcsbD => "ycsb-d",
+            Workload::YcsbE => "ycsb-e",
+            Workload::YcsbF => "ycsb-f",
+        }
+    }
+
+    /// The YCSB core workload this is, if any.
+    pub fn ycsb(self) -> Option<Core> {
+        match self {
+            Workload::YcsbA => Some(Core::A),
+            Workload::YcsbB => Some(Core::B),
+            Workload::YcsbC => Some(Core::C),
+            Workload::YcsbD => Some(Core::D),
+            Workload::YcsbE => Some(Core::E),
+            Workload::YcsbF => Some(Core::F),
+            _ => None,
         }
     }
 
     pub fn writes(self) -> bool {
-        matches!(
-            self,
-            Workload::Update | Workload::Mixed | Workload::Recovery
-        )
+        match self.ycsb() {
+            Some(core) => core != Core::C,
+            None => matches!(
+                self,
+                Workload::Update | Workload::Mixed | Workload::Recovery
+            ),
+        }
+    }
+
+    /// Without `--distribution`: uniform for the classic workloads (the vmcache lookup
+    /// shape), YCSB's own for `ycsb-*` (zipfian; latest for D).
+    pub fn default_distribution(self) -> Distribution {
+        self.ycsb()
+            .map_or(Distribution::Uniform, Core::default_distribution)
     }
 
     fn pick(self, rng: &mut SmallRng) -> OpKind {
@@ -80,6 +132,23 @@ impl Workload {
                     OpKind::Scan
                 }
             }
+            _ => {
+                let mix = self.ycsb().expect("the other workloads are YCSB's").mix();
+                let mut draw = rng.random_range(0..100);
+                let shares = [
+                    (mix.read, OpKind::Get),
+                    (mix.update, OpKind::Put),
+                    (mix.insert, OpKind::Insert),
+                    (mix.scan, OpKind::Scan),
+                ];
+                for (share, kind) in shares {
+                    if draw < share {
+                        return kind;
+                    }
+                    draw -= share;
+                }
+                OpKind::ReadModifyWrite
+            }
         }
     }
 }
@@ -87,12 +156,26 @@ impl Workload {
 /// The kinds of operation a workload mixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
+    /// A point read (YCSB's read).
     Get = 0,
+    /// Replacing an existing record's value (YCSB's update).
     Put = 1,
     Scan = 2,
+    /// A new record beyond the loaded ones.
+    Insert = 3,
+    /// A read and then an update of the same record (YCSB's read-modify-write).
+    ReadModifyWrite = 4,
 }
 
-pub const OP_KINDS: [OpKind; 3] = [OpKind::Get, OpKind::Put, OpKind::Scan];
+const KIND_COUNT: usize = 5;
+
+pub const OP_KINDS: [OpKind; KIND_COUNT] = [
+    OpKind::Get,
+    OpKind::Put,
+    OpKind::Scan,
+    OpKind::Insert,
+    OpKind::ReadModifyWrite,
+];
 
 impl OpKind {
     pub fn name(self) -> &'static str {
@@ -100,7 +183,14 @@ impl OpKind {
             OpKind::Get => "get",
             OpKind::Put => "put",
             OpKind::Scan => "scan",
+            OpKind::Insert => "insert",
+            OpKind::ReadModifyWrite => "rmw",
         }
+    }
+
+    /// Whether the operation commits a write.
+    pub fn writes(self) -> bool {
+        matches!(self, OpKind::Put | OpKind::Insert | OpKind::ReadModifyWrite)
     }
 }
 
@@ -113,7 +203,9 @@ pub struct RunConfig {
     pub measure: Duration,
     /// Keys per lookup: 1 is `get_into`, more is one `multi_get`.
     pub batch: usize,
+    /// Records per scan (`ycsb-e`: the longest, lengths uniform in 1..=this).
     pub scan_length: usize,
+    pub distribution: Distribution,
     pub seed: u64,
     /// Time every this-many-th operation (`LATENCY_SAMPLE_EVERY`, or 1 when writes sync).
     pub latency_sample_every: u64,
@@ -146,11 +238,11 @@ impl Snapshot {
 /// One thread's (or, merged, the run's) tallies.
 #[derive(Debug, Clone)]
 pub struct Tally {
-    pub ops: [u64; 3],
+    pub ops: [u64; KIND_COUNT],
     pub lookups: u64,
     pub scanned_records: u64,
     /// Sampled latency per operation kind, in nanoseconds.
-    pub latency_ns: [Histogram<u64>; 3],
+    pub latency_ns: [Histogram<u64>; KIND_COUNT],
 }
 
 impl Tally {
@@ -160,10 +252,10 @@ impl Tally {
                 .expect("constant histogram bounds are valid")
         };
         Tally {
-            ops: [0; 3],
+            ops: [0; KIND_COUNT],
             lookups: 0,
             scanned_records: 0,
-            latency_ns: [histogram(), histogram(), histogram()],
+            latency_ns: std::array::from_fn(|_| histogram()),
         }
     }
 
@@ -185,9 +277,19 @@ impl Tally {
     /// All kinds' sampled latencies together.
     pub fn all_latency_ns(&self) -> Histogram<u64> {
         let mut all = self.latency_ns[0].clone();
-        let _ = all.add(&self.latency_ns[1]);
-        let _ = all.add(&self.latency_ns[2]);
+        for histogram in &self.latency_ns[1..] {
+            let _ = all.add(histogram);
+        }
         all
+    }
+
+    /// Operations that committed a write.
+    pub fn writes(&self) -> u64 {
+        OP_KINDS
+            .iter()
+            .filter(|kind| kind.writes())
+            .map(|kind| self.ops[*kind as usize])
+            .sum()
     }
 }
 
@@ -217,12 +319,17 @@ pub fn run(
     );
     let phase = AtomicU8::new(PHASE_WARMUP);
     let failed = AtomicBool::new(false);
+    let inserts = InsertCounter::new(dataset.records);
+    // Built once (`latest` sums zeta over the records), cloned into each thread.
+    let chooser = KeyChooser::new(config.distribution, dataset.records);
     thread::scope(|scope| {
         let workers: Vec<_> = (0..config.threads)
             .map(|thread_index| {
-                let (phase, failed) = (&phase, &failed);
+                let (phase, failed, inserts) = (&phase, &failed, &inserts);
+                let chooser = chooser.clone();
                 scope.spawn(move || {
-                    let mut worker = Worker::new(store, dataset, config, thread_index);
+                    let mut worker =
+                        Worker::new(store, dataset, config, thread_index, chooser, inserts);
                     let result = worker.run(phase);
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
@@ -290,6 +397,8 @@ struct Worker<'run> {
     dataset: &'run Dataset,
     config: &'run RunConfig,
     rng: SmallRng,
+    chooser: KeyChooser,
+    inserts: &'run InsertCounter,
     key: Vec<u8>,
     value: Vec<u8>,
     batch_keys: Vec<u8>,
@@ -306,6 +415,8 @@ impl<'run> Worker<'run> {
         dataset: &'run Dataset,
         config: &'run RunConfig,
         thread_index: usize,
+        chooser: KeyChooser,
+        inserts: &'run InsertCounter,
     ) -> Worker<'run> {
         let thread_index = thread_index as u64;
         Worker {
@@ -313,6 +424,8 @@ impl<'run> Worker<'run> {
             dataset,
             config,
             rng: SmallRng::seed_from_u64(config.seed ^ thread_index.wrapping_mul(0x9e37_79b9)),
+            chooser,
+            inserts,
             key: Vec::with_capacity(dataset.key_size),
             value: Vec::with_capacity(dataset.value_size),
             batch_keys: Vec::with_capacity(dataset.key_size * config.batch),
@@ -344,6 +457,8 @@ impl<'run> Worker<'run> {
                 OpKind::Get => self.get()?,
                 OpKind::Put => self.put()?,
                 OpKind::Scan => self.scan()?,
+                OpKind::Insert => self.insert()?,
+                OpKind::ReadModifyWrite => self.read_modify_write()?,
             }
             if let Some(start) = start {
                 let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -354,12 +469,18 @@ impl<'run> Worker<'run> {
         }
     }
 
+    /// A record known to be in the store: loaded, or inserted by an insert that returned.
     fn random_index(&mut self) -> u64 {
-        self.rng.random_range(0..self.dataset.records)
+        let limit = self.inserts.limit();
+        self.chooser.choose(&mut self.rng, limit)
     }
 
     fn get(&mut self) -> Result<(), KvError> {
         let index = self.random_index();
+        self.get_checked(index)
+    }
+
+    fn get_checked(&mut self, index: u64) -> Result<(), KvError> {
         self.dataset.key_into(index, &mut self.key);
         if !self.store.get_into(&self.key, &mut self.value)? {
             return Err(KvError::WrongValue {
@@ -402,6 +523,10 @@ impl<'run> Worker<'run> {
 
     fn put(&mut self) -> Result<(), KvError> {
         let index = self.random_index();
+        self.update(index)
+    }
+
+    fn update(&mut self, index: u64) -> Result<(), KvError> {
         self.version += 1;
         self.dataset.key_into(index, &mut self.key);
         self.dataset
@@ -409,30 +534,119 @@ impl<'run> Worker<'run> {
         self.store.put(&self.key, &self.value)
     }
 
-    fn scan(&mut self) -> Result<(), KvError> {
-        let index = self.random_index();
+    /// A new record past the loaded ones (version 0, as loaded records start).
+    fn insert(&mut self) -> Result<(), KvError> {
+        let index = self.inserts.allocate();
         self.dataset.key_into(index, &mut self.key);
-        let mut mismatched = false;
-        let visited = self
-            .store
-            .scan(&self.key, self.config.scan_length, &mut |key, value| {
-                // Each record's value starts with the index its key starts with.
-                mismatched |= value.get(..8) != key.get(..8);
-            })?;
+        self.dataset.value_into(index, 0, &mut self.value);
+        self.store.put(&self.key, &self.value)?;
+        self.inserts.acknowledge(index);
+        Ok(())
+    }
+
+    fn read_modify_write(&mut self) -> Result<(), KvError> {
+        let index = self.random_index();
+        self.get_checked(index)?;
+        self.update(index)
+    }
+
+    /// Checks the records a scan from `index` visits: the ones below the insert limit at its
+    /// start are all there, consecutive; past it, inserts in flight may or may not show (and
+    /// a reused database may hold an earlier run's inserts), but every value must still
+    /// belong to its key.
+    fn scan(&mut self) -> Result<(), KvError> {
+        let limit = self.inserts.limit();
+        let index = self.chooser.choose(&mut self.rng, limit);
+        let length = match self.config.workload.ycsb() {
+            Some(_) => self.rng.random_range(1..=self.config.scan_length),
+            None => self.config.scan_length,
+        };
+        self.dataset.key_into(index, &mut self.key);
+        let (mut mismatched, mut out_of_order) = (false, false);
+        let mut expected_next = index;
+        let visited = self.store.scan(&self.key, length, &mut |key, value| {
+            // Each record's value starts with the index its key starts with.
+            mismatched |= value.get(..8) != key.get(..8);
+            let found = key
+                .first_chunk::<8>()
+                .map_or(u64::MAX, |head| u64::from_be_bytes(*head));
+            if expected_next < limit {
+                out_of_order |= found != expected_next;
+                expected_next += 1;
+            } else {
+                out_of_order |= found < limit;
+            }
+        })?;
         if mismatched {
             return Err(KvError::WrongValue {
                 index,
                 detail: "a scanned value does not belong to its key",
             });
         }
-        let expected = (self.dataset.records - index).min(self.config.scan_length as u64);
-        if visited as u64 != expected {
+        if out_of_order {
             return Err(KvError::WrongValue {
                 index,
-                detail: "scan returned too few records",
+                detail: "scan skipped or repeated a record",
+            });
+        }
+        let at_least = (limit - index).min(length as u64);
+        if (visited as u64) < at_least || visited > length {
+            return Err(KvError::WrongValue {
+                index,
+                detail: "scan returned the wrong number of records",
             });
         }
         self.tally.scanned_records += visited as u64;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ycsb_mixes_come_out_in_their_proportions() {
+        const DRAWS: u32 = 100_000;
+        let workloads = [
+            Workload::YcsbA,
+            Workload::YcsbB,
+            Workload::YcsbC,
+            Workload::YcsbD,
+            Workload::YcsbE,
+            Workload::YcsbF,
+        ];
+        for workload in workloads {
+            let mut rng = SmallRng::seed_from_u64(9);
+            let mut counts = [0u32; KIND_COUNT];
+            for _ in 0..DRAWS {
+                counts[workload.pick(&mut rng) as usize] += 1;
+            }
+            let mix = workload.ycsb().expect("a YCSB workload").mix();
+            let expected = [
+                (OpKind::Get, mix.read),
+                (OpKind::Put, mix.update),
+                (OpKind::Scan, mix.scan),
+                (OpKind::Insert, mix.insert),
+                (OpKind::ReadModifyWrite, mix.read_modify_write),
+            ];
+            for (kind, percent) in expected {
+                let share = f64::from(counts[kind as usize]) * 100.0 / f64::from(DRAWS);
+                assert!(
+                    (share - f64::from(percent)).abs() < 0.5,
+                    "{} {}: {share}% for {percent}%",
+                    workload.name(),
+                    kind.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_ycsb_c_of_the_ycsb_workloads_is_read_only() {
+        assert!(!Workload::YcsbC.writes());
+        assert!(Workload::YcsbD.writes() && Workload::YcsbE.writes());
+        assert_eq!(Workload::YcsbD.default_distribution(), Distribution::Latest);
+        assert_eq!(Workload::Read.default_distribution(), Distribution::Uniform);
     }
 }

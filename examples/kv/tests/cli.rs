@@ -352,6 +352,107 @@ fn bench_runs_every_workload_on_bufpool_and_the_btreemap_ceiling() {
     }
 }
 
+/// Each YCSB workload end to end on bufpool and the ceiling: the operation kinds of its mix
+/// (and only those) ran, every read checked, with YCSB's distribution unless one is given.
+#[test]
+fn bench_runs_each_ycsb_workload() {
+    let dir = test_dir("bench-ycsb");
+    let mixes: [(&str, &[&str], &str); 6] = [
+        ("ycsb-a", &["get", "put"], "zipfian"),
+        ("ycsb-b", &["get", "put"], "zipfian"),
+        ("ycsb-c", &["get"], "zipfian"),
+        ("ycsb-d", &["get", "insert"], "latest"),
+        ("ycsb-e", &["scan", "insert"], "zipfian"),
+        ("ycsb-f", &["get", "rmw"], "zipfian"),
+    ];
+    for engine in ["bufpool", "btreemap"] {
+        for (workload, kinds, distribution) in mixes {
+            let args = [
+                "--engine",
+                engine,
+                "--workload",
+                workload,
+                "--pool-mb",
+                "16",
+            ];
+            let json = bench_json(&dir, &args);
+            assert_eq!(json["workload"], workload);
+            assert_eq!(json["distribution"], distribution, "{json}");
+            let counts = json["op_counts"].as_object().expect("op_counts");
+            for (kind, count) in counts {
+                let count = count.as_u64().unwrap();
+                let expected = kinds.contains(&kind.as_str());
+                assert_eq!(count > 0, expected, "{workload} {kind}: {json}");
+            }
+            for kind in kinds {
+                let latency = &json["latency_us"][kind];
+                let (p50, p99, p999) = (
+                    latency["p50"].as_f64().unwrap(),
+                    latency["p99"].as_f64().unwrap(),
+                    latency["p999"].as_f64().unwrap(),
+                );
+                assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{kind}: {json}");
+            }
+            if workload == "ycsb-e" {
+                assert!(json["scanned_records"].as_u64().unwrap() > 0, "{json}");
+            }
+        }
+    }
+    // Any workload takes any distribution.
+    let args = [
+        "--workload",
+        "ycsb-d",
+        "--distribution",
+        "uniform",
+        "--pool-mb",
+        "16",
+    ];
+    assert_eq!(bench_json(&dir, &args)["distribution"], "uniform");
+    let args = [
+        "--workload",
+        "scan",
+        "--distribution",
+        "latest",
+        "--pool-mb",
+        "16",
+    ];
+    assert_eq!(bench_json(&dir, &args)["distribution"], "latest");
+}
+
+/// Several workloads in one run: one load, one JSON line each, in the order given.
+#[test]
+fn bench_runs_several_workloads_on_one_load() {
+    let dir = test_dir("bench-several");
+    let args = [
+        "bench",
+        "--records",
+        "20000",
+        "--seconds",
+        "0.5",
+        "--json",
+        "--pool-mb",
+        "16",
+        "--workload",
+        "ycsb-d,ycsb-e,ycsb-c",
+    ];
+    let text = ok(kv(&dir, &args));
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let workloads: Vec<&str> = lines
+        .iter()
+        .map(|json| json["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(workloads, ["ycsb-d", "ycsb-e", "ycsb-c"]);
+    let line = one_line_error(kv(
+        &dir,
+        &["bench", "--records", "10", "--workload", "recovery,read"],
+    ));
+    assert!(line.contains("runs alone"), "{line}");
+}
+
 #[cfg(feature = "peers")]
 #[test]
 fn bench_runs_the_peers_on_the_same_data_set() {
@@ -369,6 +470,14 @@ fn bench_runs_the_peers_on_the_same_data_set() {
         );
         let reused = bench_json(&dir, &["--engine", engine, "--reuse"]);
         assert_eq!(reused["loaded"], false);
+        // Inserts, then scans across an earlier run's inserts, all checked.
+        for workload in ["ycsb-d", "ycsb-e", "ycsb-e"] {
+            let json = bench_json(
+                &dir,
+                &["--engine", engine, "--workload", workload, "--reuse"],
+            );
+            assert!(json["op_counts"]["insert"].as_u64().unwrap() > 0, "{json}");
+        }
     }
 }
 
@@ -389,6 +498,61 @@ fn bench_under_a_memory_cap_reports_the_cap() {
             "the load happened before the cap: {json}"
         );
     }
+}
+
+/// RocksDB on every YCSB workload, reused, and under each durability mode.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn bench_runs_rocksdb_on_the_ycsb_workloads() {
+    let dir = test_dir("bench-rocksdb");
+    let first = bench_json(&dir, &["--engine", "rocksdb", "--pool-mb", "16"]);
+    assert_eq!(first["engine"], "rocksdb");
+    assert_eq!(first["loaded"], true);
+    for workload in ["ycsb-a", "ycsb-b", "ycsb-c", "ycsb-d", "ycsb-e", "ycsb-f"] {
+        let args = [
+            "--engine",
+            "rocksdb",
+            "--workload",
+            workload,
+            "--reuse",
+            "--batch",
+            "4",
+        ];
+        let json = bench_json(&dir, &args);
+        assert_eq!(json["loaded"], false, "{json}");
+        assert!(json["ops"].as_u64().unwrap() > 0, "{json}");
+    }
+    for (durability, source) in [
+        ("immediate", "synced writes"),
+        ("periodic:50", "background WAL syncs"),
+    ] {
+        let args = [
+            "--engine",
+            "rocksdb",
+            "--workload",
+            "update",
+            "--reuse",
+            "--durability",
+            durability,
+        ];
+        let json = bench_json(&dir, &args);
+        assert!(json["syncs"].as_u64().unwrap() > 0, "{json}");
+        assert!(
+            json["syncs_source"].as_str().unwrap().starts_with(source),
+            "{json}"
+        );
+    }
+}
+
+#[cfg(not(feature = "rocksdb"))]
+#[test]
+fn rocksdb_without_the_feature_is_a_clear_error() {
+    let dir = test_dir("no-rocksdb");
+    let line = one_line_error(kv(
+        &dir,
+        &["bench", "--engine", "rocksdb", "--records", "10"],
+    ));
+    assert!(line.contains("--features rocksdb"), "{line}");
 }
 
 #[cfg(not(feature = "peers"))]

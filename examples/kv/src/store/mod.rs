@@ -3,17 +3,19 @@
 //!
 //! `--durability` maps to each engine's own modes, one write transaction per operation:
 //!
-//! | `--durability` | bufpool                        | LMDB                           | redb                    |
-//! |----------------|--------------------------------|--------------------------------|-------------------------|
-//! | `immediate`    | `Durability::Immediate`: `put` returns after the log fdatasync covering it (group commit) | sync per commit (its default: no `MDB_NOSYNC`) | `Durability::Immediate` |
-//! | `periodic[:MS]`| `Durability::Periodic`: log synced in the background every MS (1000) ms | `MDB_NOSYNC` (no periodic mode of its own) | `Durability::None` (likewise) |
-//! | `none`         | `Durability::None`: synced at checkpoints | `MDB_NOSYNC`                  | `Durability::None`      |
+//! | `--durability` | bufpool                        | LMDB                           | redb                    | RocksDB (feature `rocksdb`) |
+//! |----------------|--------------------------------|--------------------------------|-------------------------|-----------------------------|
+//! | `immediate`    | `Durability::Immediate`: `put` returns after the log fdatasync covering it (group commit) | sync per commit (its default: no `MDB_NOSYNC`) | `Durability::Immediate` | WAL on, `WriteOptions::sync` per write (its own group commit) |
+//! | `periodic[:MS]`| `Durability::Periodic`: log synced in the background every MS (1000) ms | `MDB_NOSYNC` (no periodic mode of its own) | `Durability::None` (likewise) | WAL on, no per-write sync; `FlushWAL(sync)` every MS ms from a thread |
+//! | `none`         | `Durability::None`: synced at checkpoints | `MDB_NOSYNC`                  | `Durability::None`      | WAL on, never synced by a write |
 //!
 //! Syncs per second: bufpool counts its log's fdatasyncs (`Engine::log_stats().syncs`), so
 //! group commit shows as fewer syncs than commits. LMDB and redb do not expose a sync count:
 //! when synced, every commit syncs before it returns (LMDB: the data pages, then the meta
 //! page; redb: its commit's sync), so their count is the number of synced commits, a lower
-//! bound on their device syncs; unsynced, it is 0. The BTreeMap has no persistence.
+//! bound on their device syncs; unsynced, it is 0. RocksDB counts its synced writes (an upper
+//! bound on its WAL syncs, since it groups writers) or, periodic, its background WAL syncs.
+//! The BTreeMap has no persistence.
 
 pub mod btreemap;
 pub mod bufpool;
@@ -21,6 +23,8 @@ pub mod bufpool;
 pub mod lmdb;
 #[cfg(feature = "peers")]
 pub mod redb;
+#[cfg(feature = "rocksdb")]
+pub mod rocksdb;
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +47,8 @@ pub enum EngineKind {
     Lmdb,
     /// redb (feature `peers`).
     Redb,
+    /// RocksDB through the `rocksdb` crate (feature `rocksdb`).
+    Rocksdb,
     /// A std BTreeMap in memory: no persistence, no latches; the ceiling.
     Btreemap,
 }
@@ -53,6 +59,7 @@ impl EngineKind {
             EngineKind::Bufpool => "bufpool",
             EngineKind::Lmdb => "lmdb",
             EngineKind::Redb => "redb",
+            EngineKind::Rocksdb => "rocksdb",
             EngineKind::Btreemap => "btreemap",
         }
     }
@@ -63,6 +70,8 @@ impl EngineKind {
             EngineKind::Bufpool => "bench-bufpool.db",
             EngineKind::Lmdb => "bench-lmdb.mdb",
             EngineKind::Redb => "bench-redb.redb",
+            // A directory.
+            EngineKind::Rocksdb => "bench-rocksdb",
             EngineKind::Btreemap => "bench-btreemap.none",
         }
     }
@@ -85,6 +94,9 @@ impl EngineKind {
             (EngineKind::Lmdb, _) => "MDB_NOSYNC: commits do not sync",
             (EngineKind::Redb, _) if synced => "Durability::Immediate per commit",
             (EngineKind::Redb, _) => "Durability::None: commits do not sync",
+            (EngineKind::Rocksdb, Durability::Immediate) => "WAL synced by each write",
+            (EngineKind::Rocksdb, Durability::Periodic(_)) => "WAL synced in the background",
+            (EngineKind::Rocksdb, Durability::None) => "WAL written, never synced by writes",
             (EngineKind::Btreemap, _) => "in memory, no persistence",
         }
     }
@@ -94,7 +106,7 @@ impl EngineKind {
 pub const SYNCS_FROM_LOG: &str = "log stats (fdatasyncs of the log)";
 #[cfg(feature = "peers")]
 pub const SYNCS_FROM_COMMITS: &str = "synced commits (one sync per commit)";
-#[cfg(feature = "peers")]
+#[cfg(any(feature = "peers", feature = "rocksdb"))]
 pub const SYNCS_NONE: &str = "commits do not sync";
 
 /// Counters of a buffer pool (bufpool only; the peers' caches do not expose them).
@@ -194,6 +206,9 @@ pub struct OpenOptions {
     pub threads: usize,
     /// What a write's return promises (see the module doc for each engine's mapping).
     pub durability: Durability,
+    /// The run is out of memory under a cap (`--cgroup-mb`): RocksDB then uses direct I/O.
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
+    pub capped: bool,
 }
 
 /// Opens (creating if missing) the store `options` describe.
@@ -206,7 +221,26 @@ pub fn open(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
         )?)),
         EngineKind::Btreemap => Ok(Box::new(btreemap::BTreeMapStore::new())),
         EngineKind::Lmdb | EngineKind::Redb => open_peer(options),
+        EngineKind::Rocksdb => open_rocksdb(options),
     }
+}
+
+#[cfg(feature = "rocksdb")]
+fn open_rocksdb(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
+    Ok(Box::new(rocksdb::RocksdbStore::open(
+        &options.path,
+        options.memory_bytes,
+        options.capped,
+        options.durability,
+    )?))
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn open_rocksdb(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
+    Err(KvError::EngineNotBuilt {
+        engine: options.engine.name(),
+        feature: "rocksdb",
+    })
 }
 
 #[cfg(feature = "peers")]
@@ -222,7 +256,7 @@ fn open_peer(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
             options.memory_bytes,
             options.durability == Durability::Immediate,
         )?)),
-        EngineKind::Bufpool | EngineKind::Btreemap => unreachable!("not a peer"),
+        _ => unreachable!("not a peer of feature `peers`"),
     }
 }
 
@@ -230,6 +264,7 @@ fn open_peer(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
 fn open_peer(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
     Err(KvError::EngineNotBuilt {
         engine: options.engine.name(),
+        feature: "peers",
     })
 }
 
@@ -238,6 +273,14 @@ pub fn remove_files(engine: EngineKind, path: &Path) -> Result<(), KvError> {
     if engine == EngineKind::Bufpool {
         return bufpool_engine::Engine::remove(path)
             .map_err(|error| KvError::io(format!("remove {}", path.display()), error));
+    }
+    if engine == EngineKind::Rocksdb {
+        return match std::fs::remove_dir_all(path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(KvError::io(format!("remove {}", path.display()), error))
+            }
+            _ => Ok(()),
+        };
     }
     let mut paths = vec![path.to_path_buf()];
     if engine == EngineKind::Lmdb {
