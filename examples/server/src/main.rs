@@ -10,6 +10,7 @@
 mod commands;
 mod connection;
 mod executor;
+mod fast;
 mod resp;
 mod shared;
 mod store;
@@ -73,6 +74,9 @@ struct Cli {
     /// --requirepass.
     #[arg(long, value_enum, default_value = "yes")]
     protected_mode: YesNo,
+    /// Threads serving connections (parsing, replies, point reads); 0: one per core.
+    #[arg(long, default_value_t = 0)]
+    io_threads: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +133,11 @@ fn run(cli: Cli) -> Result<(), ServerError> {
     };
     let engine = Arc::new(Engine::open_or_create(&path, options)?);
     let store = store::Store::open(Arc::clone(&engine))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cli.io_threads > 0 {
+        builder.worker_threads(cli.io_threads);
+    }
+    let runtime = builder
         .enable_all()
         .thread_name("bufpool-server-io")
         .build()
@@ -152,6 +160,7 @@ fn run(cli: Cli) -> Result<(), ServerError> {
     let mut settings = settings;
     settings.port = local.port();
     let state = Arc::new(ServerState::new(settings, cli.requirepass, cli.maxclients));
+    let reader = store.reader();
     let (jobs, executor) = executor::spawn(store, Arc::clone(&state))
         .map_err(io_error("starting the executor thread"))?;
     eprintln!(
@@ -160,7 +169,7 @@ fn run(cli: Cli) -> Result<(), ServerError> {
         cli.durability.name(),
         cli.pool_mb
     );
-    runtime.block_on(accept_loop(listener, Arc::clone(&state), jobs))?;
+    runtime.block_on(accept_loop(listener, Arc::clone(&state), jobs, reader))?;
     // Dropping the runtime ends any connection task still alive past the drain wait; with
     // every sender gone the executor delivers what it has and stops.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -182,6 +191,7 @@ async fn accept_loop(
     listener: TcpListener,
     state: Arc<ServerState>,
     jobs: std::sync::mpsc::Sender<executor::Job>,
+    reader: store::Reader,
 ) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate =
@@ -222,6 +232,7 @@ async fn accept_loop(
             peer,
             Arc::clone(&state),
             jobs.clone(),
+            reader.clone(),
         ));
     }
     drop(listener);

@@ -18,6 +18,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bufpool_engine::{Direction, Engine, EngineError, KEY_SIZE_MAX, Lsn, Tree, VALUE_SIZE_MAX};
@@ -151,6 +152,89 @@ pub fn score_from_sortable(bytes: &[u8]) -> f64 {
     f64::from_bits(bits)
 }
 
+/// Read access to the keyspace, for the read-only commands that run both on the executor
+/// ([`Store`]) and on the connection tasks ([`Reader`]).
+pub trait Keyspace {
+    /// The live entry of `key`; an expired one reads as absent.
+    fn entry(&self, key: &[u8]) -> Result<Option<Entry>, EngineError>;
+    fn hash_tree(&self) -> &Tree;
+    fn list_tree(&self) -> &Tree;
+    fn set_tree(&self) -> &Tree;
+    fn zmember_tree(&self) -> &Tree;
+}
+
+/// What the executor publishes for the reads served on connection tasks (see `fast`).
+#[derive(Debug, Default)]
+pub struct Published {
+    /// A seqlock word: odd while a command's writes are being made, bumped to the next even
+    /// value once they are all made. A read that saw the same even value before and after
+    /// saw no command half-applied.
+    pub epoch: AtomicU64,
+    /// Highest LSN written by the commands completed so far (stored before `epoch` turns
+    /// even).
+    pub applied_lsn: AtomicU64,
+}
+
+/// The keyspace's trees for reading on any thread: cheap to clone, never writes (an
+/// expired key reads as absent and is left for the executor to reclaim).
+#[derive(Clone)]
+pub struct Reader {
+    keys: Tree,
+    hash: Tree,
+    list: Tree,
+    set: Tree,
+    zmember: Tree,
+    pub published: Arc<Published>,
+}
+
+impl Keyspace for Reader {
+    fn entry(&self, key: &[u8]) -> Result<Option<Entry>, EngineError> {
+        let Some(bytes) = self.keys.get(key)? else {
+            return Ok(None);
+        };
+        let entry = decode_entry(&bytes);
+        Ok((entry.expire_ms == 0 || entry.expire_ms > now_ms()).then_some(entry))
+    }
+
+    fn hash_tree(&self) -> &Tree {
+        &self.hash
+    }
+
+    fn list_tree(&self) -> &Tree {
+        &self.list
+    }
+
+    fn set_tree(&self) -> &Tree {
+        &self.set
+    }
+
+    fn zmember_tree(&self) -> &Tree {
+        &self.zmember
+    }
+}
+
+impl Keyspace for Store {
+    fn entry(&self, key: &[u8]) -> Result<Option<Entry>, EngineError> {
+        Store::entry(self, key)
+    }
+
+    fn hash_tree(&self) -> &Tree {
+        &self.hash
+    }
+
+    fn list_tree(&self) -> &Tree {
+        &self.list
+    }
+
+    fn set_tree(&self) -> &Tree {
+        &self.set
+    }
+
+    fn zmember_tree(&self) -> &Tree {
+        &self.zmember
+    }
+}
+
 /// The engine's trees and the writes made through them. Used by one thread (the executor).
 pub struct Store {
     pub engine: Arc<Engine>,
@@ -166,6 +250,9 @@ pub struct Store {
     max_lsn: Cell<Lsn>,
     next_id: Cell<u64>,
     reserved_id: Cell<u64>,
+    published: Arc<Published>,
+    /// The current command has made a write (`published.epoch` is odd).
+    changing: Cell<bool>,
 }
 
 const NEXT_ID_KEY: &[u8] = b"next_id";
@@ -192,7 +279,45 @@ impl Store {
             // Ids below the persisted ceiling may have been used before a crash: start past it.
             next_id: Cell::new(reserved),
             reserved_id: Cell::new(reserved),
+            published: Arc::new(Published::default()),
+            changing: Cell::new(false),
         })
+    }
+
+    /// A reader of the same trees, for the connection tasks.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            keys: self.keys.clone(),
+            hash: self.hash.clone(),
+            list: self.list.clone(),
+            set: self.set.clone(),
+            zmember: self.zmember.clone(),
+            published: Arc::clone(&self.published),
+        }
+    }
+
+    /// Before a command's first write: makes the epoch odd, so that readers on other
+    /// threads retry rather than see the command half-applied.
+    fn begin_change(&self) {
+        if !self.changing.replace(true) {
+            let epoch = self.published.epoch.load(Ordering::Relaxed);
+            self.published.epoch.store(epoch + 1, Ordering::Relaxed);
+            // The odd epoch is visible before any of the writes that follow.
+            fence(Ordering::Release);
+        }
+    }
+
+    /// After a command (or a sweep): if it wrote, publishes its LSN and makes the epoch
+    /// even again.
+    pub fn end_change(&self) {
+        if self.changing.replace(false) {
+            let published = &self.published;
+            published
+                .applied_lsn
+                .store(self.max_lsn.get().0, Ordering::Relaxed);
+            let epoch = published.epoch.load(Ordering::Relaxed);
+            published.epoch.store(epoch + 1, Ordering::Release);
+        }
     }
 
     pub fn max_lsn(&self) -> Lsn {
@@ -207,11 +332,13 @@ impl Store {
 
     /// Writes a record without waiting for the log; the executor waits once per batch.
     pub fn put(&self, tree: &Tree, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
+        self.begin_change();
         self.note(tree.put_nowait(key, value)?);
         Ok(())
     }
 
     pub fn delete(&self, tree: &Tree, key: &[u8]) -> Result<bool, EngineError> {
+        self.begin_change();
         let (removed, lsn) = tree.delete_nowait(key)?;
         self.note(lsn);
         Ok(removed)

@@ -6,12 +6,12 @@ use rand::RngExt;
 
 use super::keys::{glob_match, scan_options, scan_step};
 use super::{
-    CommandError, CommandResult, check_member, collection, collection_or_new, members, parse_i64,
-    store_collection,
+    CommandError, CommandResult, check_member, collection, collection_in, collection_or_new,
+    members, parse_i64, store_collection,
 };
 use crate::executor::Exec;
 use crate::resp::Reply;
-use crate::store::{Kind, id_bounds, member_key};
+use crate::store::{Keyspace, Kind, id_bounds, member_key};
 
 pub fn sadd(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     for member in &args[2..] {
@@ -130,15 +130,23 @@ pub fn smembers(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 }
 
 pub fn sismember(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let Some((_, header)) = collection(exec, &args[1], Kind::Set)? else {
+    sismember_in(&exec.store, args)
+}
+
+pub fn sismember_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let Some((_, header)) = collection_in(keyspace, &args[1], Kind::Set)? else {
         return Ok(Reply::Integer(0));
     };
-    let found = exec.store.set.get(&member_key(header.id, &args[2]))?;
+    let found = keyspace.set_tree().get(&member_key(header.id, &args[2]))?;
     Ok(Reply::Integer(found.is_some() as i64))
 }
 
 pub fn scard(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let len = collection(exec, &args[1], Kind::Set)?.map_or(0, |(_, header)| header.len);
+    scard_in(&exec.store, args)
+}
+
+pub fn scard_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let len = collection_in(keyspace, &args[1], Kind::Set)?.map_or(0, |(_, header)| header.len);
     Ok(Reply::Integer(len as i64))
 }
 
