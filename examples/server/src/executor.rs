@@ -163,9 +163,16 @@ fn execute(exec: &mut Exec, spec: &CommandSpec, function: EngineFn, args: &[Byte
     let naive_sync = exec.state.settings.fsync == Fsync::Always
         && !exec.state.group_commit.load(Ordering::Relaxed)
         && spec.flags & WRITE != 0;
+    exec.store.begin_plan();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| function(exec, args)));
+    // Whatever the outcome, the writes planned so far are made (as they were made directly
+    // before plans): the store's id counters already count on them.
+    let applied = exec.store.finish_plan();
     // Before the reply can be sent: the command's writes are all made (or it failed).
     exec.store.end_change();
+    if let Err(error) = applied {
+        return engine_error(spec, &error);
+    }
     let reply = match outcome {
         Ok(Ok(reply)) => reply,
         Ok(Err(CommandError::Reply(reply))) => reply,

@@ -11,6 +11,7 @@ mod commands;
 mod connection;
 mod executor;
 mod fast;
+mod intent;
 mod resp;
 mod shared;
 mod store;

@@ -22,7 +22,7 @@ fn set_fields(exec: &mut Exec, args: &[Bytes]) -> Result<i64, super::CommandErro
     let mut added = 0;
     for pair in args[2..].chunks(2) {
         let key = member_key(header.id, &pair[0]);
-        if exec.store.hash.get(&key)?.is_none() {
+        if exec.store.read(&exec.store.hash, &key)?.is_none() {
             added += 1;
         }
         exec.store.put(&exec.store.hash, &key, &pair[1])?;
@@ -123,7 +123,7 @@ pub fn hincrby(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let (entry, mut header) = collection_or_new(exec, &args[1], Kind::Hash)?;
     let existed = header.len > 0;
     let key = member_key(header.id, &args[2]);
-    let old = exec.store.hash.get(&key)?;
+    let old = exec.store.read(&exec.store.hash, &key)?;
     let current = match &old {
         Some(value) => {
             parse_i64(value).map_err(|_| Reply::error("ERR hash value is not an integer"))?

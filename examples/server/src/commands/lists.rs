@@ -70,7 +70,7 @@ fn pop(exec: &mut Exec, args: &[Bytes], front: bool) -> CommandResult {
     for _ in 0..take {
         let seq = if front { header.head } else { header.tail - 1 };
         let key = element_key(header.id, seq);
-        let element = exec.store.list.get(&key)?.unwrap_or_default();
+        let element = exec.store.read(&exec.store.list, &key)?.unwrap_or_default();
         exec.store.delete(&exec.store.list, &key)?;
         if front {
             header.head += 1;

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::executor::Exec;
 use crate::resp::Reply;
-use crate::store::{Keyspace, Kind, id_bounds, member_key};
+use crate::store::{Keyspace, Kind, Store, id_bounds, member_key};
 
 pub fn sadd(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     for member in &args[2..] {
@@ -22,7 +22,7 @@ pub fn sadd(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let mut added = 0;
     for member in &args[2..] {
         let key = member_key(header.id, member);
-        if exec.store.set.get(&key)?.is_none() {
+        if exec.store.read(&exec.store.set, &key)?.is_none() {
             exec.store.put(&exec.store.set, &key, &[])?;
             added += 1;
         }
@@ -59,22 +59,24 @@ pub fn srem(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 fn random_member(exec: &mut Exec, id: u64) -> Result<Option<Vec<u8>>, CommandError> {
     let probe = member_key(id, &exec.rng.random::<[u8; 8]>());
     let (start, end) = id_bounds(id);
-    let after = exec
-        .store
-        .set
-        .range(probe.as_slice()..end.as_slice(), Direction::Forward)
-        .next()
-        .transpose()?;
-    let found = match after {
-        Some(record) => Some(record),
-        None => exec
-            .store
-            .set
-            .range(start.as_slice()..end.as_slice(), Direction::Forward)
-            .next()
-            .transpose()?,
+    let found = match first_live(&exec.store, &probe, &end)? {
+        Some(key) => Some(key),
+        None => first_live(&exec.store, &start, &end)?,
     };
-    Ok(found.map(|(key, _)| key[8..].to_vec()))
+    Ok(found.map(|key| key[8..].to_vec()))
+}
+
+/// The first key of the `set` tree in `from..to` that this command has not deleted (SPOP
+/// of several: the range still finds the members popped before, see `intent`).
+fn first_live(store: &Store, from: &[u8], to: &[u8]) -> Result<Option<Vec<u8>>, CommandError> {
+    // Bounded by the members this command popped, plus one.
+    for record in store.set.range(from..to, Direction::Forward) {
+        let (key, _) = record?;
+        if !store.deleted(&store.set, &key) {
+            return Ok(Some(key));
+        }
+    }
+    Ok(None)
 }
 
 pub fn spop(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
