@@ -152,6 +152,10 @@ fn run(mut exec: Exec, receiver: mpsc::Receiver<Job>, engine: Arc<Engine>) {
             last_sweep = Instant::now();
         }
     }
+    // A clean stop leaves no intent for the next start to redo.
+    if let Err(error) = exec.store.retire_intent() {
+        eprintln!("bufpool-server: deleting the last intent failed: {error}");
+    }
     drop(deliveries);
     if syncer.join().is_err() {
         eprintln!("bufpool-server: the syncer thread panicked");

@@ -266,6 +266,9 @@ pub struct Store {
     changing: Cell<bool>,
     /// While a command runs: its writes, applied when it ends (see `intent`).
     plan: RefCell<Option<Plan>>,
+    /// Chunks of the last intent, still stored though its command is applied: it is deleted
+    /// only before a write that is not itself behind an intent (see `finish_plan`).
+    live_intent: Cell<usize>,
     /// Tests: writes left before a simulated crash stops them.
     #[cfg(test)]
     writes_left: Cell<usize>,
@@ -296,6 +299,7 @@ impl Store {
             published: Arc::new(Published::default()),
             changing: Cell::new(false),
             plan: RefCell::new(None),
+            live_intent: Cell::new(0),
             #[cfg(test)]
             writes_left: Cell::new(usize::MAX),
         };
@@ -347,7 +351,8 @@ impl Store {
         }
         let ops = intent::decode(&encoded).ok_or_else(|| self.damaged_intent())?;
         eprintln!(
-            "bufpool-server: redoing the {} writes of a command a crash interrupted",
+            "bufpool-server: redoing the {} writes of the last multi-record command before a \
+             crash (its intent was still stored)",
             ops.len()
         );
         for op in &ops {
@@ -432,9 +437,18 @@ impl Store {
             return Ok(());
         };
         if plan.ops.len() <= 1 {
+            if !plan.ops.is_empty() {
+                self.retire_intent()?;
+            }
             return plan.ops.iter().try_for_each(|op| self.apply(op));
         }
         let chunks = intent::chunks(&intent::encode(&plan.ops));
+        // The previous intent's command is applied: a start that finds it redoes nothing
+        // new. A one-record one is replaced by writing chunk 0 (its count ignores new chunks
+        // written before); a larger one goes first, as its chunks are about to be reused.
+        if self.live_intent.get() > 1 {
+            self.retire_intent()?;
+        }
         // Chunk 0 last: a start finds it only if every chunk is there.
         for (number, chunk) in chunks.iter().enumerate().skip(1) {
             self.apply(&Op::Put(
@@ -444,13 +458,24 @@ impl Store {
             ))?;
         }
         self.apply(&Op::Put(SYS_TREE, intent::chunk_key(0), chunks[0].clone()))?;
+        self.live_intent.set(chunks.len());
         for op in &plan.ops {
             self.apply(op)?;
         }
+        // The intent stays: deleting it now would cost a record per command, and a redo
+        // of an applied command is harmless until a write not behind an intent follows.
+        Ok(())
+    }
+
+    /// Deletes the stored intent of an applied command, before a write that a redo of it
+    /// could undo (a single-record command, FLUSHDB, the sweep) and at shutdown.
+    pub fn retire_intent(&self) -> Result<(), EngineError> {
+        let chunks = self.live_intent.get();
         // Chunk 0 first: without it the others are stale and dropped at the next start.
-        for number in 0..chunks.len() {
+        for number in 0..chunks {
             self.apply(&Op::Delete(SYS_TREE, intent::chunk_key(number as u32)))?;
         }
+        self.live_intent.set(0);
         Ok(())
     }
 
@@ -526,6 +551,7 @@ impl Store {
             plan.put(self.tree_number(tree), key, value);
             return Ok(());
         }
+        self.retire_intent()?;
         self.begin_change();
         self.note(tree.put_nowait(key, value)?);
         Ok(())
@@ -540,6 +566,7 @@ impl Store {
             self.delete_present(tree, key)?;
             return Ok(true);
         }
+        self.retire_intent()?;
         self.begin_change();
         let (removed, lsn) = tree.delete_nowait(key)?;
         self.note(lsn);
@@ -834,7 +861,9 @@ mod tests {
     }
 
     /// A command of several records whose writes stop after each possible count (as a
-    /// crash would cut the log) is, after the store is reopened, there whole or not at all.
+    /// crash would cut the log) is, after the store is reopened, there whole or not at all;
+    /// also when the intent of the command before it is still stored (of one chunk, or of
+    /// two, which must be deleted before its chunks are reused).
     #[test]
     fn a_command_cut_anywhere_is_redone_whole_or_not_at_all() {
         let dir = std::env::current_exe()
@@ -846,62 +875,68 @@ mod tests {
             pool_bytes: 8 << 20,
             ..bufpool_engine::EngineOptions::default()
         };
-        let value = vec![b'v'; intent::CHUNK_BYTES / 2];
-        let records = |store: &Store| -> Vec<Option<Vec<u8>>> {
-            vec![
-                store.keys.get(b"a").expect("get"),
-                store.keys.get(b"b").expect("get"),
-                store.hash.get(b"member").expect("get"),
-                store.keys.get(b"big").expect("get"),
-            ]
-        };
-        let mut cuts_seen = 0;
-        // Bounded: the command makes a few dozen writes at most.
-        for cut in 0..64 {
-            let path = dir.join(format!("cut-{cut}.db"));
-            let engine = Arc::new(Engine::create(&path, options.clone()).expect("create"));
-            let store = Store::open(Arc::clone(&engine)).expect("open");
-            store.put(&store.keys, b"a", b"old").expect("put");
-            store.begin_plan();
-            store.put(&store.keys, b"a", b"new").expect("plan");
-            store.put(&store.keys, b"b", b"new").expect("plan");
-            store.put(&store.hash, b"member", b"new").expect("plan");
-            // Large enough for an intent of two chunks.
-            store.put(&store.keys, b"big", &value).expect("plan");
-            store
-                .put(&store.keys, b"big", &[&value[..], &value[..]].concat())
-                .expect("plan");
-            store.writes_left.set(cut);
-            let complete = store.finish_plan().is_ok();
-            drop(store);
-            let store = Store::open(Arc::clone(&engine)).expect("reopen");
-            let found = records(&store);
-            let before = vec![Some(b"old".to_vec()), None, None, None];
+        for large in [false, true] {
+            // Large: an intent of two chunks.
+            let big = vec![b'v'; if large { intent::CHUNK_BYTES } else { 10 }];
+            let records = |store: &Store| -> Vec<Option<Vec<u8>>> {
+                [&b"a"[..], b"b", b"c", b"big"]
+                    .iter()
+                    .map(|key| store.keys.get(key).expect("get"))
+                    .chain([store.hash.get(b"member").expect("get")])
+                    .collect()
+            };
+            let old = |value: &[u8]| Some(value.to_vec());
+            let before = vec![old(b"old"), None, Some(big.clone()), None, None];
             let after = vec![
-                Some(b"new".to_vec()),
-                Some(b"new".to_vec()),
-                Some(b"new".to_vec()),
-                Some([&value[..], &value[..]].concat()),
+                old(b"new"),
+                old(b"new"),
+                Some(big.clone()),
+                Some(big.clone()),
+                old(b"new"),
             ];
-            assert!(
-                found == before || found == after,
-                "cut after {cut} writes: the command survived in part"
-            );
-            let intents = store
-                .sys
-                .range(intent::INTENT_PREFIX.., Direction::Forward)
-                .filter_map(Result::ok)
-                .filter(|(key, _)| key.starts_with(intent::INTENT_PREFIX))
-                .count();
-            assert_eq!(intents, 0, "cut after {cut} writes: intent left behind");
-            drop(store);
-            drop(engine);
-            cuts_seen += 1;
-            if complete {
-                break;
+            let mut cuts = 0;
+            // Bounded: the command makes a dozen writes at most.
+            for cut in 0..64 {
+                let path = dir.join(format!("cut-{large}-{cut}.db"));
+                let engine = Arc::new(Engine::create(&path, options.clone()).expect("create"));
+                let store = Store::open(Arc::clone(&engine)).expect("open");
+                // The command before: applied whole, its intent still stored.
+                store.begin_plan();
+                store.put(&store.keys, b"a", b"old").expect("plan");
+                store.put(&store.keys, b"c", &big).expect("plan");
+                store.finish_plan().expect("first command");
+                assert_eq!(store.live_intent.get(), if large { 2 } else { 1 });
+                store.begin_plan();
+                store.put(&store.keys, b"a", b"new").expect("plan");
+                store.put(&store.keys, b"b", b"new").expect("plan");
+                store.put(&store.hash, b"member", b"new").expect("plan");
+                store.put(&store.keys, b"big", &big[..1]).expect("plan");
+                store.put(&store.keys, b"big", &big).expect("plan");
+                store.writes_left.set(cut);
+                let complete = store.finish_plan().is_ok();
+                drop(store);
+                let store = Store::open(Arc::clone(&engine)).expect("reopen");
+                let found = records(&store);
+                assert!(
+                    found == before || found == after,
+                    "large {large}, cut after {cut} writes: the command survived in part"
+                );
+                let intents = store
+                    .sys
+                    .range(intent::INTENT_PREFIX.., Direction::Forward)
+                    .filter_map(Result::ok)
+                    .filter(|(key, _)| key.starts_with(intent::INTENT_PREFIX))
+                    .count();
+                assert_eq!(intents, 0, "cut after {cut} writes: intent left behind");
+                drop(store);
+                drop(engine);
+                cuts += 1;
+                if complete {
+                    break;
+                }
             }
+            assert!(cuts > 5, "the command wrote too few records to test");
         }
-        assert!(cuts_seen > 8, "the command wrote too few records to test");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
