@@ -6,7 +6,7 @@
 #
 # Usage: examples/server/side-by-side.sh [--requests N] [--clients C] [--tests LIST]
 #                                        [--modes "always everysec"] [--pipelines "1 16"]
-#                                        [--out FILE] [--dir DIR]
+#                                        [--out FILE] [--dir DIR] [--port PORT]
 # Needs redis-server and redis-benchmark (apt-get install -y redis-server redis-tools) and a
 # release build (cargo build --release -p bufpool-server).
 set -euo pipefail
@@ -20,6 +20,7 @@ modes="always everysec"
 pipelines="1 16"
 dir="$repo/target/server-side-by-side"
 out=""
+port=6490
 while [ $# -gt 0 ]; do
     case "$1" in
         --requests) requests="$2"; shift 2 ;;
@@ -29,6 +30,7 @@ while [ $# -gt 0 ]; do
         --pipelines) pipelines="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --dir) dir="$2"; shift 2 ;;
+        --port) port="$2"; shift 2 ;;
         *) echo "side-by-side.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -39,7 +41,14 @@ for tool in redis-server redis-benchmark redis-cli; do
 done
 [ -x "$server" ] || { echo "side-by-side.sh: build first: cargo build --release -p bufpool-server" >&2; exit 1; }
 mkdir -p "$dir"
-port=6490
+
+# Another process on the port would be benchmarked in place of the server just started.
+port_free() {
+    if redis-cli -p "$port" ping >/dev/null 2>&1; then
+        echo "side-by-side.sh: port $port is in use; pick another with --port" >&2
+        exit 1
+    fi
+}
 
 wait_ready() {
     for _ in $(seq 1 200); do
@@ -69,6 +78,7 @@ echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -r); -n $requests -r 1000000 
 for mode in $modes; do
     rm -rf "$dir/redis-$mode" "$dir/bufpool-$mode"
     mkdir -p "$dir/redis-$mode"
+    port_free
     redis-server --port "$port" --dir "$dir/redis-$mode" --save '' --appendonly yes \
         --appendfsync "$mode" --daemonize no >"$dir/redis-$mode.log" 2>&1 &
     redis_pid=$!
@@ -77,12 +87,13 @@ for mode in $modes; do
     redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
     wait "$redis_pid" || true
 
+    port_free
     "$server" --port "$port" --dir "$dir/bufpool-$mode" --durability "$mode" \
         >"$dir/bufpool-$mode.log" 2>&1 &
     bufpool_pid=$!
     wait_ready "$port"
     bench bufpool-server "$mode" "$port"
-    redis-cli -p "$port" info bufpool | grep -E "log_syncs|group_commit|pool_hits|pool_misses" | tr -d '\r' | sed "s/^/  bufpool-server $mode: /"
+    redis-cli -p "$port" info all | grep -E "log_syncs|group_commit|pool_hits|pool_misses|fast_read" | tr -d '\r' | sed "s/^/  bufpool-server $mode: /"
     redis-cli -p "$port" shutdown >/dev/null 2>&1 || true
     wait "$bufpool_pid" || true
 done

@@ -1,6 +1,6 @@
 //! One client connection: read, parse every complete request, gate (arity, auth, key size),
-//! run connection commands here and engine commands as one job on the executor, write all
-//! replies, repeat. At most one job per connection is outstanding, so a client that sends
+//! run connection commands here, point reads here too while that is safe (see `fast`), and
+//! the other engine commands as one job on the executor, write all replies, repeat. At most one job per connection is outstanding, so a client that sends
 //! faster than it reads is held back by TCP, not buffered without bound.
 
 use std::net::SocketAddr;
@@ -18,9 +18,10 @@ use crate::commands::{
     self, COMMANDS, CommandSpec, Handler, NO_AUTH, eq_ignore_case, lookup, wrong_arity,
 };
 use crate::executor::Job;
+use crate::fast;
 use crate::resp::{self, Reply, Request};
 use crate::shared::ServerState;
-use crate::store::KEY_BYTES_MAX;
+use crate::store::{KEY_BYTES_MAX, Reader};
 
 /// Requests parsed per turn; the rest wait in the buffer for the next turn.
 const REQUESTS_PER_TURN_MAX: usize = 1024;
@@ -67,6 +68,7 @@ pub async fn serve(
     peer: SocketAddr,
     state: Arc<ServerState>,
     jobs: mpsc::Sender<Job>,
+    reader: Reader,
 ) {
     let _counted = Counted(Arc::clone(&state));
     let _ = stream.set_nodelay(true);
@@ -101,7 +103,8 @@ pub async fn serve(
                 return;
             }
         }
-        let (slots, after, more) = match turn(&mut client, &state, &jobs, &mut input).await {
+        let (slots, after, more) = match turn(&mut client, &state, &jobs, &reader, &mut input).await
+        {
             Some(outcome) => outcome,
             None => return,
         };
@@ -148,9 +151,11 @@ async fn turn(
     client: &mut Client,
     state: &Arc<ServerState>,
     jobs: &mpsc::Sender<Job>,
+    reader: &Reader,
     input: &mut BytesMut,
 ) -> Option<(Vec<Slot>, After, bool)> {
     let limits = state.limits();
+    let fast_reads = fast::enabled(state);
     let mut slots = Vec::new();
     let mut engine_commands = Vec::new();
     let mut engine_slots = Vec::new();
@@ -185,6 +190,19 @@ async fn turn(
             }),
             Ok(spec) => match spec.handler {
                 Handler::Engine(function) => {
+                    // Inline only while nothing of this turn waits for the executor: a read
+                    // behind one of the client's own writes must see it.
+                    if fast_reads && engine_commands.is_empty() {
+                        let served = fast::read_fn(spec)
+                            .and_then(|read| fast::serve(reader, state, spec, read, &request[..]));
+                        if let Some(reply) = served {
+                            slots.push(Slot {
+                                protocol: client.protocol,
+                                reply: Some(reply),
+                            });
+                            continue;
+                        }
+                    }
                     engine_slots.push(slots.len());
                     slots.push(Slot {
                         protocol: client.protocol,

@@ -86,15 +86,27 @@ fn run(mut exec: Exec, receiver: mpsc::Receiver<Job>, engine: Arc<Engine>) {
     // Prefetching costs a second lookup per key when everything is resident: it runs only
     // while the pool is missing (its miss counter grew since the last look, taken every
     // PREFETCH_CHECK_INTERVAL: summing the pool's counters is not free).
+    // The same look also turns the connection tasks' fast reads off while missing, so that
+    // misses are batched here rather than block the runtime's threads; it is taken on idle
+    // turns too, since fast reads do not wake the executor.
     let mut pool_misses = exec.store.engine.pool_stats().misses;
     let mut missing = true;
     let mut last_check = Instant::now();
     loop {
-        let first = match receiver.recv_timeout(SWEEP_INTERVAL) {
+        if last_check.elapsed() >= PREFETCH_CHECK_INTERVAL {
+            let misses = exec.store.engine.pool_stats().misses;
+            missing = misses > pool_misses;
+            pool_misses = misses;
+            last_check = Instant::now();
+            exec.state.pool_missing.store(missing, Ordering::Relaxed);
+        }
+        let first = match receiver.recv_timeout(PREFETCH_CHECK_INTERVAL) {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
-                sweep(&exec);
-                last_sweep = Instant::now();
+                if last_sweep.elapsed() >= SWEEP_INTERVAL {
+                    sweep(&exec);
+                    last_sweep = Instant::now();
+                }
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -107,16 +119,8 @@ fn run(mut exec: Exec, receiver: mpsc::Receiver<Job>, engine: Arc<Engine>) {
             }
         }
         exec.state.batches_total.fetch_add(1, Ordering::Relaxed);
-        if exec.state.read_prefetch.load(Ordering::Relaxed) {
-            if missing {
-                prefetch(&exec, &jobs);
-            }
-            if last_check.elapsed() >= PREFETCH_CHECK_INTERVAL {
-                let misses = exec.store.engine.pool_stats().misses;
-                missing = misses > pool_misses;
-                pool_misses = misses;
-                last_check = Instant::now();
-            }
+        if missing && exec.state.read_prefetch.load(Ordering::Relaxed) {
+            prefetch(&exec, &jobs);
         }
         let mut outputs = Vec::with_capacity(jobs.len());
         let wrote = jobs.iter().any(|job| {
@@ -148,6 +152,10 @@ fn run(mut exec: Exec, receiver: mpsc::Receiver<Job>, engine: Arc<Engine>) {
             last_sweep = Instant::now();
         }
     }
+    // A clean stop leaves no intent for the next start to redo.
+    if let Err(error) = exec.store.retire_intent() {
+        eprintln!("bufpool-server: deleting the last intent failed: {error}");
+    }
     drop(deliveries);
     if syncer.join().is_err() {
         eprintln!("bufpool-server: the syncer thread panicked");
@@ -159,7 +167,16 @@ fn execute(exec: &mut Exec, spec: &CommandSpec, function: EngineFn, args: &[Byte
     let naive_sync = exec.state.settings.fsync == Fsync::Always
         && !exec.state.group_commit.load(Ordering::Relaxed)
         && spec.flags & WRITE != 0;
+    exec.store.begin_plan();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| function(exec, args)));
+    // Whatever the outcome, the writes planned so far are made (as they were made directly
+    // before plans): the store's id counters already count on them.
+    let applied = exec.store.finish_plan();
+    // Before the reply can be sent: the command's writes are all made (or it failed).
+    exec.store.end_change();
+    if let Err(error) = applied {
+        return engine_error(spec, &error);
+    }
     let reply = match outcome {
         Ok(Ok(reply)) => reply,
         Ok(Err(CommandError::Reply(reply))) => reply,
@@ -175,7 +192,7 @@ fn execute(exec: &mut Exec, spec: &CommandSpec, function: EngineFn, args: &[Byte
     reply
 }
 
-fn engine_error(spec: &CommandSpec, error: &EngineError) -> Reply {
+pub fn engine_error(spec: &CommandSpec, error: &EngineError) -> Reply {
     eprintln!("bufpool-server: engine error in {}: {error}", spec.name);
     Reply::error(format!("ERR engine: {error}"))
 }
@@ -199,7 +216,9 @@ fn prefetch(exec: &Exec, jobs: &[Job]) {
 }
 
 fn sweep(exec: &Exec) {
-    match exec.store.sweep(SWEEP_BUDGET) {
+    let outcome = exec.store.sweep(SWEEP_BUDGET);
+    exec.store.end_change();
+    match outcome {
         Ok(expired) => {
             exec.state
                 .expired_keys

@@ -69,6 +69,13 @@ pub struct ServerState {
     pub group_commit: AtomicBool,
     /// Keys read by a batch are fetched with one `multi_get` before it runs.
     pub read_prefetch: AtomicBool,
+    /// Point reads run on the connection task when safe (see `fast`).
+    pub fast_reads: AtomicBool,
+    /// The pool missed recently (set by the executor): fast reads are off meanwhile.
+    pub pool_missing: AtomicBool,
+    /// Reads served on connection tasks, and those that had to go to the executor.
+    pub fast_reads_total: AtomicU64,
+    pub fast_fallbacks: AtomicU64,
     pub connected: AtomicUsize,
     pub next_client_id: AtomicU64,
     pub connections_total: AtomicU64,
@@ -96,6 +103,10 @@ impl ServerState {
             output_buffer_bytes_max: AtomicUsize::new(256 << 20),
             group_commit: AtomicBool::new(true),
             read_prefetch: AtomicBool::new(true),
+            fast_reads: AtomicBool::new(true),
+            pool_missing: AtomicBool::new(false),
+            fast_reads_total: AtomicU64::new(0),
+            fast_fallbacks: AtomicU64::new(0),
             connected: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
             connections_total: AtomicU64::new(0),

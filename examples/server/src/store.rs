@@ -10,17 +10,21 @@
 //!   `list`: `id ++ seq BE` → element, seqs contiguous from head to tail;
 //!   `zset.member`: `id ++ member` → score (f64 BE); `zset.score`: `id ++ sortable score ++
 //!   member` → empty.
-//! * `sys`: `next_id` (the reserved id ceiling) and `gc ++ id` → type of a deleted collection
-//!   whose members the sweep still has to remove.
+//! * `sys`: `next_id` (the reserved id ceiling), `gc ++ id` → type of a deleted collection
+//!   whose members the sweep still has to remove, `intent: ++ n` → the ops of the command
+//!   being applied (see `intent`), `flushing` while a FLUSHDB runs.
 //!
 //! Each collection has a fresh id, so deleting one is O(1): its header goes at once, its
 //! members later (they are unreachable without the header).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bufpool_engine::{Direction, Engine, EngineError, KEY_SIZE_MAX, Lsn, Tree, VALUE_SIZE_MAX};
+
+use crate::intent::{self, Op, Plan, TreeNumber};
 
 /// Longest user key, hash field, set or sorted-set member: the engine's key limit less the
 /// 16 bytes of prefix the longest encoding adds (`id ++ score ++ member`).
@@ -151,6 +155,97 @@ pub fn score_from_sortable(bytes: &[u8]) -> f64 {
     f64::from_bits(bits)
 }
 
+/// Read access to the keyspace, for the read-only commands that run both on the executor
+/// ([`Store`]) and on the connection tasks ([`Reader`]).
+pub trait Keyspace {
+    /// The live entry of `key`; an expired one reads as absent.
+    fn entry(&self, key: &[u8]) -> Result<Option<Entry>, EngineError>;
+    /// The value of `key` in `tree` (one of this keyspace's).
+    fn get(&self, tree: &Tree, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        tree.get(key)
+    }
+    fn hash_tree(&self) -> &Tree;
+    fn list_tree(&self) -> &Tree;
+    fn set_tree(&self) -> &Tree;
+    fn zmember_tree(&self) -> &Tree;
+}
+
+/// What the executor publishes for the reads served on connection tasks (see `fast`).
+#[derive(Debug, Default)]
+pub struct Published {
+    /// A seqlock word: odd while a command's writes are being made, bumped to the next even
+    /// value once they are all made. A read that saw the same even value before and after
+    /// saw no command half-applied.
+    pub epoch: AtomicU64,
+    /// Highest LSN written by the commands completed so far (stored before `epoch` turns
+    /// even).
+    pub applied_lsn: AtomicU64,
+}
+
+/// The keyspace's trees for reading on any thread: cheap to clone, never writes (an
+/// expired key reads as absent and is left for the executor to reclaim).
+#[derive(Clone)]
+pub struct Reader {
+    keys: Tree,
+    hash: Tree,
+    list: Tree,
+    set: Tree,
+    zmember: Tree,
+    pub published: Arc<Published>,
+}
+
+impl Keyspace for Reader {
+    fn entry(&self, key: &[u8]) -> Result<Option<Entry>, EngineError> {
+        let Some(bytes) = self.keys.get(key)? else {
+            return Ok(None);
+        };
+        let entry = decode_entry(&bytes);
+        Ok((entry.expire_ms == 0 || entry.expire_ms > now_ms()).then_some(entry))
+    }
+
+    fn hash_tree(&self) -> &Tree {
+        &self.hash
+    }
+
+    fn list_tree(&self) -> &Tree {
+        &self.list
+    }
+
+    fn set_tree(&self) -> &Tree {
+        &self.set
+    }
+
+    fn zmember_tree(&self) -> &Tree {
+        &self.zmember
+    }
+}
+
+impl Keyspace for Store {
+    fn entry(&self, key: &[u8]) -> Result<Option<Entry>, EngineError> {
+        Store::entry(self, key)
+    }
+
+    fn get(&self, tree: &Tree, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.read(tree, key)
+    }
+
+    fn hash_tree(&self) -> &Tree {
+        &self.hash
+    }
+
+    fn list_tree(&self) -> &Tree {
+        &self.list
+    }
+
+    fn set_tree(&self) -> &Tree {
+        &self.set
+    }
+
+    fn zmember_tree(&self) -> &Tree {
+        &self.zmember
+    }
+}
+
 /// The engine's trees and the writes made through them. Used by one thread (the executor).
 pub struct Store {
     pub engine: Arc<Engine>,
@@ -166,19 +261,29 @@ pub struct Store {
     max_lsn: Cell<Lsn>,
     next_id: Cell<u64>,
     reserved_id: Cell<u64>,
+    published: Arc<Published>,
+    /// The current command has made a write (`published.epoch` is odd).
+    changing: Cell<bool>,
+    /// While a command runs: its writes, applied when it ends (see `intent`).
+    plan: RefCell<Option<Plan>>,
+    /// Chunks of the last intent, still stored though its command is applied: it is deleted
+    /// only before a write that is not itself behind an intent (see `finish_plan`).
+    live_intent: Cell<usize>,
+    /// Tests: writes left before a simulated crash stops them.
+    #[cfg(test)]
+    writes_left: Cell<usize>,
 }
 
 const NEXT_ID_KEY: &[u8] = b"next_id";
+const FLUSHING_KEY: &[u8] = b"flushing";
+/// `sys`'s number in `Store::numbered_trees`.
+const SYS_TREE: TreeNumber = 7;
 const GC_PREFIX: &[u8] = b"gc:";
 
 impl Store {
     pub fn open(engine: Arc<Engine>) -> Result<Store, EngineError> {
         let sys = engine.tree("sys")?;
-        let reserved = sys
-            .get(NEXT_ID_KEY)?
-            .and_then(|bytes| Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?)))
-            .unwrap_or(1);
-        Ok(Store {
+        let store = Store {
             keys: engine.tree("keys")?,
             expires: engine.tree("expires")?,
             hash: engine.tree("hash")?,
@@ -189,10 +294,244 @@ impl Store {
             sys,
             engine,
             max_lsn: Cell::new(Lsn(0)),
-            // Ids below the persisted ceiling may have been used before a crash: start past it.
-            next_id: Cell::new(reserved),
-            reserved_id: Cell::new(reserved),
-        })
+            next_id: Cell::new(1),
+            reserved_id: Cell::new(1),
+            published: Arc::new(Published::default()),
+            changing: Cell::new(false),
+            plan: RefCell::new(None),
+            live_intent: Cell::new(0),
+            #[cfg(test)]
+            writes_left: Cell::new(usize::MAX),
+        };
+        // First finish what a crash interrupted: the intent may move the id ceiling.
+        store.recover()?;
+        let reserved = store
+            .sys
+            .get(NEXT_ID_KEY)?
+            .and_then(|bytes| Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?)))
+            .unwrap_or(1);
+        // Ids below the persisted ceiling may have been used before a crash: start past it.
+        store.next_id.set(reserved);
+        store.reserved_id.set(reserved);
+        Ok(store)
+    }
+
+    /// At open: redoes the command whose intent survived a crash, drops a partial intent,
+    /// and finishes an interrupted FLUSHDB.
+    fn recover(&self) -> Result<(), EngineError> {
+        if self.sys.get(FLUSHING_KEY)?.is_some() {
+            self.clear_trees()?;
+            self.delete(&self.sys, FLUSHING_KEY)?;
+        }
+        let mut stored = Vec::new();
+        for record in self.sys.range(intent::INTENT_PREFIX.., Direction::Forward) {
+            let (key, value) = record?;
+            if !key.starts_with(intent::INTENT_PREFIX) {
+                break;
+            }
+            stored.push((key, value));
+        }
+        let Some(first) = stored.iter().find(|(key, _)| *key == intent::chunk_key(0)) else {
+            // Chunk 0 is written last: without it the command wrote nothing else.
+            for (key, _) in &stored {
+                self.delete(&self.sys, key)?;
+            }
+            return Ok(());
+        };
+        let count = first.1.get(..4).map_or(0, |bytes| {
+            u32::from_be_bytes(bytes.try_into().expect("4 bytes")) as usize
+        });
+        let mut encoded = first.1[4.min(first.1.len())..].to_vec();
+        for number in 1..count {
+            let key = intent::chunk_key(number as u32);
+            match stored.iter().find(|(stored_key, _)| *stored_key == key) {
+                Some((_, value)) => encoded.extend_from_slice(value),
+                None => return Err(self.damaged_intent()),
+            }
+        }
+        let ops = intent::decode(&encoded).ok_or_else(|| self.damaged_intent())?;
+        eprintln!(
+            "bufpool-server: redoing the {} writes of the last multi-record command before a \
+             crash (its intent was still stored)",
+            ops.len()
+        );
+        for op in &ops {
+            self.apply(op)?;
+        }
+        self.delete(&self.sys, &intent::chunk_key(0))?;
+        for (key, _) in &stored {
+            self.delete(&self.sys, key)?;
+        }
+        Ok(())
+    }
+
+    /// A stored intent that does not decode (damage the checksums missed, or a bug).
+    fn damaged_intent(&self) -> EngineError {
+        EngineError::Corrupted {
+            page: 0,
+            file: self.engine.path().to_path_buf(),
+            reason: "the server's intent record (sys intent:*) is damaged".into(),
+        }
+    }
+
+    /// The number an op names `tree` by.
+    fn tree_number(&self, tree: &Tree) -> TreeNumber {
+        let trees = self.numbered_trees();
+        let number = trees.iter().position(|known| known.name() == tree.name());
+        number.expect("one of the store's trees") as TreeNumber
+    }
+
+    fn numbered_trees(&self) -> [&Tree; 8] {
+        [
+            &self.keys,
+            &self.expires,
+            &self.hash,
+            &self.list,
+            &self.set,
+            &self.zmember,
+            &self.zscore,
+            &self.sys,
+        ]
+    }
+
+    fn apply(&self, op: &Op) -> Result<(), EngineError> {
+        #[cfg(test)]
+        {
+            let left = self.writes_left.get();
+            if left == 0 {
+                return Err(EngineError::WritesRefused {
+                    path: self.engine.path().to_path_buf(),
+                    reason: "simulated crash".into(),
+                });
+            }
+            self.writes_left.set(left - 1);
+        }
+        let trees = self.numbered_trees();
+        let tree = |number: TreeNumber| {
+            trees
+                .get(usize::from(number))
+                .copied()
+                .ok_or_else(|| self.damaged_intent())
+        };
+        match op {
+            Op::Put(number, key, value) => {
+                self.begin_change();
+                self.note(tree(*number)?.put_nowait(key, value)?);
+            }
+            Op::Delete(number, key) => {
+                self.begin_change();
+                self.note(tree(*number)?.delete_nowait(key)?.1);
+            }
+        }
+        Ok(())
+    }
+
+    /// From here the command's writes are planned, not made (see `intent`).
+    pub fn begin_plan(&self) {
+        *self.plan.borrow_mut() = Some(Plan::default());
+    }
+
+    /// Applies the planned writes: one as is, more behind an intent.
+    pub fn finish_plan(&self) -> Result<(), EngineError> {
+        let Some(plan) = self.plan.borrow_mut().take() else {
+            return Ok(());
+        };
+        if plan.ops.len() <= 1 {
+            if !plan.ops.is_empty() {
+                self.retire_intent()?;
+            }
+            return plan.ops.iter().try_for_each(|op| self.apply(op));
+        }
+        let chunks = intent::chunks(&intent::encode(&plan.ops));
+        // The previous intent's command is applied: a start that finds it redoes nothing
+        // new. A one-record one is replaced by writing chunk 0 (its count ignores new chunks
+        // written before); a larger one goes first, as its chunks are about to be reused.
+        if self.live_intent.get() > 1 {
+            self.retire_intent()?;
+        }
+        // Chunk 0 last: a start finds it only if every chunk is there.
+        for (number, chunk) in chunks.iter().enumerate().skip(1) {
+            self.apply(&Op::Put(
+                SYS_TREE,
+                intent::chunk_key(number as u32),
+                chunk.clone(),
+            ))?;
+        }
+        self.apply(&Op::Put(SYS_TREE, intent::chunk_key(0), chunks[0].clone()))?;
+        self.live_intent.set(chunks.len());
+        for op in &plan.ops {
+            self.apply(op)?;
+        }
+        // The intent stays: deleting it now would cost a record per command, and a redo
+        // of an applied command is harmless until a write not behind an intent follows.
+        Ok(())
+    }
+
+    /// Deletes the stored intent of an applied command, before a write that a redo of it
+    /// could undo (a single-record command, FLUSHDB, the sweep) and at shutdown.
+    pub fn retire_intent(&self) -> Result<(), EngineError> {
+        let chunks = self.live_intent.get();
+        // Chunk 0 first: without it the others are stale and dropped at the next start.
+        for number in 0..chunks {
+            self.apply(&Op::Delete(SYS_TREE, intent::chunk_key(number as u32)))?;
+        }
+        self.live_intent.set(0);
+        Ok(())
+    }
+
+    /// The value of `key` in `tree` as the running command left it.
+    pub fn read(&self, tree: &Tree, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        if let Some(plan) = self.plan.borrow().as_ref()
+            && let Some(planned) = plan.lookup(self.tree_number(tree), key)
+        {
+            return Ok(planned.map(<[u8]>::to_vec));
+        }
+        tree.get(key)
+    }
+
+    /// Whether the running command deleted `key` from `tree` (a range read, which does not
+    /// see the plan, still finds it).
+    pub fn deleted(&self, tree: &Tree, key: &[u8]) -> bool {
+        self.plan
+            .borrow()
+            .as_ref()
+            .is_some_and(|plan| matches!(plan.lookup(self.tree_number(tree), key), Some(None)))
+    }
+
+    /// A reader of the same trees, for the connection tasks.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            keys: self.keys.clone(),
+            hash: self.hash.clone(),
+            list: self.list.clone(),
+            set: self.set.clone(),
+            zmember: self.zmember.clone(),
+            published: Arc::clone(&self.published),
+        }
+    }
+
+    /// Before a command's first write: makes the epoch odd, so that readers on other
+    /// threads retry rather than see the command half-applied.
+    fn begin_change(&self) {
+        if !self.changing.replace(true) {
+            let epoch = self.published.epoch.load(Ordering::Relaxed);
+            self.published.epoch.store(epoch + 1, Ordering::Relaxed);
+            // The odd epoch is visible before any of the writes that follow.
+            fence(Ordering::Release);
+        }
+    }
+
+    /// After a command (or a sweep): if it wrote, publishes its LSN and makes the epoch
+    /// even again.
+    pub fn end_change(&self) {
+        if self.changing.replace(false) {
+            let published = &self.published;
+            published
+                .applied_lsn
+                .store(self.max_lsn.get().0, Ordering::Relaxed);
+            let epoch = published.epoch.load(Ordering::Relaxed);
+            published.epoch.store(epoch + 1, Ordering::Release);
+        }
     }
 
     pub fn max_lsn(&self) -> Lsn {
@@ -205,16 +544,42 @@ impl Store {
         }
     }
 
-    /// Writes a record without waiting for the log; the executor waits once per batch.
+    /// Writes a record (planned while a command runs) without waiting for the log; the
+    /// executor waits once per batch.
     pub fn put(&self, tree: &Tree, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
+        if let Some(plan) = self.plan.borrow_mut().as_mut() {
+            plan.put(self.tree_number(tree), key, value);
+            return Ok(());
+        }
+        self.retire_intent()?;
+        self.begin_change();
         self.note(tree.put_nowait(key, value)?);
         Ok(())
     }
 
+    /// Deletes a record; `Ok(true)` if it was there.
     pub fn delete(&self, tree: &Tree, key: &[u8]) -> Result<bool, EngineError> {
+        if self.plan.borrow().is_some() {
+            if self.read(tree, key)?.is_none() {
+                return Ok(false);
+            }
+            self.delete_present(tree, key)?;
+            return Ok(true);
+        }
+        self.retire_intent()?;
+        self.begin_change();
         let (removed, lsn) = tree.delete_nowait(key)?;
         self.note(lsn);
         Ok(removed)
+    }
+
+    /// Deletes a record known to be there (no lookup to tell).
+    fn delete_present(&self, tree: &Tree, key: &[u8]) -> Result<(), EngineError> {
+        if let Some(plan) = self.plan.borrow_mut().as_mut() {
+            plan.delete(self.tree_number(tree), key);
+            return Ok(());
+        }
+        self.delete(tree, key).map(drop)
     }
 
     /// A fresh collection id.
@@ -231,7 +596,7 @@ impl Store {
 
     /// The live entry of `key`: an expired one is deleted here and reported absent.
     pub fn entry(&self, key: &[u8]) -> Result<Option<Entry>, EngineError> {
-        let Some(bytes) = self.keys.get(key)? else {
+        let Some(bytes) = self.read(&self.keys, key)? else {
             return Ok(None);
         };
         let entry = decode_entry(&bytes);
@@ -317,7 +682,7 @@ impl Store {
                 }
             }
             for key in doomed {
-                self.delete(tree, &key)?;
+                self.delete_present(tree, &key)?;
                 dropped += 1;
             }
         }
@@ -340,10 +705,15 @@ impl Store {
         for index_key in due {
             let key = &index_key[8..];
             // `entry` deletes the key if it is due; a stale index record is removed too.
-            if self.entry(key)?.is_none() {
+            // Both, and a small collection's members, as one command (see `intent`).
+            self.begin_plan();
+            let gone = self.entry(key).map(|entry| entry.is_none());
+            let unindexed = self.delete(&self.expires, &index_key);
+            self.finish_plan()?;
+            if gone? {
                 expired += 1;
             }
-            self.delete(&self.expires, &index_key)?;
+            unindexed?;
         }
         let mut collections = Vec::new();
         for record in self.sys.range(GC_PREFIX.., Direction::Forward).take(budget) {
@@ -381,7 +751,24 @@ impl Store {
     }
 
     /// Deletes every record of every tree (FLUSHDB), in bounded chunks.
+    /// FLUSHDB is too large for one intent: a `flushing` mark goes first, and a start that
+    /// finds it finishes the job.
     pub fn clear(&self) -> Result<(), EngineError> {
+        let planned = self.plan.borrow().is_some();
+        if planned {
+            self.finish_plan()?;
+        }
+        let result = self
+            .put(&self.sys, FLUSHING_KEY, &[])
+            .and_then(|()| self.clear_trees())
+            .and_then(|()| self.delete(&self.sys, FLUSHING_KEY).map(drop));
+        if planned {
+            self.begin_plan();
+        }
+        result
+    }
+
+    fn clear_trees(&self) -> Result<(), EngineError> {
         const CHUNK: usize = 4096;
         let trees = [
             &self.keys,
@@ -471,6 +858,86 @@ mod tests {
         for score in scores {
             assert_eq!(score_from_sortable(&sortable_score(score)), score);
         }
+    }
+
+    /// A command of several records whose writes stop after each possible count (as a
+    /// crash would cut the log) is, after the store is reopened, there whole or not at all;
+    /// also when the intent of the command before it is still stored (of one chunk, or of
+    /// two, which must be deleted before its chunks are reused).
+    #[test]
+    fn a_command_cut_anywhere_is_redone_whole_or_not_at_all() {
+        let dir = std::env::current_exe()
+            .expect("test binary path")
+            .with_file_name(format!("store-intent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let options = bufpool_engine::EngineOptions {
+            pool_bytes: 8 << 20,
+            ..bufpool_engine::EngineOptions::default()
+        };
+        for large in [false, true] {
+            // Large: an intent of two chunks.
+            let big = vec![b'v'; if large { intent::CHUNK_BYTES } else { 10 }];
+            let records = |store: &Store| -> Vec<Option<Vec<u8>>> {
+                [&b"a"[..], b"b", b"c", b"big"]
+                    .iter()
+                    .map(|key| store.keys.get(key).expect("get"))
+                    .chain([store.hash.get(b"member").expect("get")])
+                    .collect()
+            };
+            let old = |value: &[u8]| Some(value.to_vec());
+            let before = vec![old(b"old"), None, Some(big.clone()), None, None];
+            let after = vec![
+                old(b"new"),
+                old(b"new"),
+                Some(big.clone()),
+                Some(big.clone()),
+                old(b"new"),
+            ];
+            let mut cuts = 0;
+            // Bounded: the command makes a dozen writes at most.
+            for cut in 0..64 {
+                let path = dir.join(format!("cut-{large}-{cut}.db"));
+                let engine = Arc::new(Engine::create(&path, options.clone()).expect("create"));
+                let store = Store::open(Arc::clone(&engine)).expect("open");
+                // The command before: applied whole, its intent still stored.
+                store.begin_plan();
+                store.put(&store.keys, b"a", b"old").expect("plan");
+                store.put(&store.keys, b"c", &big).expect("plan");
+                store.finish_plan().expect("first command");
+                assert_eq!(store.live_intent.get(), if large { 2 } else { 1 });
+                store.begin_plan();
+                store.put(&store.keys, b"a", b"new").expect("plan");
+                store.put(&store.keys, b"b", b"new").expect("plan");
+                store.put(&store.hash, b"member", b"new").expect("plan");
+                store.put(&store.keys, b"big", &big[..1]).expect("plan");
+                store.put(&store.keys, b"big", &big).expect("plan");
+                store.writes_left.set(cut);
+                let complete = store.finish_plan().is_ok();
+                drop(store);
+                let store = Store::open(Arc::clone(&engine)).expect("reopen");
+                let found = records(&store);
+                assert!(
+                    found == before || found == after,
+                    "large {large}, cut after {cut} writes: the command survived in part"
+                );
+                let intents = store
+                    .sys
+                    .range(intent::INTENT_PREFIX.., Direction::Forward)
+                    .filter_map(Result::ok)
+                    .filter(|(key, _)| key.starts_with(intent::INTENT_PREFIX))
+                    .count();
+                assert_eq!(intents, 0, "cut after {cut} writes: intent left behind");
+                drop(store);
+                drop(engine);
+                cuts += 1;
+                if complete {
+                    break;
+                }
+            }
+            assert!(cuts > 5, "the command wrote too few records to test");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -5,12 +5,12 @@ use bytes::Bytes;
 
 use super::keys::{glob_match, scan_options, scan_step};
 use super::{
-    CommandResult, check_member, collection, collection_or_new, parse_i64, store_collection,
-    visit_members, wrong_arity,
+    CommandResult, check_member, collection, collection_in, collection_or_new, parse_i64,
+    store_collection, visit_members, wrong_arity,
 };
 use crate::executor::Exec;
 use crate::resp::Reply;
-use crate::store::{Kind, id_bounds, member_key};
+use crate::store::{Keyspace, Kind, id_bounds, member_key};
 
 /// Sets the field pairs in `args[2..]`; returns how many fields are new.
 fn set_fields(exec: &mut Exec, args: &[Bytes]) -> Result<i64, super::CommandError> {
@@ -22,7 +22,7 @@ fn set_fields(exec: &mut Exec, args: &[Bytes]) -> Result<i64, super::CommandErro
     let mut added = 0;
     for pair in args[2..].chunks(2) {
         let key = member_key(header.id, &pair[0]);
-        if exec.store.hash.get(&key)?.is_none() {
+        if exec.store.read(&exec.store.hash, &key)?.is_none() {
             added += 1;
         }
         exec.store.put(&exec.store.hash, &key, &pair[1])?;
@@ -48,19 +48,27 @@ pub fn hmset(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 }
 
 pub fn hget(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let Some((_, header)) = collection(exec, &args[1], Kind::Hash)? else {
+    hget_in(&exec.store, args)
+}
+
+pub fn hget_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let Some((_, header)) = collection_in(keyspace, &args[1], Kind::Hash)? else {
         return Ok(Reply::Nil);
     };
-    let value = exec.store.hash.get(&member_key(header.id, &args[2]))?;
+    let value = keyspace.hash_tree().get(&member_key(header.id, &args[2]))?;
     Ok(value.map_or(Reply::Nil, Reply::bulk))
 }
 
 pub fn hmget(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let found = collection(exec, &args[1], Kind::Hash)?;
+    hmget_in(&exec.store, args)
+}
+
+pub fn hmget_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let found = collection_in(keyspace, &args[1], Kind::Hash)?;
     let mut values = Vec::with_capacity(args.len() - 2);
     for field in &args[2..] {
         let value = match &found {
-            Some((_, header)) => exec.store.hash.get(&member_key(header.id, field))?,
+            Some((_, header)) => keyspace.hash_tree().get(&member_key(header.id, field))?,
             None => None,
         };
         values.push(value.map_or(Reply::Nil, Reply::bulk));
@@ -89,15 +97,23 @@ pub fn hdel(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 }
 
 pub fn hlen(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let len = collection(exec, &args[1], Kind::Hash)?.map_or(0, |(_, header)| header.len);
+    hlen_in(&exec.store, args)
+}
+
+pub fn hlen_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let len = collection_in(keyspace, &args[1], Kind::Hash)?.map_or(0, |(_, header)| header.len);
     Ok(Reply::Integer(len as i64))
 }
 
 pub fn hexists(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let Some((_, header)) = collection(exec, &args[1], Kind::Hash)? else {
+    hexists_in(&exec.store, args)
+}
+
+pub fn hexists_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let Some((_, header)) = collection_in(keyspace, &args[1], Kind::Hash)? else {
         return Ok(Reply::Integer(0));
     };
-    let found = exec.store.hash.get(&member_key(header.id, &args[2]))?;
+    let found = keyspace.hash_tree().get(&member_key(header.id, &args[2]))?;
     Ok(Reply::Integer(found.is_some() as i64))
 }
 
@@ -107,7 +123,7 @@ pub fn hincrby(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let (entry, mut header) = collection_or_new(exec, &args[1], Kind::Hash)?;
     let existed = header.len > 0;
     let key = member_key(header.id, &args[2]);
-    let old = exec.store.hash.get(&key)?;
+    let old = exec.store.read(&exec.store.hash, &key)?;
     let current = match &old {
         Some(value) => {
             parse_i64(value).map_err(|_| Reply::error("ERR hash value is not an integer"))?

@@ -10,7 +10,7 @@ use rand::RngExt;
 use super::{CommandError, CommandResult, eq_ignore_case, parse_i64, syntax_error};
 use crate::executor::Exec;
 use crate::resp::Reply;
-use crate::store::{decode_entry, now_ms};
+use crate::store::{Keyspace, decode_entry, now_ms};
 
 pub fn del(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let mut removed = 0;
@@ -24,9 +24,13 @@ pub fn del(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 }
 
 pub fn exists(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
+    exists_in(&exec.store, args)
+}
+
+pub fn exists_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
     let mut found = 0;
     for key in &args[1..] {
-        if exec.store.entry(key)?.is_some() {
+        if keyspace.entry(key)?.is_some() {
             found += 1;
         }
     }
@@ -34,8 +38,11 @@ pub fn exists(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 }
 
 pub fn type_of(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let name = exec
-        .store
+    type_of_in(&exec.store, args)
+}
+
+pub fn type_of_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let name = keyspace
         .entry(&args[1])?
         .map_or("none", |entry| entry.kind.name());
     Ok(Reply::Status(name.into()))
@@ -120,8 +127,8 @@ pub fn pexpireat(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     set_expiry(exec, args, 1, true)
 }
 
-fn remaining_ms(exec: &Exec, key: &[u8]) -> Result<i64, CommandError> {
-    Ok(match exec.store.entry(key)? {
+fn remaining_ms(keyspace: &impl Keyspace, key: &[u8]) -> Result<i64, CommandError> {
+    Ok(match keyspace.entry(key)? {
         None => -2,
         Some(entry) if entry.expire_ms == 0 => -1,
         Some(entry) => entry.expire_ms.saturating_sub(now_ms()) as i64,
@@ -129,12 +136,20 @@ fn remaining_ms(exec: &Exec, key: &[u8]) -> Result<i64, CommandError> {
 }
 
 pub fn ttl(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let ms = remaining_ms(exec, &args[1])?;
+    ttl_in(&exec.store, args)
+}
+
+pub fn ttl_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let ms = remaining_ms(keyspace, &args[1])?;
     Ok(Reply::Integer(if ms < 0 { ms } else { (ms + 500) / 1000 }))
 }
 
 pub fn pttl(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    Ok(Reply::Integer(remaining_ms(exec, &args[1])?))
+    pttl_in(&exec.store, args)
+}
+
+pub fn pttl_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    Ok(Reply::Integer(remaining_ms(keyspace, &args[1])?))
 }
 
 pub fn persist(exec: &mut Exec, args: &[Bytes]) -> CommandResult {

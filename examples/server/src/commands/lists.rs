@@ -6,12 +6,12 @@ use bufpool_engine::Direction;
 use bytes::Bytes;
 
 use super::{
-    CommandError, CommandResult, collection, collection_or_new, index_range, parse_i64,
-    store_collection,
+    CommandError, CommandResult, collection, collection_in, collection_or_new, index_range,
+    parse_i64, store_collection,
 };
 use crate::executor::Exec;
 use crate::resp::Reply;
-use crate::store::{Kind, member_key};
+use crate::store::{Keyspace, Kind, member_key};
 
 fn element_key(id: u64, seq: u64) -> Vec<u8> {
     member_key(id, &seq.to_be_bytes())
@@ -70,7 +70,7 @@ fn pop(exec: &mut Exec, args: &[Bytes], front: bool) -> CommandResult {
     for _ in 0..take {
         let seq = if front { header.head } else { header.tail - 1 };
         let key = element_key(header.id, seq);
-        let element = exec.store.list.get(&key)?.unwrap_or_default();
+        let element = exec.store.read(&exec.store.list, &key)?.unwrap_or_default();
         exec.store.delete(&exec.store.list, &key)?;
         if front {
             header.head += 1;
@@ -102,7 +102,11 @@ pub fn rpop(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 }
 
 pub fn llen(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let len = collection(exec, &args[1], Kind::List)?.map_or(0, |(_, header)| header.len);
+    llen_in(&exec.store, args)
+}
+
+pub fn llen_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let len = collection_in(keyspace, &args[1], Kind::List)?.map_or(0, |(_, header)| header.len);
     Ok(Reply::Integer(len as i64))
 }
 
@@ -129,16 +133,19 @@ pub fn lrange(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 }
 
 pub fn lindex(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
+    lindex_in(&exec.store, args)
+}
+
+pub fn lindex_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
     let index = parse_i64(&args[2])?;
-    let Some((_, header)) = collection(exec, &args[1], Kind::List)? else {
+    let Some((_, header)) = collection_in(keyspace, &args[1], Kind::List)? else {
         return Ok(Reply::Nil);
     };
     let Some((at, _)) = index_range(index, index, header.len) else {
         return Ok(Reply::Nil);
     };
-    let element = exec
-        .store
-        .list
+    let element = keyspace
+        .list_tree()
         .get(&element_key(header.id, header.head + at))?;
     Ok(element.map_or(Reply::Nil, Reply::bulk))
 }

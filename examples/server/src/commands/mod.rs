@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use crate::executor::Exec;
 use crate::resp::Reply;
-use crate::store::{Collection, Entry, KEY_BYTES_MAX, Kind};
+use crate::store::{Collection, Entry, KEY_BYTES_MAX, Keyspace, Kind};
 
 /// What a command's function returns on failure: a reply for the client (user error) or an
 /// engine error (logged, and reported to the client as `ERR`).
@@ -327,7 +327,16 @@ pub fn collection(
     key: &[u8],
     kind: Kind,
 ) -> Result<Option<(Entry, Collection)>, CommandError> {
-    let Some(entry) = exec.store.entry(key)? else {
+    collection_in(&exec.store, key, kind)
+}
+
+/// [`collection`] in any keyspace view.
+pub fn collection_in(
+    keyspace: &impl Keyspace,
+    key: &[u8],
+    kind: Kind,
+) -> Result<Option<(Entry, Collection)>, CommandError> {
+    let Some(entry) = keyspace.entry(key)? else {
         return Ok(None);
     };
     if entry.kind != kind {

@@ -101,6 +101,10 @@ fn settings(exec: &Exec) -> Vec<(&'static str, String)> {
             "read-prefetch",
             yes_no(state.read_prefetch.load(Ordering::Relaxed)),
         ),
+        (
+            "fast-reads",
+            yes_no(state.fast_reads.load(Ordering::Relaxed)),
+        ),
     ]
 }
 
@@ -198,6 +202,7 @@ fn config_set(exec: &Exec, name: &[u8], value: &[u8]) -> Result<(), super::Comma
         }
         "group-commit" => state.group_commit.store(flag(value)?, Ordering::Relaxed),
         "read-prefetch" => state.read_prefetch.store(flag(value)?, Ordering::Relaxed),
+        "fast-reads" => state.fast_reads.store(flag(value)?, Ordering::Relaxed),
         "save" | "appendonly" | "appendfsync" | "bind" | "port" | "dir" | "databases"
         | "protected-mode" | "maxmemory" => return Err(invalid("can't set immutable config")),
         _ => {
@@ -284,13 +289,15 @@ pub fn info(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nexpired_keys:{}\r\nexecutor_batches:{}\r\n\
-             durable_waits:{}\r\n\r\n",
+             durable_waits:{}\r\nfast_reads:{}\r\nfast_read_fallbacks:{}\r\n\r\n",
             state.connections_total.load(Ordering::Relaxed),
             state.commands_total.load(Ordering::Relaxed),
             state.connections_rejected.load(Ordering::Relaxed),
             state.expired_keys.load(Ordering::Relaxed),
             state.batches_total.load(Ordering::Relaxed),
             state.durable_waits_total.load(Ordering::Relaxed),
+            state.fast_reads_total.load(Ordering::Relaxed),
+            state.fast_fallbacks.load(Ordering::Relaxed),
         );
     }
     if show("keyspace") {

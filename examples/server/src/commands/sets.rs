@@ -6,12 +6,12 @@ use rand::RngExt;
 
 use super::keys::{glob_match, scan_options, scan_step};
 use super::{
-    CommandError, CommandResult, check_member, collection, collection_or_new, parse_i64,
-    store_collection, visit_members,
+    CommandError, CommandResult, check_member, collection, collection_in, collection_or_new,
+    parse_i64, store_collection, visit_members,
 };
 use crate::executor::Exec;
 use crate::resp::Reply;
-use crate::store::{Kind, id_bounds, member_key};
+use crate::store::{Keyspace, Kind, Store, id_bounds, member_key};
 
 pub fn sadd(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     for member in &args[2..] {
@@ -22,7 +22,7 @@ pub fn sadd(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let mut added = 0;
     for member in &args[2..] {
         let key = member_key(header.id, member);
-        if exec.store.set.get(&key)?.is_none() {
+        if exec.store.read(&exec.store.set, &key)?.is_none() {
             exec.store.put(&exec.store.set, &key, &[])?;
             added += 1;
         }
@@ -59,22 +59,24 @@ pub fn srem(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 fn random_member(exec: &mut Exec, id: u64) -> Result<Option<Vec<u8>>, CommandError> {
     let probe = member_key(id, &exec.rng.random::<[u8; 8]>());
     let (start, end) = id_bounds(id);
-    let after = exec
-        .store
-        .set
-        .range(probe.as_slice()..end.as_slice(), Direction::Forward)
-        .next()
-        .transpose()?;
-    let found = match after {
-        Some(record) => Some(record),
-        None => exec
-            .store
-            .set
-            .range(start.as_slice()..end.as_slice(), Direction::Forward)
-            .next()
-            .transpose()?,
+    let found = match first_live(&exec.store, &probe, &end)? {
+        Some(key) => Some(key),
+        None => first_live(&exec.store, &start, &end)?,
     };
-    Ok(found.map(|(key, _)| key[8..].to_vec()))
+    Ok(found.map(|key| key[8..].to_vec()))
+}
+
+/// The first key of the `set` tree in `from..to` that this command has not deleted (SPOP
+/// of several: the range still finds the members popped before, see `intent`).
+fn first_live(store: &Store, from: &[u8], to: &[u8]) -> Result<Option<Vec<u8>>, CommandError> {
+    // Bounded by the members this command popped, plus one.
+    for record in store.set.range(from..to, Direction::Forward) {
+        let (key, _) = record?;
+        if !store.deleted(&store.set, &key) {
+            return Ok(Some(key));
+        }
+    }
+    Ok(None)
 }
 
 pub fn spop(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
@@ -136,15 +138,23 @@ pub fn smembers(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 }
 
 pub fn sismember(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let Some((_, header)) = collection(exec, &args[1], Kind::Set)? else {
+    sismember_in(&exec.store, args)
+}
+
+pub fn sismember_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let Some((_, header)) = collection_in(keyspace, &args[1], Kind::Set)? else {
         return Ok(Reply::Integer(0));
     };
-    let found = exec.store.set.get(&member_key(header.id, &args[2]))?;
+    let found = keyspace.set_tree().get(&member_key(header.id, &args[2]))?;
     Ok(Reply::Integer(found.is_some() as i64))
 }
 
 pub fn scard(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let len = collection(exec, &args[1], Kind::Set)?.map_or(0, |(_, header)| header.len);
+    scard_in(&exec.store, args)
+}
+
+pub fn scard_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let len = collection_in(keyspace, &args[1], Kind::Set)?.map_or(0, |(_, header)| header.len);
     Ok(Reply::Integer(len as i64))
 }
 

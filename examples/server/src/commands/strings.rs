@@ -8,7 +8,7 @@ use super::{
 };
 use crate::executor::Exec;
 use crate::resp::{Reply, format_double};
-use crate::store::{Entry, Kind, STRING_BYTES_MAX, now_ms};
+use crate::store::{Entry, Keyspace, Kind, STRING_BYTES_MAX, now_ms};
 
 fn too_big() -> CommandError {
     Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)").into()
@@ -16,7 +16,11 @@ fn too_big() -> CommandError {
 
 /// The live entry at `key`, which must be a string if present.
 fn string_entry(exec: &Exec, key: &[u8]) -> Result<Option<Entry>, CommandError> {
-    match exec.store.entry(key)? {
+    string_entry_in(&exec.store, key)
+}
+
+fn string_entry_in(keyspace: &impl Keyspace, key: &[u8]) -> Result<Option<Entry>, CommandError> {
+    match keyspace.entry(key)? {
         Some(entry) if entry.kind != Kind::String => Err(wrong_type()),
         found => Ok(found),
     }
@@ -51,7 +55,11 @@ fn write_string(
 }
 
 pub fn get(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    Ok(match string_entry(exec, &args[1])? {
+    get_in(&exec.store, args)
+}
+
+pub fn get_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    Ok(match string_entry_in(keyspace, &args[1])? {
         Some(entry) => Reply::bulk(entry.body),
         None => Reply::Nil,
     })
@@ -194,9 +202,13 @@ pub fn getdel(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 }
 
 pub fn mget(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
+    mget_in(&exec.store, args)
+}
+
+pub fn mget_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
     let mut values = Vec::with_capacity(args.len() - 1);
     for key in &args[1..] {
-        values.push(match exec.store.entry(key)? {
+        values.push(match keyspace.entry(key)? {
             Some(entry) if entry.kind == Kind::String => Reply::bulk(entry.body),
             _ => Reply::Nil,
         });
@@ -321,7 +333,11 @@ pub fn append(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 }
 
 pub fn strlen(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let len = string_entry(exec, &args[1])?.map_or(0, |entry| entry.body.len());
+    strlen_in(&exec.store, args)
+}
+
+pub fn strlen_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let len = string_entry_in(keyspace, &args[1])?.map_or(0, |entry| entry.body.len());
     Ok(Reply::Integer(len as i64))
 }
 

@@ -6,12 +6,14 @@ use bufpool_engine::Direction;
 use bytes::Bytes;
 
 use super::{
-    CommandError, CommandResult, check_member, collection, collection_or_new, eq_ignore_case,
-    index_range, members, parse_f64, parse_i64, store_collection, syntax_error,
+    CommandError, CommandResult, check_member, collection, collection_in, collection_or_new,
+    eq_ignore_case, index_range, members, parse_f64, parse_i64, store_collection, syntax_error,
 };
 use crate::executor::Exec;
 use crate::resp::Reply;
-use crate::store::{Collection, Kind, id_bounds, member_key, score_from_sortable, sortable_score};
+use crate::store::{
+    Collection, Keyspace, Kind, id_bounds, member_key, score_from_sortable, sortable_score,
+};
 
 fn score_key(id: u64, score: f64, member: &[u8]) -> Vec<u8> {
     let mut key = member_key(id, &sortable_score(score));
@@ -54,7 +56,15 @@ fn write_member(
 }
 
 fn member_score(exec: &Exec, id: u64, member: &[u8]) -> Result<Option<f64>, CommandError> {
-    let found = exec.store.zmember.get(&member_key(id, member))?;
+    member_score_in(&exec.store, id, member)
+}
+
+fn member_score_in(
+    keyspace: &impl Keyspace,
+    id: u64,
+    member: &[u8],
+) -> Result<Option<f64>, CommandError> {
+    let found = keyspace.get(keyspace.zmember_tree(), &member_key(id, member))?;
     Ok(found.map(|bytes| decode_score(&bytes)))
 }
 
@@ -182,14 +192,22 @@ fn remove_member(exec: &Exec, id: u64, member: &[u8], score: f64) -> Result<(), 
 }
 
 pub fn zscore(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let Some((_, header)) = collection(exec, &args[1], Kind::ZSet)? else {
+    zscore_in(&exec.store, args)
+}
+
+pub fn zscore_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let Some((_, header)) = collection_in(keyspace, &args[1], Kind::ZSet)? else {
         return Ok(Reply::Nil);
     };
-    Ok(member_score(exec, header.id, &args[2])?.map_or(Reply::Nil, Reply::Double))
+    Ok(member_score_in(keyspace, header.id, &args[2])?.map_or(Reply::Nil, Reply::Double))
 }
 
 pub fn zcard(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let len = collection(exec, &args[1], Kind::ZSet)?.map_or(0, |(_, header)| header.len);
+    zcard_in(&exec.store, args)
+}
+
+pub fn zcard_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
+    let len = collection_in(keyspace, &args[1], Kind::ZSet)?.map_or(0, |(_, header)| header.len);
     Ok(Reply::Integer(len as i64))
 }
 

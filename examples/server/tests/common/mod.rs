@@ -52,9 +52,15 @@ impl Server {
                 }
             }
         });
-        let first = receiver
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server's startup line");
+        // Lines before it (recovery notes) are skipped; bounded by the timeout per line.
+        let first = loop {
+            let line = receiver
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the server's startup line");
+            if line.contains("listening on") || !line.starts_with("bufpool-server: redoing") {
+                break line;
+            }
+        };
         let port = first
             .split("listening on 127.0.0.1:")
             .nth(1)

@@ -1,0 +1,166 @@
+//! Point reads served on the connection task: a client sees its own pipelined writes, no
+//! read sees a multi-record write half-applied, and the path is really taken.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::Server;
+
+fn stat(con: &mut redis::Connection, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(con).expect("info");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}:")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from {info}"))
+}
+
+/// Pipelines that interleave writes and reads of the same keys: each read answers what the
+/// writes ahead of it in the pipeline made.
+fn own_writes_are_seen(durability: &str) {
+    let server = Server::start("fast-own", &["--durability", durability]);
+    let mut con = server.client();
+    for round in 0..50i64 {
+        let mut pipe = redis::pipe();
+        pipe.get("k")
+            .set("k", round)
+            .get("k")
+            .incr("counter", 1)
+            .get("counter")
+            .hset("h", "f", round)
+            .hget("h", "f")
+            .rpush("list", round)
+            .llen("list")
+            .exists("k")
+            .del("k")
+            .get("k")
+            .exists("k");
+        let values: Vec<redis::Value> = pipe.query(&mut con).expect("pipeline");
+        let at = |index: usize| -> Option<i64> {
+            redis::from_redis_value(&values[index]).expect("an integer or nil")
+        };
+        let (before, after, incr, counter) = (at(0), at(2), at(3), at(4));
+        let (field, pushed, len, exists) = (at(6), at(7), at(8), at(9));
+        assert_eq!(
+            (at(11), at(12)),
+            (None, Some(0)),
+            "round {round}: after DEL"
+        );
+        assert_eq!(before, None, "round {round}: deleted in the previous round");
+        assert_eq!(after, Some(round));
+        assert_eq!(incr, Some(round + 1));
+        assert_eq!(counter, Some(round + 1));
+        assert_eq!(field, Some(round));
+        assert_eq!(pushed, Some(round + 1));
+        assert_eq!(len, Some(round + 1));
+        assert_eq!(exists, Some(1));
+    }
+    // A read-only pipeline is answered on the connection task.
+    let served = stat(&mut con, "fast_reads");
+    let mut pipe = redis::pipe();
+    for _ in 0..100 {
+        pipe.get("counter");
+    }
+    let counters: Vec<i64> = pipe.query(&mut con).expect("reads");
+    assert!(counters.iter().all(|counter| *counter == 50));
+    assert!(
+        stat(&mut con, "fast_reads") >= served + 100,
+        "the reads did not take the fast path"
+    );
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn own_pipelined_writes_are_seen_always() {
+    own_writes_are_seen("always");
+}
+
+#[test]
+fn own_pipelined_writes_are_seen_everysec() {
+    own_writes_are_seen("everysec");
+}
+
+/// One client rewrites eight keys together (MSET) and a hash's fields with HSET; others
+/// read them (MGET, HMGET) on the fast path: every read sees one MSET or HSET whole.
+#[test]
+fn multi_record_writes_are_never_seen_half_applied() {
+    // everysec: under always, reads that meet writes not yet durable go to the executor.
+    let server = Server::start("fast-atomic", &["--durability", "everysec"]);
+    let mut admin = server.client();
+    let keys: Vec<String> = (0..8).map(|index| format!("k{index}")).collect();
+    let mut mset = redis::cmd("MSET");
+    for key in &keys {
+        mset.arg(key).arg(0);
+    }
+    let _: () = mset.query(&mut admin).expect("mset");
+    let _: () = redis::cmd("HSET")
+        .arg(&["h", "x", "0", "y", "0"])
+        .query(&mut admin)
+        .expect("hset");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let url = server.url();
+        let stop = Arc::clone(&stop);
+        let keys = keys.clone();
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(url)
+                .expect("client")
+                .get_connection()
+                .expect("connect");
+            // Bounded; the readers usually stop it sooner.
+            for value in 1..200_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let value = value.to_string();
+                let mut pipe = redis::pipe();
+                let mset = pipe.cmd("MSET");
+                for key in &keys {
+                    mset.arg(key).arg(&value);
+                }
+                pipe.ignore()
+                    .cmd("HSET")
+                    .arg(&["h", "x", &value, "y", &value])
+                    .ignore();
+                let _: () = pipe.query(&mut con).expect("writes");
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let url = server.url();
+            let keys = keys.clone();
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url)
+                    .expect("client")
+                    .get_connection()
+                    .expect("connect");
+                for _ in 0..1000 {
+                    let mut pipe = redis::pipe();
+                    for _ in 0..32 {
+                        pipe.cmd("MGET").arg(&keys);
+                        pipe.cmd("HMGET").arg(&["h", "x", "y"]);
+                    }
+                    let replies: Vec<Vec<u64>> = pipe.query(&mut con).expect("reads");
+                    for values in replies {
+                        assert!(
+                            values.windows(2).all(|pair| pair[0] == pair[1]),
+                            "a write seen half-applied: {values:?}"
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.join().expect("reader");
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert!(
+        stat(&mut admin, "fast_reads") > 0,
+        "no read took the fast path"
+    );
+    assert!(server.terminate().success());
+}
