@@ -2,10 +2,10 @@
 //!
 //! One thread keeps each command atomic (INCR, LPUSH... read and write several records)
 //! without locks, as Redis's single thread does. It takes all the batches that are ready
-//! from all connections at once, faults in the keys they will read with one `multi_get`
-//! while the pool is missing (misses from many clients in one I/O submission), runs them,
-//! and hands the replies with
-//! the highest LSN written to the syncer thread. Under `always` the syncer waits once
+//! from all connections at once, faults in the leaves of the keys they will read with one
+//! `prefetch_keys` while the pool is missing (misses from many clients in one I/O
+//! submission), runs them, and hands the replies with the highest LSN written to the syncer
+//! thread. Under `always` the syncer waits once
 //! (`Engine::wait_durable`) for the whole group and then releases the replies: writes from
 //! many connections share one log sync, while the executor goes on with the next batch.
 
@@ -197,8 +197,9 @@ pub fn engine_error(spec: &CommandSpec, error: &EngineError) -> Reply {
     Reply::error(format!("ERR engine: {error}"))
 }
 
-/// Faults in, with one `multi_get`, the `keys` records the batch's read-only commands
-/// will look up: the misses of all those clients go to the disk in one submission.
+/// Faults in, with one `prefetch_keys` (no value read, no second lookup), the leaves of the
+/// keys the batch's read-only commands will look up: the misses of all those clients go to
+/// the disk in one submission.
 fn prefetch(exec: &Exec, jobs: &[Job]) {
     let mut keys: Vec<&[u8]> = Vec::new();
     for job in jobs {
@@ -211,7 +212,7 @@ fn prefetch(exec: &Exec, jobs: &[Job]) {
     // One key gains nothing from a batch; the command's own lookup will fault it in.
     if keys.len() >= 2 {
         // Only the page faults matter here; a failure shows again in the command itself.
-        let _ = exec.store.keys.multi_get(&keys);
+        let _ = exec.store.keys.prefetch_keys(&keys);
     }
 }
 

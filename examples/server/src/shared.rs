@@ -67,7 +67,7 @@ pub struct ServerState {
     pub output_buffer_bytes_max: AtomicUsize,
     /// Replies wait for one sync per batch (group commit) rather than one per write.
     pub group_commit: AtomicBool,
-    /// Keys read by a batch are fetched with one `multi_get` before it runs.
+    /// The leaves of the keys a batch reads are fetched with one `prefetch_keys` before it runs.
     pub read_prefetch: AtomicBool,
     /// Point reads run on the connection task when safe (see `fast`).
     pub fast_reads: AtomicBool,
