@@ -93,7 +93,7 @@ for mode in $modes; do
     bufpool_pid=$!
     wait_ready "$port"
     bench bufpool-server "$mode" "$port"
-    redis-cli -p "$port" info all | grep -E "log_syncs|group_commit|pool_hits|pool_misses|fast_read" | tr -d '\r' | sed "s/^/  bufpool-server $mode: /"
+    redis-cli -p "$port" info all | grep -E "log_syncs|group_commit|replies_per_durable_wait|pool_hits|pool_misses|fast_read" | tr -d '\r' | sed "s/^/  bufpool-server $mode: /"
     redis-cli -p "$port" shutdown >/dev/null 2>&1 || true
     wait "$bufpool_pid" || true
 done

@@ -250,7 +250,14 @@ fn sync_and_deliver(engine: &Engine, state: &ServerState, input: mpsc::Receiver<
             queued.push(more);
         }
         if target > durable {
+            let replies: usize = std::iter::once(&outputs)
+                .chain(queued.iter())
+                .flat_map(|output| output.iter().map(|(_, replies)| replies.len()))
+                .sum();
             state.durable_waits_total.fetch_add(1, Ordering::Relaxed);
+            state
+                .durable_replies_total
+                .fetch_add(replies as u64, Ordering::Relaxed);
             if let Err(error) = engine.wait_durable(target) {
                 // Not durable: every write in these batches must fail, not be acknowledged.
                 eprintln!("bufpool-server: log sync failed: {error}");

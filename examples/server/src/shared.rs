@@ -84,6 +84,9 @@ pub struct ServerState {
     pub expired_keys: AtomicU64,
     pub batches_total: AtomicU64,
     pub durable_waits_total: AtomicU64,
+    /// Replies released by those waits: their ratio to `durable_waits_total` is the server's
+    /// group-commit size (the log's own counter sees one waiter, the syncer, per sync).
+    pub durable_replies_total: AtomicU64,
     /// The log position the syncer last saw durable.
     pub synced_lsn: AtomicU64,
     pub last_save_unix_s: AtomicU64,
@@ -115,6 +118,7 @@ impl ServerState {
             expired_keys: AtomicU64::new(0),
             batches_total: AtomicU64::new(0),
             durable_waits_total: AtomicU64::new(0),
+            durable_replies_total: AtomicU64::new(0),
             synced_lsn: AtomicU64::new(0),
             last_save_unix_s: AtomicU64::new(crate::store::now_ms() / 1000),
             started: Instant::now(),

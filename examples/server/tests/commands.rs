@@ -483,6 +483,7 @@ fn server_commands() {
         "log_durable_lsn:",
         "log_syncs:",
         "log_group_commit_avg:",
+        "replies_per_durable_wait:",
     ] {
         assert!(info.contains(needle), "INFO lacks {needle}");
     }

@@ -226,6 +226,18 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+/// The server's group-commit size: replies released per log sync waited for (under
+/// `always`). INFO's `log_group_commit_avg` counts the log's waiters, and the server has
+/// one, its syncer thread, however many clients a sync serves.
+fn replies_per_durable_wait(state: &crate::shared::ServerState) -> f64 {
+    let waits = state.durable_waits_total.load(Ordering::Relaxed);
+    if waits == 0 {
+        0.0
+    } else {
+        state.durable_replies_total.load(Ordering::Relaxed) as f64 / waits as f64
+    }
+}
+
 pub fn info(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let wanted: Vec<String> = args[1..]
         .iter()
@@ -289,13 +301,15 @@ pub fn info(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nexpired_keys:{}\r\nexecutor_batches:{}\r\n\
-             durable_waits:{}\r\nfast_reads:{}\r\nfast_read_fallbacks:{}\r\n\r\n",
+             durable_waits:{}\r\nreplies_per_durable_wait:{:.2}\r\nfast_reads:{}\r\n\
+             fast_read_fallbacks:{}\r\n\r\n",
             state.connections_total.load(Ordering::Relaxed),
             state.commands_total.load(Ordering::Relaxed),
             state.connections_rejected.load(Ordering::Relaxed),
             state.expired_keys.load(Ordering::Relaxed),
             state.batches_total.load(Ordering::Relaxed),
             state.durable_waits_total.load(Ordering::Relaxed),
+            replies_per_durable_wait(state),
             state.fast_reads_total.load(Ordering::Relaxed),
             state.fast_fallbacks.load(Ordering::Relaxed),
         );
