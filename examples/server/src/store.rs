@@ -81,6 +81,13 @@ pub struct Entry {
     pub body: Vec<u8>,
 }
 
+impl Entry {
+    /// Not expired at `now_ms` (the one expiry rule: exact on access, scans and the sweep).
+    pub fn is_live_at(&self, now_ms: u64) -> bool {
+        self.expire_ms == 0 || self.expire_ms > now_ms
+    }
+}
+
 /// A collection's header (the body of its entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Collection {
@@ -164,10 +171,8 @@ pub trait Keyspace {
     fn get(&self, tree: &Tree, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         tree.get(key)
     }
-    fn hash_tree(&self) -> &Tree;
-    fn list_tree(&self) -> &Tree;
-    fn set_tree(&self) -> &Tree;
-    fn zmember_tree(&self) -> &Tree;
+    /// The tree of `kind`'s members (sorted sets: member → score). Not for strings.
+    fn member_tree(&self, kind: Kind) -> &Tree;
 }
 
 /// What the executor publishes for the reads served on connection tasks (see `fast`).
@@ -200,23 +205,17 @@ impl Keyspace for Reader {
             return Ok(None);
         };
         let entry = decode_entry(&bytes);
-        Ok((entry.expire_ms == 0 || entry.expire_ms > now_ms()).then_some(entry))
+        Ok(entry.is_live_at(now_ms()).then_some(entry))
     }
 
-    fn hash_tree(&self) -> &Tree {
-        &self.hash
-    }
-
-    fn list_tree(&self) -> &Tree {
-        &self.list
-    }
-
-    fn set_tree(&self) -> &Tree {
-        &self.set
-    }
-
-    fn zmember_tree(&self) -> &Tree {
-        &self.zmember
+    fn member_tree(&self, kind: Kind) -> &Tree {
+        match kind {
+            Kind::Hash => &self.hash,
+            Kind::List => &self.list,
+            Kind::Set => &self.set,
+            Kind::ZSet => &self.zmember,
+            Kind::String => unreachable!("strings have no member tree"),
+        }
     }
 }
 
@@ -229,20 +228,14 @@ impl Keyspace for Store {
         self.read(tree, key)
     }
 
-    fn hash_tree(&self) -> &Tree {
-        &self.hash
-    }
-
-    fn list_tree(&self) -> &Tree {
-        &self.list
-    }
-
-    fn set_tree(&self) -> &Tree {
-        &self.set
-    }
-
-    fn zmember_tree(&self) -> &Tree {
-        &self.zmember
+    fn member_tree(&self, kind: Kind) -> &Tree {
+        match kind {
+            Kind::Hash => &self.hash,
+            Kind::List => &self.list,
+            Kind::Set => &self.set,
+            Kind::ZSet => &self.zmember,
+            Kind::String => unreachable!("strings have no member tree"),
+        }
     }
 }
 
@@ -600,7 +593,7 @@ impl Store {
             return Ok(None);
         };
         let entry = decode_entry(&bytes);
-        if entry.expire_ms != 0 && entry.expire_ms <= now_ms() {
+        if !entry.is_live_at(now_ms()) {
             self.remove(key, &entry)?;
             return Ok(None);
         }

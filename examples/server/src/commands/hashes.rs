@@ -55,7 +55,9 @@ pub fn hget_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
     let Some((_, header)) = collection_in(keyspace, &args[1], Kind::Hash)? else {
         return Ok(Reply::Nil);
     };
-    let value = keyspace.hash_tree().get(&member_key(header.id, &args[2]))?;
+    let value = keyspace
+        .member_tree(Kind::Hash)
+        .get(&member_key(header.id, &args[2]))?;
     Ok(value.map_or(Reply::Nil, Reply::bulk))
 }
 
@@ -68,7 +70,9 @@ pub fn hmget_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
     let mut values = Vec::with_capacity(args.len() - 2);
     for field in &args[2..] {
         let value = match &found {
-            Some((_, header)) => keyspace.hash_tree().get(&member_key(header.id, field))?,
+            Some((_, header)) => keyspace
+                .member_tree(Kind::Hash)
+                .get(&member_key(header.id, field))?,
             None => None,
         };
         values.push(value.map_or(Reply::Nil, Reply::bulk));
@@ -113,7 +117,9 @@ pub fn hexists_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
     let Some((_, header)) = collection_in(keyspace, &args[1], Kind::Hash)? else {
         return Ok(Reply::Integer(0));
     };
-    let found = keyspace.hash_tree().get(&member_key(header.id, &args[2]))?;
+    let found = keyspace
+        .member_tree(Kind::Hash)
+        .get(&member_key(header.id, &args[2]))?;
     Ok(Reply::Integer(found.is_some() as i64))
 }
 

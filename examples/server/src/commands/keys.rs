@@ -213,7 +213,7 @@ pub fn keys(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
         .keys
         .scan::<[u8], _, _>(.., Direction::Forward, |key, value| {
             let entry = decode_entry(value);
-            if (entry.expire_ms == 0 || entry.expire_ms > now) && glob_match(pattern, key) {
+            if entry.is_live_at(now) && glob_match(pattern, key) {
                 found.push(Reply::bulk(key.to_vec()));
             }
             std::ops::ControlFlow::Continue(())
@@ -365,7 +365,7 @@ pub fn scan(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
         options.count,
         |key, value| {
             let entry = decode_entry(value);
-            let live = entry.expire_ms == 0 || entry.expire_ms > now;
+            let live = entry.is_live_at(now);
             let type_ok = options
                 .kind
                 .as_ref()

@@ -145,7 +145,7 @@ pub fn lindex_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
         return Ok(Reply::Nil);
     };
     let element = keyspace
-        .list_tree()
+        .member_tree(Kind::List)
         .get(&element_key(header.id, header.head + at))?;
     Ok(element.map_or(Reply::Nil, Reply::bulk))
 }

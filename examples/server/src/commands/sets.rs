@@ -145,7 +145,9 @@ pub fn sismember_in(keyspace: &impl Keyspace, args: &[Bytes]) -> CommandResult {
     let Some((_, header)) = collection_in(keyspace, &args[1], Kind::Set)? else {
         return Ok(Reply::Integer(0));
     };
-    let found = keyspace.set_tree().get(&member_key(header.id, &args[2]))?;
+    let found = keyspace
+        .member_tree(Kind::Set)
+        .get(&member_key(header.id, &args[2]))?;
     Ok(Reply::Integer(found.is_some() as i64))
 }
 

@@ -64,7 +64,7 @@ fn member_score_in(
     id: u64,
     member: &[u8],
 ) -> Result<Option<f64>, CommandError> {
-    let found = keyspace.get(keyspace.zmember_tree(), &member_key(id, member))?;
+    let found = keyspace.get(keyspace.member_tree(Kind::ZSet), &member_key(id, member))?;
     Ok(found.map(|bytes| decode_score(&bytes)))
 }
 
