@@ -192,6 +192,7 @@ impl Engine {
             Default::default(),
         )?);
         log.set_image_threshold(BLOCK);
+        log.prepare_first_segment();
         log.start_flusher();
         hooks.attach_log(Arc::clone(&log));
         let allocator = Allocator::with_free(Vec::new());
@@ -355,6 +356,7 @@ impl Engine {
         )?);
         log.adopt_segment(resume / start.segment_bytes)?;
         log.set_image_threshold(start.redo_lsn);
+        log.prepare_first_segment();
         log.start_flusher();
         hooks.attach_log(Arc::clone(&log));
         let kind = pool.read(PageId(last.catalog_root), |view| page::kind_of(view))?;

@@ -169,10 +169,10 @@ impl IoEngine {
         drop(sync_not_requested);
     }
 
-    /// `submit_batch`, then fdatasync in the same submission (the sync waits for the writes
-    /// with IOSQE_IO_DRAIN). Returns the sync's result; each write's result is in `outcomes`.
-    /// Counts as one sync for fault injection and power loss; with a power-loss simulator the
-    /// sync is submitted after the writes completed, so a cut at this sync finds them unsynced.
+    /// `submit_batch`, then, once every write completed, fdatasync (the syscall on this
+    /// thread: io_uring would only hand an fsync op to a worker thread). Returns the sync's
+    /// result; each write's result is in `outcomes`. Counts as one sync for fault injection
+    /// and power loss; a power-loss cut at this sync finds the writes unsynced.
     ///
     /// # Safety
     /// As `submit_batch`.
@@ -186,8 +186,7 @@ impl IoEngine {
         unsafe { self.batch(file, requests, outcomes, true) }
     }
 
-    /// fdatasync through the engine (an io_uring op, or the direct syscall for Sync), after
-    /// asking the fault injector and the power-loss simulator, if configured.
+    /// fdatasync through the engine (the syscall; see `write_batch_and_sync`), after asking the fault injector and the power-loss simulator, if configured.
     pub fn sync_data(&self, file: &DirectFile) -> Result<(), IoError> {
         // SAFETY: no requests, so no buffers.
         unsafe { self.batch(file, &[], &mut [], true) }
@@ -297,7 +296,7 @@ impl IoEngine {
                 unsafe { self.dispatch(file, requests, outcomes, false) }?;
                 return Err(sync_error(file, errno));
             }
-            // Only a fault injector, and it let this sync pass: the drained sync as usual.
+            // Only a fault injector, and it let this sync pass: the sync as usual.
             // SAFETY: forwarded caller contract.
             return unsafe { self.dispatch(file, requests, outcomes, true) };
         };

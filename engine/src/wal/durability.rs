@@ -79,6 +79,10 @@ pub struct LogStats {
     /// Old-chain pages that could not be freed (I/O error while reading the chain): they
     /// stay allocated; no sweep reclaims them yet.
     pub leaked_pages: u64,
+    /// Segments zero-filled ahead of need (their syncs are cache flushes only), and
+    /// segments the append path had to create itself (fallocated: slower syncs).
+    pub segments_prepared: u64,
+    pub segments_unprepared: u64,
 }
 
 impl LogStats {

@@ -10,6 +10,13 @@
 //! no timer: a flush starts as soon as the previous one is done ("flush when the device is
 //! free").
 //!
+//! Segments are zero-filled before use. A write into fallocated (unwritten) blocks makes
+//! ext4 convert the extent, so every fdatasync after it is a journal commit; into written
+//! blocks it is a plain overwrite and the sync only a cache flush (about 1.4x the syncs/s
+//! on our VM disk). The flusher thread zero-fills the next segment ahead of need, under a
+//! temporary name, and links it in; an append that gets there first falls back to a
+//! fallocated segment, which is as correct, only slower to sync.
+//!
 //! Invariants:
 //! 1. `durable <= end`; both only grow; `durable` is a block boundary.
 //! 2. The buffer holds exactly the stream `[buffer_lsn, end)`; `buffer_lsn` is a block
@@ -41,6 +48,10 @@ const BUFFER_BACKPRESSURE_AT: usize = 4 * BUFFER_BYTES;
 /// Rounds of waiting for other leaders before `flush_to` gives up (each round is one
 /// completed flush by someone else, or a 100 ms timeout).
 const FLUSH_WAIT_ROUNDS_MAX: u32 = 100_000;
+/// Size of the zero buffer a segment is filled from, one write each.
+const ZERO_FILL_CHUNK: usize = 1 << 20;
+/// Suffix of a segment being zero-filled; never read as a segment, removed at open.
+const ZEROING_SUFFIX: &str = ".wal.zeroing";
 
 /// The log's counters (atomics: read without the mutex).
 #[derive(Debug, Default)]
@@ -53,6 +64,9 @@ pub struct Counters {
     pub durable_waits: AtomicU64,
     pub checkpoints: AtomicU64,
     pub leaked_pages: AtomicU64,
+    /// Segments zero-filled ahead of need / created on the append path (fallocated only).
+    pub segments_prepared: AtomicU64,
+    pub segments_unprepared: AtomicU64,
 }
 
 pub(crate) struct Log {
@@ -60,6 +74,9 @@ pub(crate) struct Log {
     db_id: u64,
     segment_bytes: u64,
     io: IoEngine,
+    /// The zero-filling engine: `io` without test hooks, so background zero-fills do not
+    /// shift the n-th write or sync a fault-injection or power-loss test aims at.
+    zero_fill_io: IoEngine,
     inner: Mutex<Inner>,
     flushed: Condvar,
     /// Wakes the flusher thread (`start_flusher`) when the buffer fills, or to end.
@@ -90,6 +107,52 @@ pub fn segment_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("{index:016x}.wal"))
 }
 
+fn zeroing_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:016x}{ZEROING_SUFFIX}"))
+}
+
+/// Zero-fills segment `index` for the log behind `log` (the flusher thread). The log is
+/// held only to start and to install, not while the disk writes zeros, so a closed engine
+/// is not kept open; a failure only means the append path will create the segment itself.
+fn prepare_segment(log: &std::sync::Weak<Log>, index: u64) {
+    let Some(strong) = log.upgrade() else { return };
+    let prepared = strong.zero_fill(index);
+    drop(strong);
+    let temporary = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            tracing::debug!(%error, index, "log segment not zero-filled ahead; appends will allocate it");
+            return;
+        }
+    };
+    let Some(strong) = log.upgrade() else {
+        let _ = std::fs::remove_file(&temporary);
+        return;
+    };
+    if let Err(error) = strong.install_prepared(index, &temporary) {
+        tracing::warn!(%error, index, "installing a zero-filled log segment failed");
+    }
+}
+
+/// Removes the temporary files of zero-fills a previous process did not finish.
+fn remove_unfinished_zero_fills(dir: &Path) -> Result<(), EngineError> {
+    let io_error = |source| EngineError::LogIo {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io_error)? {
+        let entry = entry.map_err(io_error)?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(ZEROING_SUFFIX)
+        {
+            std::fs::remove_file(entry.path()).map_err(io_error)?;
+        }
+    }
+    Ok(())
+}
+
 /// The log directory of a database file: `<file>.wal/`.
 pub fn dir_of(database: &Path) -> PathBuf {
     let mut name = database.as_os_str().to_owned();
@@ -111,6 +174,12 @@ impl Log {
         assert!(end % BLOCK == 0, "the log resumes at a block boundary");
         assert!(segment_bytes % BLOCK == 0 && segment_bytes >= 1 << 20);
         let io = IoEngine::new(io_config.clone())?;
+        let zero_fill_io = IoEngine::new(bufpool_io::IoConfig {
+            faults: None,
+            power_loss: None,
+            ..io_config.clone()
+        })?;
+        remove_unfinished_zero_fills(dir)?;
         let inner = Inner {
             buffer: AlignedBuf::new(BUFFER_BYTES),
             spare: AlignedBuf::new(BUFFER_BYTES),
@@ -126,6 +195,7 @@ impl Log {
             db_id,
             segment_bytes,
             io,
+            zero_fill_io,
             inner: Mutex::new(inner),
             flushed: Condvar::new(),
             flush_wanted: Arc::new(FlushSignal::default()),
@@ -200,6 +270,8 @@ impl Log {
             end_lsn: self.end(),
             checkpoints: counter(&c.checkpoints),
             leaked_pages: counter(&c.leaked_pages),
+            segments_prepared: counter(&c.segments_prepared),
+            segments_unprepared: counter(&c.segments_unprepared),
         }
     }
 
@@ -271,6 +343,11 @@ impl Log {
                     if full && log.flush_buffer().is_err() {
                         return;
                     }
+                    let wanted = log.next_segment_to_prepare();
+                    drop(log);
+                    if let Some(index) = wanted {
+                        prepare_segment(&weak, index);
+                    }
                 }
             });
         if let Err(error) = spawned {
@@ -286,6 +363,86 @@ impl Log {
             if let std::collections::btree_map::Entry::Vacant(slot) = inner.segments.entry(index) {
                 slot.insert(Arc::new(self.create_segment(index)?));
             }
+        }
+        Ok(())
+    }
+
+    /// The segment after the one being appended to, once that one is half used (a log
+    /// that never gets there, as in most tests, never pays for it), if not there yet.
+    fn next_segment_to_prepare(&self) -> Option<u64> {
+        let inner = self.lock();
+        let next = inner.end / self.segment_bytes + 1;
+        let half_used = inner.end % self.segment_bytes >= self.segment_bytes / 2;
+        let missing = inner.failed.is_none() && !inner.segments.contains_key(&next);
+        (half_used && missing).then_some(next)
+    }
+
+    /// Zero-fills the segment appends start in, if it does not exist yet (a new database):
+    /// on failure the first append creates it as before.
+    pub fn prepare_first_segment(&self) {
+        let index = self.end() / self.segment_bytes;
+        if self.lock().segments.contains_key(&index) {
+            return;
+        }
+        let installed = self
+            .zero_fill(index)
+            .and_then(|temporary| self.install_prepared(index, &temporary));
+        if let Err(error) = installed {
+            tracing::debug!(%error, index, "first log segment not zero-filled; appends will allocate it");
+        }
+    }
+
+    /// Segment `index` zero-filled and synced, under a temporary name (no lock held).
+    fn zero_fill(&self, index: u64) -> Result<PathBuf, EngineError> {
+        let path = zeroing_path(&self.dir, index);
+        let file = DirectFile::open(
+            &path,
+            &OpenOptions {
+                create: true,
+                ..OpenOptions::default()
+            },
+        )?;
+        let filled = self
+            .io
+            .allocate(&file, self.segment_bytes)
+            .map_err(EngineError::from)
+            .and_then(|()| {
+                let zeros = AlignedBuf::new(ZERO_FILL_CHUNK);
+                let mut at = 0;
+                while at < self.segment_bytes {
+                    let len = (self.segment_bytes - at).min(ZERO_FILL_CHUNK as u64) as usize;
+                    self.zero_fill_io
+                        .write_buf(&file, at, &zeros, 0..len, false)?;
+                    at += len as u64;
+                }
+                Ok(self.zero_fill_io.sync_data(&file)?)
+            });
+        drop(file);
+        match filled {
+            Ok(()) => Ok(path),
+            Err(error) => {
+                let _ = std::fs::remove_file(&path);
+                Err(error)
+            }
+        }
+    }
+
+    /// Puts a zero-filled segment in place as `index` unless an append created it first. The
+    /// name is made durable before the segment is used; `hard_link` never replaces a file.
+    fn install_prepared(&self, index: u64, temporary: &Path) -> Result<(), EngineError> {
+        let mut inner = self.lock();
+        let wanted = inner.failed.is_none() && !inner.segments.contains_key(&index);
+        let linked =
+            wanted && std::fs::hard_link(temporary, segment_path(&self.dir, index)).is_ok();
+        let _ = std::fs::remove_file(temporary);
+        if linked {
+            sync_dir(&self.dir)?;
+            // Opened by its own name, which I/O errors will report.
+            let file = DirectFile::open(&segment_path(&self.dir, index), &OpenOptions::default())?;
+            inner.segments.insert(index, Arc::new(file));
+            self.counters
+                .segments_prepared
+                .fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -307,6 +464,9 @@ impl Log {
             return Err(error.into());
         }
         sync_dir(&self.dir)?;
+        self.counters
+            .segments_unprepared
+            .fetch_add(1, Ordering::Relaxed);
         Ok(file)
     }
 

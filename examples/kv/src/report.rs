@@ -177,6 +177,12 @@ impl Report<'_> {
             end_lsn: after.end_lsn,
             checkpoints: after.checkpoints.saturating_sub(before.checkpoints),
             leaked_pages: after.leaked_pages,
+            segments_prepared: after
+                .segments_prepared
+                .saturating_sub(before.segments_prepared),
+            segments_unprepared: after
+                .segments_unprepared
+                .saturating_sub(before.segments_unprepared),
         })
     }
 

@@ -334,7 +334,8 @@ pub fn info(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
              pool_dirty_pages:{}\r\npool_resident_bytes:{}\r\npool_budget_bytes:{}\r\n\
              log_durable_lsn:{}\r\nlog_end_lsn:{}\r\nlog_records:{}\r\nlog_bytes:{}\r\n\
              log_writes:{}\r\nlog_syncs:{}\r\nlog_durable_waits:{}\r\n\
-             log_group_commit_avg:{:.2}\r\nlog_page_images:{}\r\ndurability:{}\r\n\
+             log_group_commit_avg:{:.2}\r\nlog_page_images:{}\r\n\
+             log_segments_prepared:{}\r\nlog_segments_unprepared:{}\r\ndurability:{}\r\n\
              group_commit:{}\r\nread_prefetch:{}\r\n\r\n",
             pool.hits,
             pool.misses,
@@ -355,6 +356,8 @@ pub fn info(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
             log.durable_waits,
             log.group_commit_average(),
             log.page_images,
+            log.segments_prepared,
+            log.segments_unprepared,
             state.settings.fsync.durability().name(),
             u8::from(state.group_commit.load(Ordering::Relaxed)),
             u8::from(state.read_prefetch.load(Ordering::Relaxed)),
