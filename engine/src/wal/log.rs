@@ -438,7 +438,7 @@ impl Log {
         if linked {
             sync_dir(&self.dir)?;
             // Opened by its own name, which I/O errors will report.
-            let file = DirectFile::open(&segment_path(&self.dir, index), &OpenOptions::default())?;
+            let file = DirectFile::open(segment_path(&self.dir, index), &OpenOptions::default())?;
             inner.segments.insert(index, Arc::new(file));
             self.counters
                 .segments_prepared
