@@ -859,3 +859,64 @@ fn on_a_real_full_filesystem_a_write_fails_with_enospc_and_writes_go_on_once_spa
     writes_go_on(engine, tree, &path, failed, &mut model);
     drop(mount);
 }
+
+/// Log segments are zero-filled before records go into them (so a log sync overwrites
+/// written blocks and is a cache flush, not a journal commit): the first at creation, the
+/// next by the flusher once the current one is half used. Appends that cross into the next
+/// segment find it ready, a zero-fill a crash interrupted is cleaned up at open, and every
+/// acknowledged record is there after reopening.
+#[test]
+fn log_segments_are_zero_filled_before_appends_reach_them() {
+    let path = common::test_path("durability-zero-filled-segments");
+    let segment_bytes = 1u64 << 20;
+    let options = || EngineOptions {
+        log_segment_bytes: segment_bytes,
+        ..options(&FaultInjector::new(), 256)
+    };
+    let engine = Engine::create(&path, options()).unwrap();
+    let stats = engine.log_stats();
+    assert_eq!(
+        (stats.segments_prepared, stats.segments_unprepared),
+        (1, 0),
+        "the first segment is zero-filled at creation"
+    );
+    let tree = engine.tree("t").unwrap();
+    let mut model = BTreeMap::new();
+    let mut next = 0u32;
+    // Past half of segment 0, in acknowledged steps.
+    while engine.log_stats().durable_lsn < segment_bytes * 6 / 10 {
+        fill(&engine, &tree, next..next + 50, 1, 300, &mut model);
+        next += 50;
+    }
+    // The flusher wakes at least every 100 ms; give it up to 10 s on a loaded machine.
+    let mut rounds = 0;
+    while engine.log_stats().segments_prepared < 2 {
+        rounds += 1;
+        assert!(rounds < 400, "segment 1 was not zero-filled ahead");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let segment_1 = common::log_dir(&path).join(format!("{:016x}.wal", 1));
+    let bytes = std::fs::read(&segment_1).unwrap();
+    assert_eq!(bytes.len() as u64, segment_bytes);
+    assert!(
+        bytes.iter().all(|&b| b == 0),
+        "a prepared segment holds zeros"
+    );
+    // Into segment 1: it was ready, so no append created a segment.
+    while engine.log_stats().durable_lsn < segment_bytes * 13 / 10 {
+        fill(&engine, &tree, next..next + 50, 2, 300, &mut model);
+        next += 50;
+    }
+    assert_eq!(engine.log_stats().segments_unprepared, 0);
+    drop(tree);
+    engine.close().unwrap();
+
+    // A zero-fill cut short by a crash leaves its temporary file: removed at open, never read.
+    let leftover = common::log_dir(&path).join(format!("{:016x}.wal.zeroing", 7));
+    std::fs::write(&leftover, b"interrupted zero-fill").unwrap();
+    reopen_and_check(&path, 256, &[("t", &model)]);
+    assert!(
+        !leftover.exists(),
+        "the unfinished zero-fill is removed at open"
+    );
+}
