@@ -165,7 +165,13 @@ impl<'a> PageView<'a> {
                     u64::from_be_bytes(key[done..done + WORD].try_into().expect("8 bytes"));
                 ours.cmp(&theirs)
             } else {
-                word[within..within + take].cmp(&key[done..done + take])
+                // At most 7 bytes: a loop, not a call to memcmp (which was 8% of a GET).
+                let ours = &word[within..within + take];
+                let theirs = &key[done..done + take];
+                ours.iter()
+                    .zip(theirs)
+                    .find(|(a, b)| a != b)
+                    .map_or(CmpOrdering::Equal, |(a, b)| a.cmp(b))
             };
             match order {
                 CmpOrdering::Equal => done += take,
