@@ -36,6 +36,7 @@
 #   --redis-maxmemory 600mb  redis-server's --maxmemory
 #   --redis-policies "noeviction allkeys-lru"  redis-server's policies to try ("" skips Redis)
 #   --reuse                keep a finished load from an earlier run with the same --keys
+#   --server-args "ARGS"   more bufpool-server flags for the GET runs (e.g. "--miss-readers 0")
 #   --port P               port for the servers under test, one at a time (default 6497)
 #   --dir DIR              work directory, on a disk filesystem, never tmpfs
 #                          (default target/server-oom)
@@ -58,11 +59,12 @@ fio_seconds=10
 redis_maxmemory="600mb"
 redis_policies="noeviction allkeys-lru"
 reuse=0
+server_args=""
 port=6497
 dir="$repo/target/server-oom"
 out=""
 
-usage() { sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --keys) keys="$2"; shift 2 ;;
@@ -76,6 +78,7 @@ while [ $# -gt 0 ]; do
         --redis-maxmemory) redis_maxmemory="$2"; shift 2 ;;
         --redis-policies) redis_policies="$2"; shift 2 ;;
         --reuse) reuse=1; shift ;;
+        --server-args) server_args="$2"; shift 2 ;;
         --port) port="$2"; shift 2 ;;
         --dir) dir="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
@@ -212,7 +215,8 @@ PY
 }
 
 start_server() { # durability
-    "$server" --port "$port" --dir "$data" --pool-mb "$pool_mb" --durability "$1" \
+    # shellcheck disable=SC2086 # server_args is a list of flags
+    "$server" --port "$port" --dir "$data" --pool-mb "$pool_mb" --durability "$1" $server_args \
         >>"$dir/bufpool-server.log" 2>&1 &
     server_pid=$!
     wait_ready

@@ -19,9 +19,18 @@ use crate::commands::{
 };
 use crate::executor::Job;
 use crate::fast;
+use crate::readers::ReadJob;
 use crate::resp::{self, Reply, Request};
 use crate::shared::ServerState;
 use crate::store::{KEY_BYTES_MAX, Reader};
+
+/// Where a connection sends the commands it does not run itself.
+#[derive(Clone)]
+pub struct Queues {
+    pub jobs: mpsc::Sender<Job>,
+    /// The miss readers (`readers`), if there are any.
+    pub reads: Option<mpsc::Sender<ReadJob>>,
+}
 
 /// Requests parsed per turn; the rest wait in the buffer for the next turn.
 const REQUESTS_PER_TURN_MAX: usize = 1024;
@@ -67,7 +76,7 @@ pub async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
     state: Arc<ServerState>,
-    jobs: mpsc::Sender<Job>,
+    queues: Queues,
     reader: Reader,
 ) {
     let _counted = Counted(Arc::clone(&state));
@@ -103,11 +112,11 @@ pub async fn serve(
                 return;
             }
         }
-        let (slots, after, more) = match turn(&mut client, &state, &jobs, &reader, &mut input).await
-        {
-            Some(outcome) => outcome,
-            None => return,
-        };
+        let (slots, after, more) =
+            match turn(&mut client, &state, &queues, &reader, &mut input).await {
+                Some(outcome) => outcome,
+                None => return,
+            };
         buffered = more;
         if after == After::CloseSilently {
             return;
@@ -150,7 +159,7 @@ pub async fn serve(
 async fn turn(
     client: &mut Client,
     state: &Arc<ServerState>,
-    jobs: &mpsc::Sender<Job>,
+    queues: &Queues,
     reader: &Reader,
     input: &mut BytesMut,
 ) -> Option<(Vec<Slot>, After, bool)> {
@@ -223,11 +232,29 @@ async fn turn(
     }
     if !engine_commands.is_empty() {
         let (reply, replies) = oneshot::channel();
-        let job = Job {
-            commands: engine_commands,
-            reply,
-        };
-        jobs.send(job).ok()?;
+        // While the pool misses, a turn of point reads goes to the miss readers.
+        let to_readers = queues.reads.as_ref().filter(|_| {
+            state.fast_reads.load(Ordering::Relaxed)
+                && state.pool_missing.load(Ordering::Relaxed)
+                && engine_commands
+                    .iter()
+                    .all(|(spec, _, _)| fast::read_fn(spec).is_some())
+        });
+        if let Some(reads) = to_readers {
+            let commands = engine_commands
+                .into_iter()
+                .filter_map(|(spec, function, args)| {
+                    fast::read_fn(spec).map(|read| (spec, function, read, args))
+                })
+                .collect();
+            reads.send(ReadJob { commands, reply }).ok()?;
+        } else {
+            let job = Job {
+                commands: engine_commands,
+                reply,
+            };
+            queues.jobs.send(job).ok()?;
+        }
         let replies = replies.await.ok()?;
         for (index, reply) in engine_slots.into_iter().zip(replies) {
             slots[index].reply = Some(reply);

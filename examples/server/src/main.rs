@@ -12,6 +12,7 @@ mod connection;
 mod executor;
 mod fast;
 mod intent;
+mod readers;
 mod resp;
 mod shared;
 mod store;
@@ -40,6 +41,8 @@ enum YesNo {
 #[command(
     name = "bufpool-server",
     version,
+    // A flag given twice takes the later value (a script's defaults, then the user's).
+    args_override_self = true,
     about = "A Redis-protocol storage server on the bufpool buffer pool",
     long_about = "A Redis-protocol storage server on the bufpool buffer pool.\n\n\
                   Keeps its data in a bufpool-engine file under --dir, so the data set can be \
@@ -79,6 +82,10 @@ struct Cli {
     /// one, left to the executor thread (at least one).
     #[arg(long, default_value_t = 0)]
     io_threads: usize,
+    /// Threads that serve read-only turns while the pool is missing, taking turns so that
+    /// one batch's disk reads overlap the next one's (0: reads always go to the executor).
+    #[arg(long, default_value_t = 2)]
+    miss_readers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,16 +178,27 @@ fn run(cli: Cli) -> Result<(), ServerError> {
     let reader = store.reader();
     let (jobs, executor) = executor::spawn(store, Arc::clone(&state))
         .map_err(io_error("starting the executor thread"))?;
+    let (reads, miss_readers) = readers::spawn(cli.miss_readers, &reader, &state, &jobs)
+        .map_err(io_error("starting the miss reader threads"))?;
+    let reads = (cli.miss_readers > 0).then_some(reads);
     eprintln!(
         "bufpool-server: listening on {local}, data in {} (durability {}, pool {} MiB)",
         path.display(),
         cli.durability.name(),
         cli.pool_mb
     );
-    runtime.block_on(accept_loop(listener, Arc::clone(&state), jobs, reader))?;
+    let queues = connection::Queues { jobs, reads };
+    runtime.block_on(accept_loop(listener, Arc::clone(&state), queues, reader))?;
     // Dropping the runtime ends any connection task still alive past the drain wait; with
     // every sender gone the executor delivers what it has and stops.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // The readers stop once every connection's sender is gone; their fallbacks to the
+    // executor are sent before the executor sees its last sender dropped.
+    for reader in miss_readers {
+        if reader.join().is_err() {
+            eprintln!("bufpool-server: a miss reader thread panicked");
+        }
+    }
     if executor.join().is_err() {
         eprintln!("bufpool-server: the executor thread panicked");
     }
@@ -198,7 +216,7 @@ fn run(cli: Cli) -> Result<(), ServerError> {
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<ServerState>,
-    jobs: std::sync::mpsc::Sender<executor::Job>,
+    queues: connection::Queues,
     reader: store::Reader,
 ) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -239,13 +257,13 @@ async fn accept_loop(
             stream,
             peer,
             Arc::clone(&state),
-            jobs.clone(),
+            queues.clone(),
             reader.clone(),
         ));
     }
     drop(listener);
     state.request_shutdown();
-    drop(jobs);
+    drop(queues);
     // Bounded: connections finish their in-flight job and close on the shutdown signal.
     const DRAIN_WAIT: Duration = Duration::from_secs(30);
     let deadline = tokio::time::Instant::now() + DRAIN_WAIT;

@@ -76,6 +76,10 @@ pub struct ServerState {
     /// Reads served on connection tasks, and those that had to go to the executor.
     pub fast_reads_total: AtomicU64,
     pub fast_fallbacks: AtomicU64,
+    /// Reads the miss readers answered, their batches, and turns they sent to the executor.
+    pub miss_reads: AtomicU64,
+    pub miss_read_batches: AtomicU64,
+    pub miss_read_fallbacks: AtomicU64,
     pub connected: AtomicUsize,
     pub next_client_id: AtomicU64,
     pub connections_total: AtomicU64,
@@ -110,6 +114,9 @@ impl ServerState {
             pool_missing: AtomicBool::new(false),
             fast_reads_total: AtomicU64::new(0),
             fast_fallbacks: AtomicU64::new(0),
+            miss_reads: AtomicU64::new(0),
+            miss_read_batches: AtomicU64::new(0),
+            miss_read_fallbacks: AtomicU64::new(0),
             connected: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
             connections_total: AtomicU64::new(0),

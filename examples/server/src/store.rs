@@ -199,6 +199,13 @@ pub struct Reader {
     pub published: Arc<Published>,
 }
 
+impl Reader {
+    /// Faults in the leaves of the main tree that hold `keys` (one I/O submission).
+    pub fn prefetch_keys(&self, keys: &[&[u8]]) -> Result<usize, EngineError> {
+        self.keys.prefetch_keys(keys)
+    }
+}
+
 impl Keyspace for Reader {
     fn entry(&self, key: &[u8]) -> Result<Option<Entry>, EngineError> {
         let Some(bytes) = self.keys.get(key)? else {

@@ -164,3 +164,56 @@ fn multi_record_writes_are_never_seen_half_applied() {
     );
     assert!(server.terminate().success());
 }
+
+/// While the pool misses (a 1 MiB pool under about 4 MiB of records), point reads go to
+/// the miss readers, which batch them; every reply is right, and a client's read after its
+/// own write sees it (durable, under `always`, before it is answered).
+#[test]
+fn reads_while_the_pool_misses_are_batched_by_the_miss_readers_and_right() {
+    let server = Server::start("fast-miss-readers", &["--pool-mb", "1"]);
+    let mut admin = server.client();
+    let value = |key: usize| format!("{key:06}-{}", "v".repeat(90));
+    for chunk in (0..30_000).collect::<Vec<usize>>().chunks(1000) {
+        let mut mset = redis::cmd("MSET");
+        for &key in chunk {
+            mset.arg(format!("key:{key:08}")).arg(value(key));
+        }
+        let _: () = mset.query(&mut admin).expect("mset");
+    }
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let url = server.url();
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url)
+                    .expect("client")
+                    .get_connection()
+                    .expect("connect");
+                for round in 0..200usize {
+                    let key = (round * 7919 + client * 104_729) % 30_000;
+                    let got: String = redis::cmd("GET")
+                        .arg(format!("key:{key:08}"))
+                        .query(&mut con)
+                        .expect("get");
+                    assert_eq!(got, value(key));
+                    // A write of its own, then a read of it in the next turn.
+                    let mine = format!("mine:{client}");
+                    let _: () = redis::cmd("SET")
+                        .arg(&mine)
+                        .arg(round)
+                        .query(&mut con)
+                        .expect("set");
+                    let seen: usize = redis::cmd("GET").arg(&mine).query(&mut con).expect("get");
+                    assert_eq!(seen, round, "client {client} missed its own write");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client");
+    }
+    assert!(
+        stat(&mut admin, "miss_reads") > 0,
+        "no read was served by the miss readers"
+    );
+    assert!(server.terminate().success());
+}

@@ -302,7 +302,8 @@ pub fn info(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nexpired_keys:{}\r\nexecutor_batches:{}\r\n\
              durable_waits:{}\r\nreplies_per_durable_wait:{:.2}\r\nfast_reads:{}\r\n\
-             fast_read_fallbacks:{}\r\n\r\n",
+             fast_read_fallbacks:{}\r\nmiss_reads:{}\r\nmiss_read_batches:{}\r\n\
+             miss_read_fallbacks:{}\r\n\r\n",
             state.connections_total.load(Ordering::Relaxed),
             state.commands_total.load(Ordering::Relaxed),
             state.connections_rejected.load(Ordering::Relaxed),
@@ -312,6 +313,9 @@ pub fn info(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
             replies_per_durable_wait(state),
             state.fast_reads_total.load(Ordering::Relaxed),
             state.fast_fallbacks.load(Ordering::Relaxed),
+            state.miss_reads.load(Ordering::Relaxed),
+            state.miss_read_batches.load(Ordering::Relaxed),
+            state.miss_read_fallbacks.load(Ordering::Relaxed),
         );
     }
     if show("keyspace") {
