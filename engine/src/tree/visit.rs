@@ -18,7 +18,7 @@
 use std::cell::Cell;
 use std::ops::{Bound, ControlFlow, Range};
 
-use bufpool::{OptimisticGuard, SharedGuard};
+use bufpool::{OptimisticGuard, PageId, SharedGuard};
 
 use super::Direction;
 use super::descend::{self, Abort, Fences, OPTIMISTIC_ATTEMPTS_MAX, TreeCtx};
@@ -38,6 +38,11 @@ thread_local! {
 /// Bytes of the next leaf prefetched while the current one is visited: its header and
 /// first slots.
 const PREFETCH_NEXT_BYTES: usize = 256;
+
+/// Leaves faulted in with one submission when a scan moves on into an evicted leaf (it and
+/// the next ones under the same parent): a scan that crossed a leaf boundary likely
+/// crosses more.
+const READ_AHEAD_LEAVES: usize = 4;
 
 /// A larger overflow buffer is not kept for the next scan.
 const OVERFLOW_KEPT_MAX: usize = 64 * 1024;
@@ -236,6 +241,36 @@ impl<'t> Walk<'t, '_> {
         }
     }
 
+    /// The scan goes on into an evicted leaf: faults it in together with the next ones
+    /// under the same parent ([`READ_AHEAD_LEAVES`] in all, one I/O submission) rather than
+    /// one blocking read per leaf. A hint: the ids are only used if the parent validates,
+    /// and a failed read shows when the leaf itself is read.
+    fn read_ahead(&self, parent: &OptimisticGuard<'t>, first: usize) {
+        let mut leaves = [PageId(0); READ_AHEAD_LEAVES];
+        let count = parent.peek(|view| {
+            let children = 0..=node::count(view);
+            let mut count = 0;
+            for (slot, index) in leaves.iter_mut().zip(0..READ_AHEAD_LEAVES) {
+                let child = match self.direction {
+                    Direction::Forward => first.checked_add(index),
+                    Direction::Reverse => first.checked_sub(index),
+                };
+                match child {
+                    Some(child) if children.contains(&child) => {
+                        *slot = node::child_at(view, child);
+                        count += 1;
+                    }
+                    _ => break,
+                }
+            }
+            count
+        });
+        if parent.validate().is_ok() {
+            // Errors surface when the scan reads the leaf; the rest were only a guess.
+            let _ = self.tree.shared.pool.prefetch(&leaves[..count]);
+        }
+    }
+
     /// Visits slot `index`; `Break` if the visitor breaks or the key lies past the range.
     #[inline]
     fn visit_slot<F>(
@@ -407,7 +442,11 @@ impl<'t> Walk<'t, '_> {
         let Some(child) = child else {
             return Ok(None);
         };
-        let leaf = self.tree.shared.pool.optimistic(child)?;
+        let pool = &self.tree.shared.pool;
+        if pool.optimistic_if_resident(child)?.is_none() {
+            self.read_ahead(&parent, next);
+        }
+        let leaf = pool.optimistic(child)?;
         parent.validate()?;
         // Every key of the new leaf is past the old one's fence, so past the position.
         let leaf = self.latch_leaf(leaf)?;
