@@ -76,6 +76,7 @@ pub(crate) fn open_tree(shared: &Arc<Shared>, name: &str) -> Result<Tree, Engine
     let root = if read::get_into(catalog(shared), name.as_bytes(), &mut value)? {
         decode(shared, &value)?.0
     } else {
+        crate::tree::visit::assert_not_visiting("creating a tree");
         let mut page = shared.allocate()?;
         node::init(&mut page, 0);
         let (root, image) = page.into_image();

@@ -273,6 +273,18 @@ pub fn copy_key<P: PageBytes + ?Sized>(page: &P, index: usize, out: &mut Vec<u8>
     page.copy_to(slot.cell + prefix_size(page), out);
 }
 
+/// The bytes of the slots `slots` in the slot array.
+pub fn slot_span(slots: Range<usize>) -> Range<usize> {
+    SLOTS_OFFSET + slots.start * SLOT_SIZE..SLOTS_OFFSET + slots.end * SLOT_SIZE
+}
+
+/// The bytes a reader of the leaf entries `slots` touches: their slots, and the cell heap
+/// (where their cells are, among others).
+pub fn leaf_spans<P: PageBytes + ?Sized>(page: &P, slots: Range<usize>) -> [Range<usize>; 2] {
+    let heap_start = (page.u16_at(HEAP_START_OFFSET) as usize).min(PAGE_SIZE);
+    [slot_span(slots), heap_start..PAGE_SIZE]
+}
+
 /// Where the key of slot `index` is: (offset, length) in the page. Like every read here,
 /// unchecked: a reader of a private copy slices with `get`.
 #[inline]

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::ops::{Bound, ControlFlow};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bufpool_engine::{Direction, Engine, Tree};
@@ -84,22 +85,40 @@ fn scanner(tree: &Tree, seed: u64, done: &AtomicBool) -> u64 {
         } else {
             Direction::Reverse
         };
-        let range = match direction {
-            Direction::Forward => tree.range(start.as_slice().., direction),
-            Direction::Reverse => tree.range(..start.as_slice(), direction),
-        };
         let mut previous: Option<Vec<u8>> = None;
-        for record in range.take(200) {
-            let (key, value) = record.unwrap();
-            check_value(&key, &value);
+        let mut check = |key: &[u8], value: &[u8]| {
+            check_value(key, value);
             if let Some(previous) = &previous {
                 let ordered = match direction {
-                    Direction::Forward => previous < &key,
-                    Direction::Reverse => previous > &key,
+                    Direction::Forward => previous.as_slice() < key,
+                    Direction::Reverse => previous.as_slice() > key,
                 };
                 assert!(ordered, "scan out of order");
             }
-            previous = Some(key);
+            previous = Some(key.to_vec());
+        };
+        let bounds = match direction {
+            Direction::Forward => (Bound::Included(start.as_slice()), Bound::Unbounded),
+            Direction::Reverse => (Bound::Unbounded, Bound::Excluded(start.as_slice())),
+        };
+        // Every other scan lends records from the latched leaves (eviction going on).
+        if scans % 2 == 0 {
+            for record in tree.range::<[u8], _>(bounds, direction).take(200) {
+                let (key, value) = record.unwrap();
+                check(&key, &value);
+            }
+        } else {
+            let mut left = 200;
+            tree.scan_latched::<[u8], _, _>(bounds, direction, |key, value| {
+                check(key, value);
+                left -= 1;
+                if left > 0 {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            })
+            .unwrap();
         }
         scans += 1;
     }

@@ -1,4 +1,5 @@
-//! The allocation-free scan path (`Tree::scan`, `Tree::cursor`) against a `BTreeMap`:
+//! The allocation-free scan paths (`Tree::scan`, `Tree::scan_latched`, `Tree::cursor`)
+//! against a `BTreeMap`:
 //! bounds of every kind, both directions, early stops, overflow values, the empty tree; and
 //! under writers that split and merge leaves while scans run, every key that stays in the
 //! tree is seen exactly once, in order.
@@ -44,24 +45,32 @@ fn expected(
     }
 }
 
-/// The same scan three ways: visitor, cursor, iterator.
+/// The same scan four ways: visitor on copies, latched visitor, cursor, iterator.
 fn scanned(
     tree: &Tree,
     start: &Bound<Vec<u8>>,
     end: &Bound<Vec<u8>>,
     direction: Direction,
     limit: usize,
-) -> [Vec<(Vec<u8>, Vec<u8>)>; 3] {
+) -> [Vec<(Vec<u8>, Vec<u8>)>; 4] {
     let bounds = (as_slice(start), as_slice(end));
     let mut visited = Vec::new();
+    let mut latched = Vec::new();
     if limit > 0 {
-        tree.scan::<[u8], _, _>(bounds, direction, |key, value| {
-            visited.push((key.to_vec(), value.to_vec()));
-            if visited.len() < limit {
+        let collect = |into: &mut Vec<(Vec<u8>, Vec<u8>)>, key: &[u8], value: &[u8]| {
+            into.push((key.to_vec(), value.to_vec()));
+            if into.len() < limit {
                 ControlFlow::Continue(())
             } else {
                 ControlFlow::Break(())
             }
+        };
+        tree.scan::<[u8], _, _>(bounds, direction, |key, value| {
+            collect(&mut visited, key, value)
+        })
+        .unwrap();
+        tree.scan_latched::<[u8], _, _>(bounds, direction, |key, value| {
+            collect(&mut latched, key, value)
         })
         .unwrap();
     }
@@ -78,7 +87,7 @@ fn scanned(
         .take(limit)
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    [visited, lent, iterated]
+    [visited, latched, lent, iterated]
 }
 
 fn key_of(index: u32) -> Vec<u8> {
@@ -159,7 +168,7 @@ fn scan_matches_the_model_for_all_bounds_and_both_directions() {
                 _ => rng.random_range(0..300),
             };
             let want = expected(&model, &start, &end, direction, limit);
-            for (way, got) in ["scan", "cursor", "range"]
+            for (way, got) in ["scan", "scan_latched", "cursor", "range"]
                 .into_iter()
                 .zip(scanned(&tree, &start, &end, direction, limit))
             {
@@ -229,9 +238,11 @@ fn scans_under_splits_and_merges(rounds: u32, name: &str) {
                         } else {
                             Direction::Reverse
                         };
+                        // Both visitors, each in both directions.
+                        let latched = scans % 4 >= 2;
                         let mut seen = Vec::new();
                         let mut previous: Option<Vec<u8>> = None;
-                        tree.scan(key_of(a)..key_of(b), direction, |key, value| {
+                        let mut visit = |key: &[u8], value: &[u8]| {
                             check_value(key, value);
                             if let Some(previous) = &previous {
                                 let ordered = match direction {
@@ -247,8 +258,13 @@ fn scans_under_splits_and_merges(rounds: u32, name: &str) {
                                 seen.push(index);
                             }
                             ControlFlow::Continue(())
-                        })
-                        .unwrap();
+                        };
+                        let range = key_of(a)..key_of(b);
+                        if latched {
+                            tree.scan_latched(range, direction, &mut visit).unwrap();
+                        } else {
+                            tree.scan(range, direction, &mut visit).unwrap();
+                        }
                         let mut want: Vec<u32> = stable
                             .iter()
                             .copied()
@@ -257,7 +273,10 @@ fn scans_under_splits_and_merges(rounds: u32, name: &str) {
                         if direction == Direction::Reverse {
                             want.reverse();
                         }
-                        assert_eq!(seen, want, "stable keys skipped or repeated in {a}..{b}");
+                        assert_eq!(
+                            seen, want,
+                            "stable keys skipped or repeated in {a}..{b} (latched: {latched})"
+                        );
                         scans += 1;
                     }
                     scans
@@ -297,4 +316,130 @@ fn scans_see_every_stable_key_once_under_splits_and_merges() {
 #[ignore = "long: ten times the rounds"]
 fn scans_see_every_stable_key_once_under_splits_and_merges_long() {
     scans_under_splits_and_merges(120, "scan-churn-long");
+}
+
+/// A write from inside a latched visitor would wait for the latch its own scan holds: it
+/// panics instead, and the unwinding scan lets its latch go (the tree stays writable).
+#[test]
+fn a_write_inside_a_latched_visitor_panics_and_releases_the_latch() {
+    let path = common::test_path("scan-latched-write");
+    let engine = Engine::create(&path, common::options_with_frames(96)).unwrap();
+    let tree = engine.tree("latched").unwrap();
+    for index in 0..500 {
+        tree.put(&key_of(index), &value_of(index, 0)).unwrap();
+    }
+    let writes = [
+        |tree: &Tree| drop(tree.put(&key_of(1), b"again")),
+        |tree: &Tree| drop(tree.delete(&key_of(1))),
+        |tree: &Tree| {
+            drop(
+                tree.scan_latched::<[u8], _, _>(.., Direction::Forward, |_, _| {
+                    ControlFlow::Break(())
+                }),
+            )
+        },
+    ];
+    for write in writes {
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tree.scan_latched::<[u8], _, _>(.., Direction::Forward, |_, _| {
+                write(&tree);
+                ControlFlow::Continue(())
+            })
+        }));
+        let message = panicked.expect_err("the engine call inside the visitor panics");
+        let message = message
+            .downcast_ref::<String>()
+            .expect("a formatted message");
+        assert!(message.contains("Tree::scan_latched visitor"), "{message}");
+    }
+    // The latches were let go on unwind: writers and both scans work on every leaf.
+    for index in 0..500 {
+        tree.put(&key_of(index), &value_of(index, 1)).unwrap();
+    }
+    let mut count = 0;
+    tree.scan_latched::<[u8], _, _>(.., Direction::Reverse, |key, value| {
+        check_value(key, value);
+        count += 1;
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(count, 500);
+    // The copying visitor may write while it scans.
+    tree.scan::<[u8], _, _>(.., Direction::Forward, |key, _| {
+        tree.delete(key).unwrap();
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert!(tree.iter().next().is_none());
+    drop(tree);
+    engine.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A tree many times the pool: latched scans fault the leaves in as they go (moving on into
+/// an evicted leaf reads it and the next ones in one submission) and return every record
+/// once, in order, in both directions, from every start.
+#[test]
+fn latched_scans_of_an_evicted_tree_read_every_record_once() {
+    const KEYS: u32 = 6000;
+    let path = common::test_path("scan-latched-evicted");
+    let engine = Engine::create(&path, common::options_with_frames(48)).unwrap();
+    let tree = engine.tree("evicted").unwrap();
+    tree.load_sorted((0..KEYS).map(|index| (key_of(index), value_of(index, 0))))
+        .unwrap();
+    engine.checkpoint().unwrap();
+    let reads_before = engine.pool_stats().reads;
+    let mut rng = SmallRng::seed_from_u64(5);
+    for round in 0..40u32 {
+        // Rounds 0 and 1: the whole tree; then from a random key to the end.
+        let from = if round < 2 {
+            None
+        } else {
+            Some(rng.random_range(0..KEYS))
+        };
+        let (direction, bounds, want): (_, _, Vec<u32>) = if round % 2 == 0 {
+            let start = from.map_or(Bound::Unbounded, |from| Bound::Included(key_of(from)));
+            (
+                Direction::Forward,
+                (start, Bound::Unbounded),
+                (from.unwrap_or(0)..KEYS).collect(),
+            )
+        } else {
+            let end = from.map_or(Bound::Unbounded, |from| Bound::Excluded(key_of(from)));
+            (
+                Direction::Reverse,
+                (Bound::Unbounded, end),
+                (0..from.unwrap_or(KEYS)).rev().collect(),
+            )
+        };
+        let mut seen = Vec::new();
+        tree.scan_latched::<[u8], _, _>(
+            (as_slice(&bounds.0), as_slice(&bounds.1)),
+            direction,
+            |key, value| {
+                check_value(key, value);
+                seen.push(
+                    std::str::from_utf8(&key[3..])
+                        .unwrap()
+                        .parse::<u32>()
+                        .unwrap(),
+                );
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+        assert!(
+            seen == want,
+            "round {round} from {from:?}: {} records, not {}",
+            seen.len(),
+            want.len()
+        );
+    }
+    assert!(
+        engine.pool_stats().reads > reads_before + 100,
+        "the scans faulted leaves in"
+    );
+    drop(tree);
+    engine.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
 }

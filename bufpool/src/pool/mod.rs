@@ -143,6 +143,18 @@ impl Pool {
         self.region.page_ptr(page)
     }
 
+    /// Hints the CPU to start loading `page`'s state word and bytes `range` of its frame, for
+    /// a reader that will latch it soon (e.g. a scan's next leaf). A hint only: no latch, no
+    /// fault-in; an evicted page or an id out of range is ignored.
+    #[inline]
+    pub fn prefetch_page(&self, page: PageId, range: std::ops::Range<usize>) {
+        if page.0 >= self.page_count() {
+            return;
+        }
+        crate::guard::prefetch_line(std::ptr::from_ref(self.state(page)).cast::<u8>());
+        crate::guard::prefetch_range(self.page_ptr(page), range);
+    }
+
     fn check_range(&self, page: PageId) -> Result<(), PoolError> {
         let page_count = self.page_count();
         if page.0 >= page_count {

@@ -38,7 +38,7 @@ pub(crate) const WINDOW_FIRST: usize = 16;
 /// Where a leaf read starts, with the key in `Cursor::position`: forward, the lowest key
 /// wanted; reverse, the highest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Edge {
+pub(crate) enum Edge {
     Unbounded,
     Included,
     Excluded,
@@ -102,24 +102,26 @@ fn owned(bound: Bound<&[u8]>) -> Bound<Vec<u8>> {
 }
 
 /// Whether `key` is at or below the end bound.
-fn before_end(end: &Bound<Vec<u8>>, key: &[u8]) -> bool {
+#[inline]
+pub(crate) fn before_end<K: AsRef<[u8]>>(end: &Bound<K>, key: &[u8]) -> bool {
     match end {
-        Bound::Included(last) => key <= last.as_slice(),
-        Bound::Excluded(limit) => key < limit.as_slice(),
+        Bound::Included(last) => key <= last.as_ref(),
+        Bound::Excluded(limit) => key < limit.as_ref(),
         Bound::Unbounded => true,
     }
 }
 
 /// Whether `key` is at or above the start bound.
-fn after_start(start: &Bound<Vec<u8>>, key: &[u8]) -> bool {
+#[inline]
+pub(crate) fn after_start<K: AsRef<[u8]>>(start: &Bound<K>, key: &[u8]) -> bool {
     match start {
-        Bound::Included(first) => key >= first.as_slice(),
-        Bound::Excluded(limit) => key > limit.as_slice(),
+        Bound::Included(first) => key >= first.as_ref(),
+        Bound::Excluded(limit) => key > limit.as_ref(),
         Bound::Unbounded => true,
     }
 }
 
-fn route(direction: Direction, edge: Edge, key: &[u8]) -> Route<'_> {
+pub(crate) fn route(direction: Direction, edge: Edge, key: &[u8]) -> Route<'_> {
     match (direction, edge) {
         (Direction::Forward, Edge::Unbounded) => Route::Key(&[]),
         (Direction::Forward, _) => Route::Key(key),
@@ -130,7 +132,7 @@ fn route(direction: Direction, edge: Edge, key: &[u8]) -> Route<'_> {
 }
 
 /// The slots of a leaf that lie at or past the position.
-fn slots<P: PageBytes + ?Sized>(
+pub(crate) fn slots<P: PageBytes + ?Sized>(
     page: &P,
     direction: Direction,
     edge: Edge,

@@ -98,11 +98,12 @@ impl Store for BufpoolStore {
         if limit == 0 {
             return Ok(0);
         }
-        // The engine's visitor: keys and values lent from its copy of each leaf.
+        // The engine's latched visitor: keys and values lent straight from each leaf's frame
+        // (`visit` only checks and counts records; it never calls the engine).
         let bounds = (Bound::Included(start), Bound::Unbounded);
         let mut visited = 0;
         self.data
-            .scan::<[u8], _, _>(bounds, Direction::Forward, |key, value| {
+            .scan_latched::<[u8], _, _>(bounds, Direction::Forward, |key, value| {
                 visit(key, value);
                 visited += 1;
                 if visited < limit {

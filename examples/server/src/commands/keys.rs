@@ -209,9 +209,10 @@ pub fn keys(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let pattern = &args[1];
     let now = now_ms();
     let mut found = Vec::new();
+    // Lent from the latched leaves; the visitor only decodes, matches and copies.
     exec.store
         .keys
-        .scan::<[u8], _, _>(.., Direction::Forward, |key, value| {
+        .scan_latched::<[u8], _, _>(.., Direction::Forward, |key, value| {
             let entry = decode_entry(value);
             if entry.is_live_at(now) && glob_match(pattern, key) {
                 found.push(Reply::bulk(key.to_vec()));

@@ -123,9 +123,10 @@ pub fn lrange(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let to = element_key(header.id, header.head + last);
     let mut elements = Vec::with_capacity((last - first + 1) as usize);
     let range = from.as_slice()..=to.as_slice();
+    // Lent from the latched leaves; the visitor only copies.
     exec.store
         .list
-        .scan(range, Direction::Forward, |_, value| {
+        .scan_latched(range, Direction::Forward, |_, value| {
             elements.push(Reply::bulk(value.to_vec()));
             std::ops::ControlFlow::Continue(())
         })?;

@@ -409,7 +409,8 @@ pub fn index_range(start: i64, stop: i64, len: u64) -> Option<(u64, u64)> {
 }
 
 /// Visits every member of collection `id` in `tree` in `direction` (suffix after the id,
-/// value; lent, no copy) until `visit` breaks.
+/// value; lent from the latched leaf, no copy) until `visit` breaks. `visit` must not call
+/// the engine (see `Tree::scan_latched`).
 pub fn visit_members(
     tree: &bufpool_engine::Tree,
     id: u64,
@@ -417,7 +418,7 @@ pub fn visit_members(
     mut visit: impl FnMut(&[u8], &[u8]) -> std::ops::ControlFlow<()>,
 ) -> Result<(), EngineError> {
     let (start, end) = crate::store::id_bounds(id);
-    tree.scan(start..end, direction, |key, value| visit(&key[8..], value))
+    tree.scan_latched(start..end, direction, |key, value| visit(&key[8..], value))
 }
 
 /// Every member of collection `id` in `tree`, in key order: (suffix after the id, value).
