@@ -5,9 +5,10 @@
 //!   cache counts page bytes only, and each 4 KiB page also costs its `Arc` header and malloc
 //!   chunk rounding (32 bytes), its hash-map slot (about 40 bytes at the map's load factor,
 //!   twice that right after the map grows) and its LRU queue entries (16 bytes, up to two).
-//!   Measured at 20M records, 32 threads, ycsb-c: a 1024 MiB cache took 1037 MiB of process
-//!   memory more than a 16 MiB one (with `MALLOC_ARENA_MAX=2`, below). redb reads the file
-//!   through that cache and the kernel's page cache, which `--cgroup-mb` caps.
+//!   Measured at 20M records, 32 threads, ycsb-c: raising the cache from 16 to 1024 MiB
+//!   added 1021 MiB of process memory (with `MALLOC_ARENA_MAX=2`, below), 1.3% over the
+//!   count. redb reads the file through that cache and the kernel's page cache, which
+//!   `--cgroup-mb` caps.
 //! * Under a cap, run it with `MALLOC_ARENA_MAX=2` (the tournament does): redb's cache is
 //!   malloc'd 4 KiB pages, allocated by whichever bench thread missed and freed by whichever
 //!   evicts, and glibc's default of 8 arenas per core keeps the free space of each arena to
