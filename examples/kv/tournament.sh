@@ -12,6 +12,16 @@
 #                  the process), 10 s warm-up each (--oom-warmup); bufpool also with its batched settings
 #                  (--bufpool-batched, default "--threads 8 --batch 32") on ycsb-c, the one
 #                  workload whose operations are all lookups (a batch of K is K YCSB reads).
+#                  The peers whose caches are malloc'd get the allocator setting their
+#                  adapters' docs give for a cap (bufpool's frames and LMDB's map are not
+#                  malloc'd): redb MALLOC_ARENA_MAX=2 (glibc's default 8 arenas per core
+#                  each keep their own free space: 70 MiB more at 32 threads), RocksDB
+#                  jemalloc (Debian's libjemalloc.so.2 preloaded, as RocksDB recommends; on
+#                  glibc it outgrew the cap), or a note that it runs without. Their data is
+#                  loaded (if not already there) by a process of its own before the capped one:
+#                  kv loads uncapped and then enters the cap, and what the load leaves in
+#                  malloc's free lists stays charged outside the cap yet is reused under it
+#                  (redb's load left 1 GiB: the capped run then used 1.6 GiB in a 1.2 GiB cap).
 #
 # Usage: examples/kv/tournament.sh [--records N] [--oom-records N] [--seconds S]
 #            [--warmup S] [--oom-warmup S] [--workloads "ycsb-a ycsb-b ..."] [--engines "bufpool lmdb redb rocksdb"]
@@ -55,7 +65,7 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --plot) plot="$2"; shift 2 ;;
         --table) table="$2"; shift 2 ;;
-        *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        *) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
 mkdir -p "$dir"
@@ -112,12 +122,15 @@ fio_qd32() {
     echo "  fio QD32 random reads on $file: $iops IOPS"
 }
 
+launcher=()  # what runs kv: the peers' allocator settings out of memory
+jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 bench() {
     # bench SETTING-DIR LABEL ENGINE ARGS...: one kv process, every workload on one load.
     local where="$1" setting="$2" label="$3" engine="$4"
     shift 4
     mkdir -p "$where"
-    (cd "$where" && "$kv" bench --engine "$engine" "$@" --json 2>>"$stderr_log") |
+    (cd "$where" && "${launcher[@]}" "$kv" bench --engine "$engine" "$@" --json \
+        2>>"$stderr_log") |
         record "$setting" "$label" || echo "  $label failed: $(tail -1 "$stderr_log")"
 }
 
@@ -138,8 +151,25 @@ if [ "$skip_oom" = 0 ]; then
     oom=(--records "$oom_records" --pool-mb 1024 --cgroup-mb 1200 --seconds "$seconds"
          --warmup "$oom_warmup" --reuse)
     for engine in $engines; do
+        case "$engine" in
+            redb) launcher=(env MALLOC_ARENA_MAX=2) ;;
+            rocksdb)
+                if [ -e "$jemalloc" ]; then
+                    launcher=(env LD_PRELOAD="$jemalloc")
+                else
+                    echo "  no $jemalloc (Debian: libjemalloc2): RocksDB on glibc's malloc"
+                fi ;;
+        esac
+        if [ "$engine" = redb ] || [ "$engine" = rocksdb ]; then
+            # The load (or the check that the data is there), in its own process: see above.
+            (cd "$dir/out-of-memory" && "${launcher[@]}" "$kv" bench --engine "$engine" \
+                --records "$oom_records" --pool-mb 1024 --reuse --threads 1 --seconds 0.1 \
+                --warmup 0 --workload ycsb-c --json >/dev/null 2>>"$stderr_log") ||
+                echo "  $engine: loading failed: $(tail -1 "$stderr_log")"
+        fi
         bench "$dir/out-of-memory" "out of memory" "$engine" "$engine" "${oom[@]}" \
             --threads 32 --workload "$workload_list"
+        launcher=()
     done
     if [[ " $engines " == *" bufpool "* ]] && [[ " $workloads " == *" ycsb-c "* ]]; then
         read -r -a batched <<<"$bufpool_batched"

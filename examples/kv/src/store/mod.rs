@@ -6,14 +6,15 @@
 //! | `--durability` | bufpool                        | LMDB                           | redb                    | RocksDB (feature `rocksdb`) |
 //! |----------------|--------------------------------|--------------------------------|-------------------------|-----------------------------|
 //! | `immediate`    | `Durability::Immediate`: `put` returns after the log fdatasync covering it (group commit) | sync per commit (its default: no `MDB_NOSYNC`) | `Durability::Immediate` | WAL on, `WriteOptions::sync` per write (its own group commit) |
-//! | `periodic[:MS]`| `Durability::Periodic`: log synced in the background every MS (1000) ms | `MDB_NOSYNC` (no periodic mode of its own) | `Durability::None` (likewise) | WAL on, no per-write sync; `FlushWAL(sync)` every MS ms from a thread |
-//! | `none`         | `Durability::None`: synced at checkpoints | `MDB_NOSYNC`                  | `Durability::None`      | WAL on, never synced by a write |
+//! | `periodic[:MS]`| `Durability::Periodic`: log synced in the background every MS (1000) ms | `MDB_NOSYNC` (no periodic mode of its own) | `Durability::None`, an empty durable commit every MS ms from a thread | WAL on, no per-write sync; `FlushWAL(sync)` every MS ms from a thread |
+//! | `none`         | `Durability::None`: synced at checkpoints | `MDB_NOSYNC`                  | `Durability::None`, an empty durable commit every second | WAL on, never synced by a write |
 //!
 //! Syncs per second: bufpool counts its log's fdatasyncs (`Engine::log_stats().syncs`), so
 //! group commit shows as fewer syncs than commits. LMDB and redb do not expose a sync count:
 //! when synced, every commit syncs before it returns (LMDB: the data pages, then the meta
 //! page; redb: its commit's sync), so their count is the number of synced commits, a lower
-//! bound on their device syncs; unsynced, it is 0. RocksDB counts its synced writes (an upper
+//! bound on their device syncs; unsynced, LMDB's is 0 and redb's is its background durable
+//! commits. RocksDB counts its synced writes (an upper
 //! bound on its WAL syncs, since it groups writers) or, periodic, its background WAL syncs.
 //! The BTreeMap has no persistence.
 
@@ -93,7 +94,9 @@ impl EngineKind {
             (EngineKind::Lmdb, _) if synced => "sync per commit (LMDB default)",
             (EngineKind::Lmdb, _) => "MDB_NOSYNC: commits do not sync",
             (EngineKind::Redb, _) if synced => "Durability::Immediate per commit",
-            (EngineKind::Redb, _) => "Durability::None: commits do not sync",
+            (EngineKind::Redb, _) => {
+                "Durability::None, followed by a durable commit from a thread (1 s under none)"
+            }
             (EngineKind::Rocksdb, Durability::Immediate) => "WAL synced by each write",
             (EngineKind::Rocksdb, Durability::Periodic(_)) => "WAL synced in the background",
             (EngineKind::Rocksdb, Durability::None) => "WAL written, never synced by writes",
@@ -254,7 +257,7 @@ fn open_peer(options: &OpenOptions) -> Result<Box<dyn Store>, KvError> {
         EngineKind::Redb => Ok(Box::new(redb::RedbStore::open(
             &options.path,
             options.memory_bytes,
-            options.durability == Durability::Immediate,
+            options.durability,
         )?)),
         _ => unreachable!("not a peer of feature `peers`"),
     }

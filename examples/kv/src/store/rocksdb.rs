@@ -1,13 +1,29 @@
 //! RocksDB through the `rocksdb` crate (feature `rocksdb`), configured as its expert users
 //! configure it for a point-lookup and short-scan benchmark on one machine:
 //!
-//! * Block cache: an LRU cache of the memory budget (`--pool-mb`), with the index and filter
-//!   blocks in it (`cache_index_and_filter_blocks`, L0's pinned), so the budget covers them
-//!   as bufpool's covers its inner pages. 4 KiB blocks (the default, bufpool's page size).
+//! * Memory: the budget (`--pool-mb`) covers the block cache and the memtables together, as
+//!   RocksDB's memory-usage guide counts them (block cache + memtables + index and filter
+//!   blocks, which are in the cache here, + blocks pinned by iterators, a few per open
+//!   iterator): the block cache gets the budget less the memtable budget. (Charging the
+//!   memtables to the cache with a `WriteBufferManager` would do the same, but the `rocksdb`
+//!   crate 0.20 does not expose it.)
+//! * Under a cap, run it on jemalloc, the allocator RocksDB recommends against fragmentation
+//!   (Debian's library is built without it; the tournament preloads Debian's `libjemalloc2`
+//!   with `LD_PRELOAD`). On glibc's malloc RocksDB's process outgrows what RocksDB itself
+//!   counts: at 20M records and 32 threads, with its block cache (959 MiB) and memtables
+//!   (19-31 MiB) flat by its own properties, the process went from 1100 to 1270 MiB through
+//!   ycsb-c to ycsb-f even with two malloc arenas (`MALLOC_ARENA_MAX=2`), and to 1360 MiB in
+//!   ycsb-c alone with a fixed mmap threshold. With the whole budget as its block cache and
+//!   glibc's default arenas, the 1200 MiB cap killed it during ycsb-e (in the tournament)
+//!   or ycsb-c. On jemalloc the same run stayed between 1040 and 1090 MiB from ycsb-a to
+//!   ycsb-f, at equal or better ops/s.
+//! * Block cache: an LRU cache, with the index and filter blocks in it
+//!   (`cache_index_and_filter_blocks`, L0's pinned), so the budget covers them as bufpool's
+//!   covers its inner pages. 4 KiB blocks (the default, bufpool's page size).
 //! * Bloom filters: 10 bits per key, full (not block-based) filters, whole-key filtering.
 //! * Memtables: `optimize_level_style_compaction` with a 64 MiB memtable budget (16 MiB
 //!   write buffers, L0 → L1 compaction after two files), and `db_write_buffer_size` 64 MiB
-//!   caps all memtables together: outside the block cache, inside the cgroup cap's headroom.
+//!   caps all memtables together.
 //! * Level compaction with its defaults otherwise (dynamic level sizes); no compression (the
 //!   bench values are incompressible filler, and none is compiled in).
 //! * Background threads: `increase_parallelism(cores)`, RocksDB's advice (the number of
@@ -48,6 +64,8 @@ use crate::error::KvError;
 const META_FAMILY: &str = "meta";
 /// Memtables of all column families together.
 const MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
+/// A budget below the memtables' still gets this much block cache.
+const MIN_BLOCK_CACHE_BYTES: usize = 8 << 20;
 /// Size of each SST file the load writes (RocksDB's default target file size).
 const LOAD_FILE_BYTES: u64 = 64 << 20;
 const BLOOM_BITS_PER_KEY: f64 = 10.0;
@@ -106,9 +124,18 @@ impl Drop for PeriodicSync {
     }
 }
 
-/// The options above for a budget of `cache_bytes`; `direct_io` out of memory.
-fn options(cache_bytes: u64, direct_io: bool) -> Result<Options, KvError> {
-    let cache = Cache::new_lru_cache(usize::try_from(cache_bytes).unwrap_or(usize::MAX))?;
+/// The block cache for a memory budget of `budget_bytes`: the budget less the memtables',
+/// at least [`MIN_BLOCK_CACHE_BYTES`].
+fn block_cache_bytes(budget_bytes: u64) -> usize {
+    let budget = usize::try_from(budget_bytes).unwrap_or(usize::MAX);
+    budget
+        .saturating_sub(MEMTABLE_BUDGET_BYTES)
+        .max(MIN_BLOCK_CACHE_BYTES)
+}
+
+/// The options above for a memory budget of `budget_bytes`; `direct_io` out of memory.
+fn options(budget_bytes: u64, direct_io: bool) -> Result<Options, KvError> {
+    let cache = Cache::new_lru_cache(block_cache_bytes(budget_bytes))?;
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&cache);
     table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
@@ -132,15 +159,15 @@ fn options(cache_bytes: u64, direct_io: bool) -> Result<Options, KvError> {
 }
 
 impl RocksdbStore {
-    /// Opens or creates the database directory `path` with a block cache of `cache_bytes`;
-    /// `direct_io` out of memory; writes return as `durability` promises.
+    /// Opens or creates the database directory `path` within a memory budget of
+    /// `budget_bytes`; `direct_io` out of memory; writes return as `durability` promises.
     pub fn open(
         path: &Path,
-        cache_bytes: u64,
+        budget_bytes: u64,
         direct_io: bool,
         durability: Durability,
     ) -> Result<RocksdbStore, KvError> {
-        let options = options(cache_bytes, direct_io)?;
+        let options = options(budget_bytes, direct_io)?;
         // Both column families named: the crate would open an unnamed default family with
         // default options (a 32 MiB cache, no filters).
         let families = vec![
