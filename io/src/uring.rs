@@ -292,7 +292,7 @@ impl Ring {
         // The fdatasync is the syscall, on this thread, after the writes completed: io_uring
         // never runs IORING_OP_FSYNC inline (it always hands it to an io-wq worker), so as an
         // SQE it would only add a thread wake-up and two context switches to a call whose
-        // caller blocks for it anyway (about 10% more SETs/s under `always`, DESIGN.md).
+        // caller blocks for it anyway (about 9% more SETs/s under `always`, DESIGN.md).
         if sync_after { file.sync_data() } else { Ok(()) }
     }
 
