@@ -336,24 +336,29 @@ impl IoEngine {
                         *outcome = unsafe { sync_engine::run(file, *request, hooks) };
                     }
                 }
-                if sync_after { file.sync_data() } else { Ok(()) }
             }
             EngineKind::Uring => {
                 // SAFETY: forwarded caller contract.
                 let ran = uring::with_thread_ring(&self.shared, |ring| unsafe {
-                    ring.run_batch(file, requests, outcomes, hooks, sync_after)
+                    ring.run_batch(file, requests, outcomes, hooks);
                 });
-                ran.unwrap_or_else(|error| {
+                if let Err(error) = ran {
                     // No ring on this thread: nothing was submitted.
                     for outcome in outcomes.iter_mut() {
                         *outcome = Err(IoError::EngineUnavailable {
                             reason: error.to_string(),
                         });
                     }
-                    Err(error)
-                })
+                    return Err(error);
+                }
             }
         }
+        // On both kinds the fdatasync is the syscall, on this thread, after the writes
+        // completed: io_uring never runs IORING_OP_FSYNC inline (it always hands it to an
+        // io-wq worker), so as an SQE it would only add a thread wake-up and two context
+        // switches to a call whose caller blocks for it anyway (about 9% more SETs/s under
+        // `always`, DESIGN.md).
+        if sync_after { file.sync_data() } else { Ok(()) }
     }
 }
 

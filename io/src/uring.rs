@@ -249,7 +249,7 @@ impl Ring {
         })
     }
 
-    /// See `IoEngine::submit_batch`; returns the sync's result when `sync_after`.
+    /// See `IoEngine::submit_batch`.
     ///
     /// # Safety
     /// As `IoEngine::submit_batch`.
@@ -259,8 +259,7 @@ impl Ring {
         requests: &[IoRequest],
         outcomes: &mut [Result<(), IoError>],
         hooks: &Hooks,
-        sync_after: bool,
-    ) -> Result<(), IoError> {
+    ) {
         self.transfers.clear();
         self.resubmit.clear();
         for (request, outcome) in requests.iter().zip(outcomes.iter_mut()) {
@@ -289,11 +288,6 @@ impl Ring {
             submit_and_wait(&self.uring, 1).unwrap_or_else(|error| fatal_ring_error(&error));
             self.reap(file, hooks, outcomes, &mut state);
         }
-        // The fdatasync is the syscall, on this thread, after the writes completed: io_uring
-        // never runs IORING_OP_FSYNC inline (it always hands it to an io-wq worker), so as an
-        // SQE it would only add a thread wake-up and two context switches to a call whose
-        // caller blocks for it anyway (about 9% more SETs/s under `always`, DESIGN.md).
-        if sync_after { file.sync_data() } else { Ok(()) }
     }
 
     /// Queues as many pending steps as the ring takes.

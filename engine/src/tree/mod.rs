@@ -161,8 +161,9 @@ impl Tree {
     /// Visits the records with keys in `range`, in key order or reversed, until `visit`
     /// breaks, with no allocation per record. Key and value are lent from the scan's
     /// private, validated copy of (a window of) each leaf; no latch is held, so `visit` may
-    /// write to the tree ([`Tree::scan_latched`] is faster for visitors that do not). Bounds as for [`Tree::range`]; each leaf is read at
-    /// one moment, writers running meanwhile are seen or not per leaf.
+    /// write to the tree ([`Tree::scan_latched`] is faster for visitors that do not). Bounds
+    /// as for [`Tree::range`]; each leaf is read at one moment, writers running meanwhile are
+    /// seen or not per leaf.
     pub fn scan<K, R, F>(
         &self,
         range: R,

@@ -131,6 +131,82 @@ pub(crate) fn route(direction: Direction, edge: Edge, key: &[u8]) -> Route<'_> {
     }
 }
 
+/// Where an optimistic seek lands: the root, when it is the only leaf, or a leaf whose
+/// version was taken under its level-1 parent (lock coupling: the parent was validated
+/// after it).
+pub(crate) enum Landing<'t> {
+    Root(OptimisticGuard<'t>),
+    Under {
+        parent: OptimisticGuard<'t>,
+        index: usize,
+        leaf: OptimisticGuard<'t>,
+    },
+}
+
+/// Descends optimistically toward `route` to the leaf, recording the level-1 node's fences
+/// in `parent_fences` and the leaf's in `fences`. Shared by the copying cursor and the
+/// latched visitor.
+pub(crate) fn land<'t>(
+    tree: TreeCtx<'t>,
+    route: Route<'_>,
+    fences: &mut Fences,
+    parent_fences: &mut Fences,
+) -> Result<Landing<'t>, Abort> {
+    let node = descend::descend(tree, route, 1, Some(&mut *parent_fences))?;
+    let child = node.peek(|view| {
+        fences.copy_from(parent_fences);
+        if node::is_leaf(view) {
+            return None;
+        }
+        let index = route.index(view);
+        fences.record(view, index);
+        Some((node::child_at(view, index), index))
+    });
+    node.validate()?;
+    let Some((child, index)) = child else {
+        return Ok(Landing::Root(node));
+    };
+    let leaf = tree.shared.pool.optimistic(child)?;
+    node.validate()?;
+    Ok(Landing::Under {
+        parent: node,
+        index,
+        leaf,
+    })
+}
+
+/// The index of the child after `index` in `direction` (`None` before the first); whether
+/// the parent has it is the caller's to check.
+pub(crate) fn neighbour(index: usize, direction: Direction) -> Option<usize> {
+    match direction {
+        Direction::Forward => index.checked_add(1),
+        Direction::Reverse => index.checked_sub(1),
+    }
+}
+
+/// The neighbour in `direction` of child `index` of `parent` (validated), with its fences
+/// recorded in `fences`; `None` at the parent's first or last child.
+pub(crate) fn sibling_of(
+    parent: &OptimisticGuard<'_>,
+    index: usize,
+    direction: Direction,
+    fences: &mut Fences,
+    parent_fences: &Fences,
+) -> Result<Option<(PageId, usize)>, Abort> {
+    let Some(next) = neighbour(index, direction) else {
+        return Ok(None);
+    };
+    let child = parent.peek(|view| {
+        (next <= node::count(view)).then(|| {
+            fences.copy_from(parent_fences);
+            fences.record(view, next);
+            node::child_at(view, next)
+        })
+    });
+    parent.validate()?;
+    Ok(child.map(|child| (child, next)))
+}
+
 /// The slots of a leaf that lie at or past the position.
 pub(crate) fn slots<P: PageBytes + ?Sized>(
     page: &P,
@@ -378,28 +454,16 @@ impl<'t> Cursor<'t> {
         self.leaf = None;
         self.parent = None;
         let route = route(self.direction, edge, key);
-        // Down to the level-1 node (or the root, if it is a leaf).
-        let node = descend::descend(self.tree, route, 1, Some(&mut self.parent_fences))?;
-        let (fences, parent_fences) = (&mut self.fences, &self.parent_fences);
-        let child = node.peek(|view| {
-            fences.copy_from(parent_fences);
-            if node::is_leaf(view) {
-                return None;
-            }
-            let index = route.index(view);
-            fences.record(view, index);
-            Some((node::child_at(view, index), index))
-        });
-        node.validate()?;
         let from = Some((edge, key));
-        match child {
-            None => self.read_leaf(node, from)?,
-            Some((child, index)) => {
-                let leaf = self.tree.shared.pool.optimistic(child)?;
-                // Lock coupling: the leaf was the parent's child when its version was taken.
-                node.validate()?;
+        match land(self.tree, route, &mut self.fences, &mut self.parent_fences)? {
+            Landing::Root(root) => self.read_leaf(root, from)?,
+            Landing::Under {
+                parent,
+                index,
+                leaf,
+            } => {
                 self.read_leaf(leaf, from)?;
-                self.parent = Some((node, index));
+                self.parent = Some((parent, index));
             }
         }
         Ok(())
@@ -477,23 +541,14 @@ impl<'t> Cursor<'t> {
             return Ok(false);
         };
         self.leaf = None;
-        let next = match self.direction {
-            Direction::Forward => index + 1,
-            Direction::Reverse => match index.checked_sub(1) {
-                Some(next) => next,
-                None => return Ok(false),
-            },
-        };
-        let (fences, parent_fences) = (&mut self.fences, &self.parent_fences);
-        let child = parent.peek(|view| {
-            (next <= node::count(view)).then(|| {
-                fences.copy_from(parent_fences);
-                fences.record(view, next);
-                node::child_at(view, next)
-            })
-        });
-        parent.validate()?;
-        let Some(child) = child else {
+        let sibling = sibling_of(
+            &parent,
+            index,
+            self.direction,
+            &mut self.fences,
+            &self.parent_fences,
+        )?;
+        let Some((child, next)) = sibling else {
             return Ok(false);
         };
         let leaf = self.tree.shared.pool.optimistic(child)?;

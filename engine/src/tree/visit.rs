@@ -22,7 +22,9 @@ use bufpool::{OptimisticGuard, PageId, SharedGuard};
 
 use super::Direction;
 use super::descend::{self, Abort, Fences, OPTIMISTIC_ATTEMPTS_MAX, TreeCtx};
-use super::scan::{Edge, after_start, before_end, route, slots};
+use super::scan::{
+    Edge, Landing, after_start, before_end, land, neighbour, route, sibling_of, slots,
+};
 use crate::EngineError;
 use crate::node::{self, ValueRef};
 use crate::overflow;
@@ -224,12 +226,8 @@ impl<'t> Walk<'t, '_> {
         let Some((parent, index)) = &self.parent else {
             return;
         };
-        let next = match self.direction {
-            Direction::Forward => index + 1,
-            Direction::Reverse => match index.checked_sub(1) {
-                Some(next) => next,
-                None => return,
-            },
+        let Some(next) = neighbour(*index, self.direction) else {
+            return;
         };
         let child =
             parent.peek(|view| (next <= node::count(view)).then(|| node::child_at(view, next)));
@@ -380,27 +378,21 @@ impl<'t> Walk<'t, '_> {
         self.parent = None;
         let route = route(self.direction, edge, key);
         let scratch = &mut self.scratch;
-        let node = descend::descend(self.tree, route, 1, Some(&mut scratch.parent_fences))?;
-        let (fences, parent_fences) = (&mut scratch.fences, &scratch.parent_fences);
-        let child = node.peek(|view| {
-            fences.copy_from(parent_fences);
-            if node::is_leaf(view) {
-                return None;
-            }
-            let index = route.index(view);
-            fences.record(view, index);
-            Some((node::child_at(view, index), index))
-        });
-        node.validate()?;
-        match child {
+        match land(
+            self.tree,
+            route,
+            &mut scratch.fences,
+            &mut scratch.parent_fences,
+        )? {
             // The root is the only leaf.
-            None => self.latch_leaf(node),
-            Some((child, index)) => {
-                let leaf = self.tree.shared.pool.optimistic(child)?;
-                // Lock coupling: the leaf was the parent's child when its version was taken.
-                node.validate()?;
+            Landing::Root(root) => self.latch_leaf(root),
+            Landing::Under {
+                parent,
+                index,
+                leaf,
+            } => {
                 let leaf = self.latch_leaf(leaf)?;
-                self.parent = Some((node, index));
+                self.parent = Some((parent, index));
                 Ok(leaf)
             }
         }
@@ -422,24 +414,15 @@ impl<'t> Walk<'t, '_> {
         let Some((parent, index)) = self.parent.take() else {
             return Ok(None);
         };
-        let next = match self.direction {
-            Direction::Forward => index + 1,
-            Direction::Reverse => match index.checked_sub(1) {
-                Some(next) => next,
-                None => return Ok(None),
-            },
-        };
         let scratch = &mut self.scratch;
-        let (fences, parent_fences) = (&mut scratch.fences, &scratch.parent_fences);
-        let child = parent.peek(|view| {
-            (next <= node::count(view)).then(|| {
-                fences.copy_from(parent_fences);
-                fences.record(view, next);
-                node::child_at(view, next)
-            })
-        });
-        parent.validate()?;
-        let Some(child) = child else {
+        let sibling = sibling_of(
+            &parent,
+            index,
+            self.direction,
+            &mut scratch.fences,
+            &scratch.parent_fences,
+        )?;
+        let Some((child, next)) = sibling else {
             return Ok(None);
         };
         let pool = &self.tree.shared.pool;

@@ -107,6 +107,24 @@ pub fn segment_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("{index:016x}.wal"))
 }
 
+/// Writes zeros over bytes `[from, to)` of `file` (block-aligned; O_DIRECT, a chunk per
+/// write, not synced).
+pub(crate) fn write_zeros(
+    io: &IoEngine,
+    file: &DirectFile,
+    from: u64,
+    to: u64,
+) -> Result<(), EngineError> {
+    let zeros = AlignedBuf::new(ZERO_FILL_CHUNK);
+    let mut at = from;
+    while at < to {
+        let len = (to - at).min(ZERO_FILL_CHUNK as u64) as usize;
+        io.write_buf(file, at, &zeros, 0..len, false)?;
+        at += len as u64;
+    }
+    Ok(())
+}
+
 fn zeroing_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("{index:016x}{ZEROING_SUFFIX}"))
 }
@@ -395,28 +413,9 @@ impl Log {
     /// Segment `index` zero-filled and synced, under a temporary name (no lock held).
     fn zero_fill(&self, index: u64) -> Result<PathBuf, EngineError> {
         let path = zeroing_path(&self.dir, index);
-        let file = DirectFile::open(
-            &path,
-            &OpenOptions {
-                create: true,
-                ..OpenOptions::default()
-            },
-        )?;
-        let filled = self
-            .io
-            .allocate(&file, self.segment_bytes)
-            .map_err(EngineError::from)
-            .and_then(|()| {
-                let zeros = AlignedBuf::new(ZERO_FILL_CHUNK);
-                let mut at = 0;
-                while at < self.segment_bytes {
-                    let len = (self.segment_bytes - at).min(ZERO_FILL_CHUNK as u64) as usize;
-                    self.zero_fill_io
-                        .write_buf(&file, at, &zeros, 0..len, false)?;
-                    at += len as u64;
-                }
-                Ok(self.zero_fill_io.sync_data(&file)?)
-            });
+        let file = self.allocated_file(&path)?;
+        let filled = write_zeros(&self.zero_fill_io, &file, 0, self.segment_bytes)
+            .and_then(|()| Ok(self.zero_fill_io.sync_data(&file)?));
         drop(file);
         match filled {
             Ok(()) => Ok(path),
@@ -425,6 +424,25 @@ impl Log {
                 Err(error)
             }
         }
+    }
+
+    /// `path` created (or opened) with a segment's blocks allocated, so a later log write
+    /// cannot fail with ENOSPC; removed again if they cannot be. (Allocated through the io
+    /// engine so that tests can make the disk full.)
+    fn allocated_file(&self, path: &Path) -> Result<DirectFile, EngineError> {
+        let file = DirectFile::open(
+            path,
+            &OpenOptions {
+                create: true,
+                ..OpenOptions::default()
+            },
+        )?;
+        if let Err(error) = self.io.allocate(&file, self.segment_bytes) {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(error.into());
+        }
+        Ok(file)
     }
 
     /// Puts a zero-filled segment in place as `index` unless an append created it first. The
@@ -448,21 +466,7 @@ impl Log {
     }
 
     fn create_segment(&self, index: u64) -> Result<DirectFile, EngineError> {
-        let path = segment_path(&self.dir, index);
-        let file = DirectFile::open(
-            &path,
-            &OpenOptions {
-                create: true,
-                ..OpenOptions::default()
-            },
-        )?;
-        // Blocks allocated now: a later log write cannot fail with ENOSPC. (Through the io
-        // engine so that tests can make the disk full.)
-        if let Err(error) = self.io.allocate(&file, self.segment_bytes) {
-            drop(file);
-            let _ = std::fs::remove_file(&path);
-            return Err(error.into());
-        }
+        let file = self.allocated_file(&segment_path(&self.dir, index))?;
         sync_dir(&self.dir)?;
         self.counters
             .segments_unprepared

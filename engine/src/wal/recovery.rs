@@ -565,13 +565,7 @@ pub(crate) fn truncate(
         let offset = resume - index * segment_bytes;
         let file_len = file.len()?;
         if file_len > offset {
-            let zeros = AlignedBuf::new(READ_CHUNK);
-            let mut at = offset;
-            while at < file_len {
-                let len = (file_len - at).min(READ_CHUNK as u64) as usize;
-                io.write_buf(&file, at, &zeros, 0..len, false)?;
-                at += len as u64;
-            }
+            super::log::write_zeros(&io, &file, offset, file_len)?;
             io.sync_data(&file)?;
         }
     }
