@@ -537,6 +537,24 @@ fn replay_free_list(
     free.into_iter().collect()
 }
 
+/// Zeroes the bytes after `end` in its block, keeping those before it, and syncs.
+fn zero_block_tail(
+    dir: &Path,
+    segment_bytes: u64,
+    end: u64,
+    io_config: &bufpool_io::IoConfig,
+) -> Result<(), EngineError> {
+    let index = end / segment_bytes;
+    let file = DirectFile::open(segment_path(dir, index), &OpenOptions::default())?;
+    let io = IoEngine::new(io_config.clone())?;
+    let block_offset = end - end % BLOCK - index * segment_bytes;
+    let mut block = AlignedBuf::new(BLOCK as usize);
+    io.read_buf(&file, block_offset, &mut block, 0..BLOCK as usize)?;
+    block[(end % BLOCK) as usize..].fill(0);
+    io.write_buf(&file, block_offset, &block, 0..BLOCK as usize, true)?;
+    Ok(())
+}
+
 /// Makes the log end at `end` for good: zeroes what follows up to `garbage_end` (the
 /// discarded tail; the rest of its segment) and deletes later segments, so no stale record
 /// beyond can ever be read as a continuation. Returns the block where appending resumes.
@@ -548,6 +566,14 @@ pub(crate) fn truncate(
     io_config: &bufpool_io::IoConfig,
 ) -> Result<u64, EngineError> {
     let resume = end.next_multiple_of(BLOCK);
+    if garbage_end > end && end % BLOCK != 0 {
+        // The discarded bytes start inside the block that holds the last records: left
+        // there, a later recovery would stop at them again, before the records appended at
+        // `resume`. The block is rewritten with its bytes up to `end` unchanged and zeros
+        // after, which a torn write cannot harm (every sector is either old or new, and
+        // both hold the same records).
+        zero_block_tail(dir, segment_bytes, end, io_config)?;
+    }
     let index = resume / segment_bytes;
     if garbage_end <= resume {
         return Ok(resume);
