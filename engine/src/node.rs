@@ -14,15 +14,17 @@
 //! | 18     | 2    | heap start: lowest byte of the cell heap (cells grow down)   |
 //! | 20     | 2    | garbage: bytes of dead cells inside the heap                 |
 //! | 22     | 1    | level: 0 for a leaf, height above the leaves for inner nodes |
-//! | 23     | 1    | prefix length p (0..=8): every key in the node starts with the prefix |
+//! | 23     | 1    | prefix length p (0..=64): every key in the node starts with the prefix |
 //! | 24     | 8    | upper: (inner) child for keys >= the last separator          |
-//! | 32     | 8    | the prefix bytes (first p used)                               |
+//! | 32     | 8    | the prefix's first 8 bytes (first min(p, 8) used)             |
 //! | 40     | 64   | hints: the heads of 16 evenly spaced slots                   |
 //! | 104    | 8·n  | slots, sorted by key: key head u32, cell offset u16, key length u16 |
 //!
 //! The key head is the 4 key bytes after the node's common prefix, read big-endian (zero
 //! padded), so most comparisons of a binary search touch only the header and the slot
-//! array, even when all keys start alike (e.g. small big-endian integers). Keys are
+//! array, even when all keys start alike (e.g. small big-endian integers, or text keys
+//! like `key:000000123456`). A prefix longer than the header's 8 bytes is read on from
+//! the node's first key: every key starts with it, so any key holds its bytes. Keys are
 //! stored whole; the prefix only changes what the heads mean. The hints (as in vmcache)
 //! narrow a search to 1/17 of the slots with reads from the first two cache lines, so a
 //! lookup touches few lines of a large slot array. Cells:
@@ -46,8 +48,11 @@ const LEVEL_OFFSET: usize = 22;
 const PREFIX_LEN_OFFSET: usize = 23;
 const UPPER_OFFSET: usize = 24;
 const PREFIX_OFFSET: usize = 32;
-/// Longest common prefix kept in the header.
-const PREFIX_MAX: usize = 8;
+/// Longest common prefix a node keeps (its length is one byte; longer prefixes are rare
+/// and would only lengthen the prefix compare of every search).
+const PREFIX_MAX: usize = 64;
+/// Prefix bytes stored in the header; the rest are read from the node's first key.
+const HEADER_PREFIX: usize = 8;
 const HINTS_OFFSET: usize = 40;
 const HINT_COUNT: usize = 16;
 const SLOTS_OFFSET: usize = HINTS_OFFSET + 4 * HINT_COUNT;
@@ -152,17 +157,25 @@ fn prefix_size<P: PageBytes + ?Sized>(page: &P) -> usize {
     }
 }
 
+/// Compares slot `index`'s key past the node's prefix (`prefix_len` bytes; its cell's
+/// key starts `cell_prefix` bytes in) with `suffix`, the searched key past the prefix,
+/// whose head is `head`.
 #[inline]
 fn compare_slot<P: PageBytes + ?Sized>(
     page: &P,
     index: usize,
-    prefix: usize,
-    key: &[u8],
+    (cell_prefix, prefix_len): (usize, usize),
+    suffix: &[u8],
     head: u32,
 ) -> Ordering {
     let slot = slot(page, index);
     match slot.head.cmp(&head) {
-        Ordering::Equal => page.compare(slot.cell + prefix, slot.key_len, key),
+        // Saturating: a garbage length read optimistically stays in bounds.
+        Ordering::Equal => page.compare(
+            slot.cell + cell_prefix + prefix_len,
+            slot.key_len.saturating_sub(prefix_len),
+            suffix,
+        ),
         unequal => unequal,
     }
 }
@@ -172,27 +185,45 @@ fn compare_slot<P: PageBytes + ?Sized>(
 pub fn lower_bound<P: PageBytes + ?Sized>(page: &P, key: &[u8]) -> (usize, bool) {
     let count = count(page);
     let prefix_len = (page.u8_at(PREFIX_LEN_OFFSET) as usize).min(PREFIX_MAX);
-    // The first `shared` bytes of key and prefix, compared as big-endian numbers.
+    let cell_prefix = prefix_size(page);
+    // The first `shared` bytes of key and prefix: up to 8 compared as big-endian numbers
+    // against the header, the rest against the first key.
     let shared = prefix_len.min(key.len());
-    let mask = if shared == 0 {
+    let header_shared = shared.min(HEADER_PREFIX);
+    let mask = if header_shared == 0 {
         0
     } else {
-        u64::MAX << (8 * (PREFIX_MAX - shared))
+        u64::MAX << (8 * (HEADER_PREFIX - header_shared))
     };
     let prefix = u64::from_be_bytes(page.u64_at(PREFIX_OFFSET).to_le_bytes()) & mask;
     match (leading_u64(key) & mask).cmp(&prefix) {
         Ordering::Less => return (0, false),
         Ordering::Greater => return (count, false),
         // A key that is a proper prefix of the node's prefix is below every key.
-        Ordering::Equal if shared < prefix_len => return (0, false),
+        Ordering::Equal if shared < prefix_len.min(HEADER_PREFIX) => return (0, false),
         Ordering::Equal => {}
     }
-    let cell_prefix = prefix_size(page);
+    if prefix_len > HEADER_PREFIX {
+        // The stored bytes are longer than the key's part unless the key reaches past the
+        // prefix, so a key ending inside the prefix compares below it, like above.
+        let first = slot(page, 0).cell + cell_prefix + HEADER_PREFIX;
+        match page.compare(
+            first,
+            prefix_len - HEADER_PREFIX,
+            &key[HEADER_PREFIX..shared],
+        ) {
+            Ordering::Less => return (count, false),
+            Ordering::Greater => return (0, false),
+            Ordering::Equal => {}
+        }
+    }
+    // Every key here starts with the prefix, and so does `key`: compare only past it.
     let head = key_head(&key[prefix_len..]);
+    let suffix = &key[prefix_len..];
     let (mut low, mut high) = hinted_range(page, count, head);
     while low < high {
         let middle = (low + high) / 2;
-        match compare_slot(page, middle, cell_prefix, key, head) {
+        match compare_slot(page, middle, (cell_prefix, prefix_len), suffix, head) {
             Ordering::Less => low = middle + 1,
             Ordering::Greater => high = middle,
             Ordering::Equal => return (middle, true),
@@ -410,16 +441,21 @@ fn prefix_len(bytes: &[u8]) -> usize {
     bytes[PREFIX_LEN_OFFSET] as usize
 }
 
-/// Sets the node's common prefix to `key[..len]` and recomputes every slot's head.
+/// Sets the node's common prefix to `key[..len]` and recomputes every slot's head. Every
+/// key in the node (the first one above all: it holds the bytes past the header's) must
+/// start with it.
 fn set_prefix(bytes: &mut [u8], key: &[u8], len: usize) {
     assert!(len <= PREFIX_MAX && len <= key.len());
-    let mut prefix = [0u8; PREFIX_MAX];
-    prefix[..len].copy_from_slice(&key[..len]);
-    bytes[PREFIX_OFFSET..PREFIX_OFFSET + PREFIX_MAX].copy_from_slice(&prefix);
+    let header = len.min(HEADER_PREFIX);
+    let mut prefix = [0u8; HEADER_PREFIX];
+    prefix[..header].copy_from_slice(&key[..header]);
+    bytes[PREFIX_OFFSET..PREFIX_OFFSET + HEADER_PREFIX].copy_from_slice(&prefix);
     bytes[PREFIX_LEN_OFFSET] = len as u8;
     for index in 0..count(bytes) {
         let slot = slot(bytes, index);
-        let head = key_head(&key_of(bytes, index)[len..]);
+        let key = key_of(bytes, index);
+        debug_assert!(key.len() >= len, "a key shorter than the node's prefix");
+        let head = key_head(&key[len..]);
         write_slot(bytes, index, head, slot.cell, slot.key_len);
     }
     update_hints(bytes);
@@ -433,31 +469,27 @@ fn recompute_prefix(bytes: &mut [u8]) {
         return;
     }
     let (first, last) = (key_of(bytes, 0), key_of(bytes, n - 1));
-    let common = first
-        .iter()
-        .zip(last)
-        .take_while(|(a, b)| a == b)
-        .count()
-        .min(PREFIX_MAX);
-    let first = first[..common].to_vec();
-    set_prefix(bytes, &first, common);
+    let common = common_len(first, last).min(PREFIX_MAX);
+    let mut prefix = [0u8; PREFIX_MAX];
+    prefix[..common].copy_from_slice(&first[..common]);
+    set_prefix(bytes, &prefix, common);
+}
+
+fn common_len(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(a, b)| a == b).count()
 }
 
 /// Keeps the prefix a prefix of `key` (about to be inserted): shortens it if need be.
 fn admit_key(bytes: &mut [u8], key: &[u8]) {
-    let len = prefix_len(bytes);
-    let prefix: [u8; PREFIX_MAX] = bytes[PREFIX_OFFSET..PREFIX_OFFSET + PREFIX_MAX]
-        .try_into()
-        .unwrap();
     if count(bytes) == 0 {
         set_prefix(bytes, key, key.len().min(PREFIX_MAX));
         return;
     }
-    let common = prefix[..len]
-        .iter()
-        .zip(key)
-        .take_while(|(a, b)| a == b)
-        .count();
+    let len = prefix_len(bytes);
+    // The first key holds the whole prefix.
+    let mut prefix = [0u8; PREFIX_MAX];
+    prefix[..len].copy_from_slice(&key_of(bytes, 0)[..len]);
+    let common = common_len(&prefix[..len], key);
     if common < len {
         set_prefix(bytes, &prefix, common);
     }
@@ -660,8 +692,8 @@ fn compact(bytes: &mut [u8]) {
     reset_node_header(bytes, level(&scratch[..]));
     set_upper(bytes, upper);
     // Same keys, same prefix: the heads stay valid.
-    bytes[PREFIX_LEN_OFFSET..PREFIX_OFFSET + PREFIX_MAX]
-        .copy_from_slice(&scratch[PREFIX_LEN_OFFSET..PREFIX_OFFSET + PREFIX_MAX]);
+    bytes[PREFIX_LEN_OFFSET..PREFIX_OFFSET + HEADER_PREFIX]
+        .copy_from_slice(&scratch[PREFIX_LEN_OFFSET..PREFIX_OFFSET + HEADER_PREFIX]);
     append_range(bytes, &scratch, 0..count(&scratch[..]));
     update_hints(bytes);
 }
@@ -919,6 +951,79 @@ mod tests {
         assert_eq!(page[PREFIX_LEN_OFFSET], 5);
         assert_eq!(lower_bound(&page[..], &[0, 0, 0, 0, 0, 1]), (150, true));
         assert_eq!(lower_bound(&page[..], &1003u64.to_be_bytes()), (1, true));
+    }
+
+    /// `lower_bound` against the sorted keys, for every key and for probes around the
+    /// prefix: its own prefixes, one byte lower or higher at each position, longer keys.
+    fn assert_searches_like_sorted_keys(page: &[u8], keys: &[Vec<u8>]) {
+        let mut probes: Vec<Vec<u8>> = keys.to_vec();
+        let first = &keys[0];
+        for at in 0..=first.len() {
+            probes.push(first[..at].to_vec());
+            for delta in [-1i16, 1] {
+                if at < first.len() {
+                    let mut probe = first.clone();
+                    probe[at] = (probe[at] as i16 + delta).clamp(0, 255) as u8;
+                    probes.push(probe);
+                }
+            }
+        }
+        probes.extend(keys.iter().map(|key| [key.as_slice(), b"\0"].concat()));
+        for probe in &probes {
+            let expected = keys.partition_point(|key| key < probe);
+            let found = keys.get(expected) == Some(probe);
+            assert_eq!(lower_bound(page, probe), (expected, found), "{probe:?}");
+        }
+    }
+
+    #[test]
+    fn text_keys_sharing_more_than_the_header_prefix_search_past_it() {
+        let mut page = leaf();
+        let mut seed = 7;
+        for base in [
+            &b"key:000000"[..],
+            b"user:profile:region-eu-west-1:shard-0000:",
+            &[b'x'; 90],
+        ] {
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            while count(&page[..]) > 0 {
+                remove(&mut page, 0);
+            }
+            for _ in 0..30 {
+                let digits = format!("{:06}", pseudo_random(&mut seed) % 1_000_000);
+                let key = [base, digits.as_bytes()].concat();
+                assert!(put(&mut page, &key, b"v"));
+                if let Err(at) = keys.binary_search(&key) {
+                    keys.insert(at, key);
+                }
+            }
+            let common = common_len(&keys[0], &keys[keys.len() - 1]).min(PREFIX_MAX);
+            assert!(
+                prefix_len(&page) >= common.min(base.len()),
+                "prefix not kept"
+            );
+            assert_searches_like_sorted_keys(&page, &keys);
+            // A key leaving the prefix halfway shortens it; every search still agrees.
+            let mut outsider = keys[0].clone();
+            outsider.truncate(base.len() / 2);
+            outsider.push(b'!');
+            assert!(put(&mut page, &outsider, b"w"));
+            let at = keys.partition_point(|key| key < &outsider);
+            keys.insert(at, outsider);
+            assert!(prefix_len(&page) <= base.len() / 2);
+            assert_searches_like_sorted_keys(&page, &keys);
+            assert_eq!(entries(&page).len(), keys.len());
+        }
+        // A split and a merge recompute the prefix of each side from its own keys.
+        let mut right = vec![0u8; PAGE_SIZE];
+        let mut separator = Vec::new();
+        let keys: Vec<Vec<u8>> = entries(&page).into_iter().map(|(key, _)| key).collect();
+        split(&mut page, &mut right, SplitKind::Balanced, &mut separator);
+        let m = count(&page[..]);
+        assert_searches_like_sorted_keys(&page, &keys[..m]);
+        assert_searches_like_sorted_keys(&right, &keys[m..]);
+        merge_into_right(&page, &mut right, &separator);
+        assert_searches_like_sorted_keys(&right, &keys);
     }
 
     #[test]

@@ -27,7 +27,12 @@ use crate::page::{self, PAGE_SIZE, PageBytes, PageKind};
 
 pub const MAGIC: [u8; 8] = *b"bufpoolE";
 /// Version 3: the write-ahead log (free list and tree counts in checkpoint records).
-pub const FORMAT_VERSION: u32 = 3;
+/// Version 4: node prefixes up to 64 bytes (version 3 kept at most 8, which version 4 reads
+/// the same way, so a version-3 file opens and becomes version 4 at its next superblock
+/// write; a version-3 binary refuses a version-4 file, whose nodes it would misread).
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest version this code reads.
+pub const OLDEST_READABLE_VERSION: u32 = 3;
 /// The pages holding the two superblock copies.
 pub const SUPERBLOCK_PAGES: [u64; 2] = [0, 1];
 /// The first page that is not a superblock.
@@ -114,7 +119,7 @@ impl Superblock {
             return Err(SuperblockProblem::NotOurs);
         }
         let found = bytes.u32_at(VERSION_OFFSET);
-        if found != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&found) {
             return Err(SuperblockProblem::Version { found });
         }
         let found = bytes.u32_at(PAGE_SIZE_OFFSET);
@@ -263,6 +268,22 @@ mod tests {
             Err(SuperblockProblem::Version { found: 9 }),
         ];
         assert_eq!(choose(either), Err(SuperblockProblem::Version { found: 9 }));
+    }
+
+    #[test]
+    fn version_3_copies_still_open_and_older_ones_are_refused() {
+        let superblock = sample(4);
+        for (version, readable) in [(2, false), (3, true), (FORMAT_VERSION, true), (5, false)] {
+            let mut bytes = stored(&superblock);
+            put_u32(&mut bytes, VERSION_OFFSET, version);
+            page::stamp_checksum(superblock.page(), &mut bytes);
+            let decoded = Superblock::decode(superblock.page(), &bytes);
+            if readable {
+                assert_eq!(decoded, Ok(superblock), "version {version}");
+            } else {
+                assert_eq!(decoded, Err(SuperblockProblem::Version { found: version }));
+            }
+        }
     }
 
     #[test]
