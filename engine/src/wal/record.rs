@@ -20,7 +20,12 @@
 //! Page-change body: tree root u64, record-count delta i64 (root 0: none), then counts
 //! u32 of entries, freed ids, allocated ids, then the freed ids, the allocated ids, and
 //! the entries. An entry: page id u64, kind u8 (1 full image, 2 delta), zero u8, range
-//! count u16, data length u32, then a 4096-byte image or `(offset u16, len u16, bytes)*`.
+//! count u16, data length u32, then a 4096-byte image or ranges, applied in order:
+//! `(offset u16, len u16, bytes)` sets bytes; `(offset u16, len | 0x8000 u16, source u16,
+//! zero u16)` copies `len` bytes of the page from `source` to `offset` (memmove): an insert
+//! or a removal shifts a node's slot array by one slot, which is logged as a move instead
+//! of every shifted byte. A delta applies to the page exactly as it was before the change
+//! (recovery applies it only to an intact page older than the record).
 //!
 //! Checkpoint body: redo LSN u64, page count u64, free-range count u64, tree count u64,
 //! then `(first id, count)` per free range and `(root, record count)` per tree.
@@ -47,6 +52,12 @@ const RANGE_HEADER: usize = 4;
 const RANGE_GAP_MAX: usize = 16;
 /// A delta larger than this is logged as a full image instead.
 const DELTA_MAX: usize = PAGE_SIZE / 2;
+/// Marks a range as a move (lengths are at most a page, so the bit is free).
+const MOVE_FLAG: u16 = 0x8000;
+/// A move costs 4 bytes more than a range header: worth it from this many moved bytes.
+const MOVE_MIN: usize = 32;
+/// The shifts a move is looked for at, in bytes: one slot (8 bytes) either way.
+const MOVE_SHIFTS: [isize; 2] = [-8, 8];
 
 pub fn align8(value: usize) -> usize {
     value.next_multiple_of(8)
@@ -135,11 +146,28 @@ pub fn put_entry(
     out.extend_from_slice(&[ENTRY_DELTA, 0, 0, 0, 0, 0, 0, 0]);
     if !image {
         let mut ranges = 0u16;
-        for (first, end) in differing {
+        let literal = |out: &mut Vec<u8>, first: usize, end: usize| -> u16 {
+            if first == end {
+                return 0;
+            }
             put_u16(out, first as u16);
             put_u16(out, (end - first) as u16);
             out.extend_from_slice(&after[first..end]);
-            ranges += 1;
+            1
+        };
+        for (first, end) in differing {
+            match find_move(before, after, first, end) {
+                // The move first: it reads bytes the literals around it may overwrite.
+                Some(moved) => {
+                    put_u16(out, moved.start as u16);
+                    put_u16(out, moved.len() as u16 | MOVE_FLAG);
+                    put_u16(out, moved.source as u16);
+                    put_u16(out, 0);
+                    ranges += 1 + literal(out, first, moved.start);
+                    ranges += literal(out, moved.end, end);
+                }
+                None => ranges += literal(out, first, end),
+            }
             if out.len() - start > DELTA_MAX {
                 break;
             }
@@ -166,6 +194,67 @@ pub fn put_image(out: &mut Vec<u8>, page: PageId, bytes: &[u8]) {
     out.extend_from_slice(&[ENTRY_IMAGE, 0, 0, 0]);
     put_u32(out, PAGE_SIZE as u32);
     out.extend_from_slice(bytes);
+}
+
+/// Bytes `[start, end)` of the new page that are the old page's bytes from `source` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Move {
+    start: usize,
+    end: usize,
+    source: usize,
+}
+
+impl Move {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// The longest run of whole words inside the differing range `[first, end)` that the old
+/// page holds one slot away (a shifted slot array), if it is long enough to log as a move.
+/// The run is grown from the range's middle word, so finding none costs two word compares.
+///
+/// Applying the move before the range's other bytes is exact: its source lies inside
+/// `[first - 8, end + 8)`, which no earlier range of the entry touches (ranges are at least
+/// `RANGE_GAP_MAX` > 8 bytes apart), and the move is applied before this range's literals.
+fn find_move(before: &[u8], after: &[u8], first: usize, end: usize) -> Option<Move> {
+    const _: () = assert!(RANGE_GAP_MAX > 8);
+    let (low, high) = (first.div_ceil(8), end / 8);
+    if high <= low || (high - low) * 8 < MOVE_MIN {
+        return None;
+    }
+    let word = |page: &[u8], index: usize| -> u64 {
+        u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
+    };
+    let middle = (low + high) / 2;
+    for shift in MOVE_SHIFTS {
+        let words = shift / 8;
+        let moved = |index: usize| {
+            index
+                .checked_add_signed(words)
+                .filter(|&source| source < WORDS)
+                .is_some_and(|source| word(after, index) == word(before, source))
+        };
+        if !moved(middle) {
+            continue;
+        }
+        let (mut run_low, mut run_high) = (middle, middle + 1);
+        while run_low > low && moved(run_low - 1) {
+            run_low -= 1;
+        }
+        while run_high < high && moved(run_high) {
+            run_high += 1;
+        }
+        if (run_high - run_low) * 8 >= MOVE_MIN {
+            let start = run_low * 8;
+            return Some(Move {
+                start,
+                end: run_high * 8,
+                source: start.checked_add_signed(shift).expect("checked above"),
+            });
+        }
+    }
+    None
 }
 
 /// The byte ranges `[first, end)` where two pages differ, found a word at a time (an insert
@@ -282,7 +371,20 @@ impl Entry<'_> {
         let mut at = 0;
         for _ in 0..self.ranges {
             let offset = self.data.u16_at(at) as usize;
-            let len = self.data.u16_at(at + 2) as usize;
+            let word = self.data.u16_at(at + 2);
+            let len = (word & !MOVE_FLAG) as usize;
+            if word & MOVE_FLAG != 0 {
+                let source = self.data.u16_at(at + 4) as usize;
+                if at + RANGE_HEADER + 4 > self.data.len() {
+                    return Err("delta move past its entry");
+                }
+                if source.max(offset) + len > page.len() {
+                    return Err("delta move past the page");
+                }
+                page.copy_within(source..source + len, offset);
+                at += RANGE_HEADER + 4;
+                continue;
+            }
             let bytes = self
                 .data
                 .get(at + RANGE_HEADER..at + RANGE_HEADER + len)
@@ -543,6 +645,103 @@ mod tests {
                 differing_ranges_bytewise(&before, &after),
                 "round {round}"
             );
+        }
+    }
+
+    /// `before` changed into `after`, logged as a delta (not an image), parsed and applied
+    /// to `before`: must give `after`. Returns the entry's size.
+    fn round_trip_delta(before: &[u8], after: &[u8]) -> usize {
+        let mut out = Vec::new();
+        assert_eq!(
+            put_entry(&mut out, PageId(3), before, after, false),
+            Some(false)
+        );
+        let mut body = Vec::new();
+        let counts = begin_pages(&mut body, 0, 0, &[], &[]);
+        body.extend_from_slice(&out);
+        set_pages_counts(&mut body, counts, 1);
+        let parsed = parse_pages(&body).unwrap();
+        let mut page = before.to_vec();
+        parsed.entries[0].apply(&mut page).unwrap();
+        assert!(page == after, "the delta does not reproduce the page");
+        out.len()
+    }
+
+    #[test]
+    fn a_shifted_slot_array_is_logged_as_a_move() {
+        use crate::node::{self, LeafValue};
+        let mut before = vec![0u8; PAGE_SIZE];
+        node::init(&mut before, 0);
+        for key in (0u64..150).map(|i| 1000 + 2 * i) {
+            let at = node::count(&before[..]);
+            node::insert_leaf(
+                &mut before,
+                at,
+                &key.to_be_bytes(),
+                LeafValue::Inline(b"value"),
+            );
+        }
+        // An insert at the front shifts every slot; one in the middle, half of them; a
+        // removal shifts them back the other way.
+        for (key, remove) in [(1u64, false), (1151, false), (1000, true), (1150, true)] {
+            let mut after = before.clone();
+            let (at, found) = node::lower_bound(&after[..], &key.to_be_bytes());
+            assert_eq!(found, remove);
+            if remove {
+                node::remove(&mut after, at);
+            } else {
+                node::insert_leaf(
+                    &mut after,
+                    at,
+                    &key.to_be_bytes(),
+                    LeafValue::Inline(b"new"),
+                );
+            }
+            let size = round_trip_delta(&before, &after);
+            assert!(
+                size < 200,
+                "key {key}: a {size}-byte delta for a one-slot shift"
+            );
+        }
+    }
+
+    #[test]
+    fn deltas_with_moves_reproduce_random_changes() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        for _ in 0..3000 {
+            let before: Vec<u8> = (0..PAGE_SIZE).map(|_| next(3) as u8).collect();
+            let mut after = before.clone();
+            for _ in 0..1 + next(5) {
+                match next(4) {
+                    // A slot-array shift either way, aligned or not, of any length.
+                    0 | 1 => {
+                        let len = 1 + next(1500);
+                        let from = 8 + next(PAGE_SIZE - len - 16);
+                        let to = if next(2) == 0 { from - 8 } else { from + 8 };
+                        after.copy_within(from..from + len, to);
+                        after[to.min(from)..to.min(from) + 8].fill(next(256) as u8);
+                    }
+                    2 => after[next(PAGE_SIZE)] ^= 1 + next(255) as u8,
+                    _ => {
+                        let len = 1 + next(40);
+                        let from = next(PAGE_SIZE - len);
+                        after[from..from + len].iter_mut().for_each(|b| *b = !*b);
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            match put_entry(&mut out, PageId(3), &before, &after, false) {
+                Some(false) => {
+                    round_trip_delta(&before, &after);
+                }
+                Some(true) | None => {}
+            }
         }
     }
 
