@@ -714,6 +714,7 @@ mod tests {
             state ^= state << 17;
             (state % bound as u64) as usize
         };
+        let mut deltas = 0;
         for _ in 0..3000 {
             let before: Vec<u8> = (0..PAGE_SIZE).map(|_| next(3) as u8).collect();
             let mut after = before.clone();
@@ -736,13 +737,15 @@ mod tests {
                 }
             }
             let mut out = Vec::new();
-            match put_entry(&mut out, PageId(3), &before, &after, false) {
-                Some(false) => {
-                    round_trip_delta(&before, &after);
-                }
-                Some(true) | None => {}
+            if put_entry(&mut out, PageId(3), &before, &after, false) == Some(false) {
+                round_trip_delta(&before, &after);
+                deltas += 1;
             }
         }
+        assert!(
+            deltas > 1000,
+            "only {deltas} of the changes were logged as deltas"
+        );
     }
 
     #[test]
