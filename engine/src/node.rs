@@ -461,6 +461,29 @@ fn set_prefix(bytes: &mut [u8], key: &[u8], len: usize) {
     update_hints(bytes);
 }
 
+/// Checks the prefix and the slot heads against the keys (for `verify`): every key starts
+/// with the prefix (the header's bytes, and the first key's past them), and every head is the
+/// key's 4 bytes past it.
+pub fn check_prefix_and_heads(bytes: &[u8]) -> Result<(), String> {
+    let len = prefix_len(bytes);
+    if len > PREFIX_MAX {
+        return Err(format!("prefix length {len} above {PREFIX_MAX}"));
+    }
+    let header = &bytes[PREFIX_OFFSET..PREFIX_OFFSET + len.min(HEADER_PREFIX)];
+    let n = count(bytes);
+    for index in 0..n {
+        let key = key_of(bytes, index);
+        let first = key_of(bytes, 0);
+        if key.len() < len || !key.starts_with(header) || key[..len] != first[..len] {
+            return Err(format!("key {index} does not start with the node's prefix"));
+        }
+        if slot(bytes, index).head != key_head(&key[len..]) {
+            return Err(format!("slot {index}'s head is not its key's"));
+        }
+    }
+    Ok(())
+}
+
 /// Recomputes the common prefix from the keys (sorted: the first and the last suffice).
 fn recompute_prefix(bytes: &mut [u8]) {
     let n = count(bytes);

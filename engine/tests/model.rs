@@ -16,7 +16,14 @@ type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 fn random_key(rng: &mut SmallRng) -> Vec<u8> {
     match rng.random_range(0..100) {
         // Mostly a small key space, so puts replace and deletes hit.
-        0..85 => format!("k{:05}", rng.random_range(0..3000u32)).into_bytes(),
+        0..65 => format!("k{:05}", rng.random_range(0..3000u32)).into_bytes(),
+        // Text keys sharing 20-odd bytes: node prefixes past the header's 8.
+        65..85 => format!(
+            "user:profile:region-{}:{:06}",
+            rng.random_range(0..3u8),
+            rng.random_range(0..3000u32)
+        )
+        .into_bytes(),
         85..95 => (0..rng.random_range(0..12))
             .map(|_| rng.random_range(0..4u8))
             .collect(),

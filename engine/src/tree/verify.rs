@@ -88,6 +88,7 @@ fn check_node(
         })
         .collect();
     check_keys(&keys, bounds).map_err(bad)?;
+    node::check_prefix_and_heads(&bytes[..]).map_err(bad)?;
     for (index, key) in keys.iter().enumerate() {
         if node::lower_bound(&bytes[..], key) != (index, true) {
             return Err(bad(format!("key {index} is not found by a search")));
