@@ -592,6 +592,16 @@ mod tests {
         assert_eq!(page, after);
     }
 
+    /// A seeded generator of numbers below a bound (xorshift64).
+    fn xorshift(mut state: u64) -> impl FnMut(usize) -> usize {
+        move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        }
+    }
+
     /// The byte-at-a-time scan the word-wise `DifferingRanges` replaced: the same ranges.
     fn differing_ranges_bytewise(before: &[u8], after: &[u8]) -> Vec<(usize, usize)> {
         let mut ranges = Vec::new();
@@ -613,13 +623,7 @@ mod tests {
 
     #[test]
     fn word_wise_differing_ranges_equal_the_byte_wise_ones() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |bound: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % bound as u64) as usize
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for round in 0..3000 {
             let before: Vec<u8> = (0..PAGE_SIZE).map(|_| next(4) as u8).collect();
             let mut after = before.clone();
@@ -707,13 +711,7 @@ mod tests {
 
     #[test]
     fn deltas_with_moves_reproduce_random_changes() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |bound: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % bound as u64) as usize
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let mut deltas = 0;
         for _ in 0..3000 {
             let before: Vec<u8> = (0..PAGE_SIZE).map(|_| next(3) as u8).collect();
