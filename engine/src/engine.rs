@@ -282,7 +282,12 @@ impl Engine {
         let io = IoEngine::new(options.io.clone())?;
         let copies = SUPERBLOCK_PAGES.map(|page| read_superblock(&io, &data_file, page));
         let [first, second] = copies;
-        let (first, second) = (first?, second?);
+        let ((first, first_version), (second, second_version)) = (first?, second?);
+        // A copy of an older readable format: both copies are rewritten at this open, so
+        // code of that format refuses the file from now on instead of misreading it.
+        let upgrade = [(&first, first_version), (&second, second_version)]
+            .iter()
+            .any(|(copy, version)| copy.is_ok() && *version < superblock::FORMAT_VERSION);
         let mut candidates: Vec<Superblock> = [&first, &second]
             .into_iter()
             .filter_map(|copy| copy.clone().ok())
@@ -333,7 +338,8 @@ impl Engine {
         // Such an open writes nothing (a read-only use leaves the files as they were).
         let clean = report.pages_applied + report.pages_skipped == 0
             && report.discarded_tail_bytes == 0
-            && last.generation == newest.generation;
+            && last.generation == newest.generation
+            && !upgrade;
         let resume = recovery::truncate(
             &log_dir,
             start.segment_bytes,
@@ -383,7 +389,8 @@ impl Engine {
             .store(resume, Ordering::Release);
         if !clean {
             // Twice: both superblock copies then start past the recovered end, so neither
-            // refers to a log stretch with a discarded tail in it.
+            // refers to a log stretch with a discarded tail in it (and both are of this
+            // format).
             engine.shared.checkpoint_forced()?;
             engine.shared.checkpoint_forced()?;
         }
@@ -679,14 +686,18 @@ fn lock_file(path: &Path) -> Result<std::fs::File, EngineError> {
     }
 }
 
+/// The copy in `page`, decoded, and the format version it says it has.
 fn read_superblock(
     io: &IoEngine,
     file: &DirectFile,
     page: u64,
-) -> Result<Result<Superblock, SuperblockProblem>, EngineError> {
+) -> Result<(Result<Superblock, SuperblockProblem>, u32), EngineError> {
     let mut buffer = AlignedBuf::new(PAGE_SIZE);
     io.read_buf(file, page * PAGE_SIZE as u64, &mut buffer, 0..PAGE_SIZE)?;
-    Ok(Superblock::decode(page, &buffer))
+    Ok((
+        Superblock::decode(page, &buffer),
+        Superblock::stored_version(&buffer),
+    ))
 }
 
 fn describe(problem: SuperblockProblem, path: &Path) -> EngineError {

@@ -27,9 +27,11 @@ use crate::page::{self, PAGE_SIZE, PageBytes, PageKind};
 
 pub const MAGIC: [u8; 8] = *b"bufpoolE";
 /// Version 3: the write-ahead log (free list and tree counts in checkpoint records).
-/// Version 4: node prefixes up to 64 bytes (version 3 kept at most 8, which version 4 reads
-/// the same way, so a version-3 file opens and becomes version 4 at its next superblock
-/// write; a version-3 binary refuses a version-4 file, whose nodes it would misread).
+/// Version 4: node prefixes up to 64 bytes and slot shifts logged as moves. Version 3 kept
+/// prefixes of at most 8 bytes, which version 4 reads the same way: a version-3 file opens,
+/// and the open rewrites both superblock copies as version 4 before any change, so version-3
+/// code then refuses the file instead of misreading its nodes or log. A copy of a newer
+/// version is refused here even beside a readable one (`choose`).
 pub const FORMAT_VERSION: u32 = 4;
 /// The oldest version this code reads.
 pub const OLDEST_READABLE_VERSION: u32 = 3;
@@ -112,6 +114,11 @@ impl Superblock {
         put_u64(bytes, SEGMENT_BYTES_OFFSET, self.segment_bytes);
     }
 
+    /// The format version a copy that has the magic was written with.
+    pub fn stored_version(bytes: &[u8]) -> u32 {
+        bytes.u32_at(VERSION_OFFSET)
+    }
+
     /// Reads the copy stored in page `page_id`, checking magic, version, page size,
     /// checksum and field sanity in that order.
     pub fn decode(page_id: u64, bytes: &[u8]) -> Result<Superblock, SuperblockProblem> {
@@ -183,6 +190,15 @@ pub fn choose(
     copies: [Result<Superblock, SuperblockProblem>; 2],
 ) -> Result<Superblock, SuperblockProblem> {
     let [first, second] = copies;
+    // A copy written by a newer format: the other copy is older than it, so using it would
+    // roll the database back (and misread what the newer code wrote since).
+    for copy in [&first, &second] {
+        if let Err(SuperblockProblem::Version { found }) = copy
+            && *found > FORMAT_VERSION
+        {
+            return Err(SuperblockProblem::Version { found: *found });
+        }
+    }
     match (first, second) {
         (Ok(a), Ok(b)) => Ok(if a.generation >= b.generation { a } else { b }),
         (Ok(a), Err(_)) | (Err(_), Ok(a)) => Ok(a),
@@ -284,6 +300,22 @@ mod tests {
                 assert_eq!(decoded, Err(SuperblockProblem::Version { found: version }));
             }
         }
+    }
+
+    #[test]
+    fn a_copy_of_a_newer_format_is_refused_rather_than_the_older_copy_used() {
+        let newer = Err(SuperblockProblem::Version {
+            found: FORMAT_VERSION + 1,
+        });
+        for copies in [
+            [newer.clone(), Ok(sample(3))],
+            [Ok(sample(3)), newer.clone()],
+        ] {
+            assert_eq!(choose(copies), newer);
+        }
+        // An older, unreadable format beside a readable copy: the readable one.
+        let older = Err(SuperblockProblem::Version { found: 1 });
+        assert_eq!(choose([older, Ok(sample(3))]), Ok(sample(3)));
     }
 
     #[test]

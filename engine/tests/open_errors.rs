@@ -78,6 +78,50 @@ fn foreign_files_are_not_ours() {
     ));
 }
 
+/// Sets superblock copy `copy` (a byte offset) of a file image to format `version`, with a
+/// checksum that matches, as that format's code wrote it.
+fn set_version(bytes: &mut [u8], copy: usize, version: u32) {
+    bytes[copy + 24..copy + 28].copy_from_slice(&version.to_le_bytes());
+    let page_id = (copy / PAGE) as u64;
+    let seed = crc32c::crc32c(&page_id.to_le_bytes());
+    let sum = crc32c::crc32c_append(seed, &bytes[copy + 4..copy + PAGE]);
+    bytes[copy..copy + 4].copy_from_slice(&sum.to_le_bytes());
+}
+
+#[test]
+fn a_version_3_file_opens_and_both_superblock_copies_become_version_4() {
+    let path = common::test_path("version-3");
+    let mut bytes = make_database(&path);
+    for copy in [0, PAGE] {
+        set_version(&mut bytes, copy, 3);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let engine = Engine::open(&path, options()).unwrap();
+    let tree = engine.tree("t").unwrap();
+    assert_eq!(
+        tree.get(&7u32.to_be_bytes()).unwrap(),
+        Some(b"value 7".to_vec())
+    );
+    drop(tree);
+    drop(engine);
+    // Before any change: code of format 3 finds no copy it can read, so it refuses the file
+    // instead of misreading nodes with longer prefixes.
+    let upgraded = std::fs::read(&path).unwrap();
+    for copy in [0, PAGE] {
+        let version = u32::from_le_bytes(upgraded[copy + 24..copy + 28].try_into().unwrap());
+        assert_eq!(version, bufpool_engine::FORMAT_VERSION, "copy at {copy}");
+    }
+    // A copy written by a newer format beside an older copy: refused, not rolled back.
+    let mut newer = upgraded.clone();
+    let newest = common::files::newest_superblock_page(&path) as usize * PAGE;
+    set_version(&mut newer, newest, bufpool_engine::FORMAT_VERSION + 1);
+    let error = reopen_fails(&path, &newer);
+    assert!(
+        matches!(error, EngineError::UnsupportedFormat { found, .. } if found == bufpool_engine::FORMAT_VERSION + 1),
+        "{error}"
+    );
+}
+
 #[test]
 fn other_version_and_other_page_size_are_named() {
     let path = common::test_path("version");
