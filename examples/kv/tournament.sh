@@ -14,8 +14,9 @@
 #                  workload whose operations are all lookups (a batch of K is K YCSB reads).
 #                  The peers whose caches are malloc'd get the allocator setting their
 #                  adapters' docs give for a cap (bufpool's frames and LMDB's map are not
-#                  malloc'd): redb MALLOC_ARENA_MAX=2 (glibc's default 8 arenas per core
-#                  each keep their own free space: 70 MiB more at 32 threads), RocksDB
+#                  malloc'd): redb MALLOC_ARENA_MAX=1 (each glibc arena keeps its own free
+#                  space: with 2 arenas it grew by 105 MiB through ycsb-b and the cap killed
+#                  redb at the start of ycsb-c; with 1 it stayed under 105 MiB), RocksDB
 #                  jemalloc (Debian's libjemalloc.so.2 preloaded, as RocksDB recommends; on
 #                  glibc it outgrew the cap), or a note that it runs without. Their data is
 #                  loaded (if not already there) by a process of its own before the capped one:
@@ -152,7 +153,7 @@ if [ "$skip_oom" = 0 ]; then
          --warmup "$oom_warmup" --reuse)
     for engine in $engines; do
         case "$engine" in
-            redb) launcher=(env MALLOC_ARENA_MAX=2) ;;
+            redb) launcher=(env MALLOC_ARENA_MAX=1) ;;
             rocksdb)
                 if [ -e "$jemalloc" ]; then
                     launcher=(env LD_PRELOAD="$jemalloc")

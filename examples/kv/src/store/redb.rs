@@ -5,16 +5,34 @@
 //!   cache counts page bytes only, and each 4 KiB page also costs its `Arc` header and malloc
 //!   chunk rounding (32 bytes), its hash-map slot (about 40 bytes at the map's load factor,
 //!   twice that right after the map grows) and its LRU queue entries (16 bytes, up to two).
-//!   Measured at 20M records, 32 threads, ycsb-c: raising the cache from 16 to 1024 MiB
-//!   added 1021 MiB of process memory (with `MALLOC_ARENA_MAX=2`, below), 1.3% over the
-//!   count. redb reads the file through that cache and the kernel's page cache, which
-//!   `--cgroup-mb` caps.
-//! * Under a cap, run it with `MALLOC_ARENA_MAX=2` (the tournament does): redb's cache is
-//!   malloc'd 4 KiB pages, allocated by whichever bench thread missed and freed by whichever
-//!   evicts, and glibc's default of 8 arenas per core keeps the free space of each arena to
-//!   itself. At 32 threads that cost 70 MiB more for the same 1024 MiB cache (1180 MiB of
-//!   process memory instead of 1112), which the cap then takes from the page cache redb
-//!   reads through.
+//!   Measured at 20M records, 32 threads, ycsb-a (redb's `cache_stats` with its
+//!   `cache_metrics` feature, and glibc's `mallinfo2`, every second while the cache fills):
+//!   malloc's bytes in use grew 1.024 to 1.038 bytes per cached byte, i.e. 1/42 to 1/26,
+//!   over a 33-39 MiB base that is the bench's own; at a full 992 MiB cache, 1060 MiB in use,
+//!   the same under writes (A, B, F) as read-only (C). redb reads the file through that
+//!   cache and the kernel's page cache, which `--cgroup-mb` caps: clean and reclaimable,
+//!   that page cache is what the cap squeezes (about 110 MiB of it next to the process
+//!   below); it never caused a kill.
+//! * Under a cap, run it with one malloc arena, `MALLOC_ARENA_MAX=1` (the tournament does).
+//!   redb's cache is malloc'd 4 KiB pages, allocated by whichever bench thread missed (before
+//!   it evicts one) and freed by whichever evicts; a page freed into one arena cannot serve an
+//!   allocation in another, so with several arenas each grows while the others hold free
+//!   space that the process keeps. Measured at 20M records, 32 threads, the 1024 MiB budget
+//!   and the 1200 MiB cap, A to F in one process: with glibc's default of 8 arenas per core
+//!   the same cache cost 1180 MiB of process memory instead of 1112 (ycsb-c); with 2 arenas,
+//!   malloc's free space grew from 20 to 125 MiB through ycsb-b and into the read-only ycsb-c
+//!   while its bytes in use stayed at 1060 MiB, the cgroup's anonymous memory reached 1190
+//!   MiB, and the cap's out-of-memory killer ended the run (the tournament's redb kill; a run
+//!   that had finished A-F with 2 arenas had started with 444 MiB of malloc free space from a
+//!   repair charged outside the cap, and its free space reached 273 MiB: a 1300 MiB process
+//!   in a 1200 MiB cap). With one arena the free space never exceeded 104 MiB, the
+//!   anonymous memory peaked at 1090 MiB, and every workload finished. It costs nothing
+//!   measurable: in capped runs of ycsb-c then ycsb-f (5 s warm-up, 10 s each), alternating
+//!   2, 1, 2, 1 arenas, one arena took 12.1-13.0 µs of CPU per ycsb-c operation and 61-62 per
+//!   ycsb-f one, two arenas 12.0-13.0 and 64-66, while their anonymous memory reached
+//!   1162-1183 MiB in those 30 s against one arena's 1071. Neither a smaller cache nor more
+//!   frequent durable commits would have done: the in-use bytes did not grow, the free
+//!   space did.
 //! * Loading commits 100 000 sorted records per write transaction with `Durability::None`, and
 //!   then the data set description with `Durability::Immediate` (which makes all of it
 //!   durable). Bench updates commit with `Durability::Immediate` under `--durability
@@ -27,8 +45,12 @@
 //!   under `none` (redb's checkpoint; bufpool's come from its log size). Until then redb keeps
 //!   each non-durable commit's allocated and freed pages in memory (its `UnpersistedState`),
 //!   and its freed pages cannot be reused: about 2 KiB per commit, measured, so ycsb-e's
-//!   95 000 inserts grew the process by 200 MiB and a 1200 MiB cap killed it. Each durable
-//!   commit is one sync, counted.
+//!   95 000 inserts grew the process by 200 MiB and a 1200 MiB cap killed it. With one
+//!   durable commit a second (ycsb-a at 32 threads: 5000 to 8000 non-durable commits a
+//!   second), that state is lost in the noise: malloc's bytes in use during A, B and F were
+//!   within 3 MiB of read-only C's, the durable commits took 122 ms on average (452 ms at
+//!   most), and the cgroup's dirty page cache stayed under 83 MiB. Each durable commit is
+//!   one sync, counted.
 //! * One read transaction per lookup (or per `multi_get` batch, or per scan), like every other
 //!   engine here.
 
