@@ -218,8 +218,8 @@ pub fn lower_bound<P: PageBytes + ?Sized>(page: &P, key: &[u8]) -> (usize, bool)
         }
     }
     // Every key here starts with the prefix, and so does `key`: compare only past it.
-    let head = key_head(&key[prefix_len..]);
     let suffix = &key[prefix_len..];
+    let head = key_head(suffix);
     let (mut low, mut high) = hinted_range(page, count, head);
     while low < high {
         let middle = (low + high) / 2;
@@ -470,10 +470,9 @@ pub fn check_prefix_and_heads(bytes: &[u8]) -> Result<(), String> {
         return Err(format!("prefix length {len} above {PREFIX_MAX}"));
     }
     let header = &bytes[PREFIX_OFFSET..PREFIX_OFFSET + len.min(HEADER_PREFIX)];
-    let n = count(bytes);
-    for index in 0..n {
+    let first = key_of(bytes, 0);
+    for index in 0..count(bytes) {
         let key = key_of(bytes, index);
-        let first = key_of(bytes, 0);
         if key.len() < len || !key.starts_with(header) || key[..len] != first[..len] {
             return Err(format!("key {index} does not start with the node's prefix"));
         }
@@ -509,11 +508,12 @@ fn admit_key(bytes: &mut [u8], key: &[u8]) {
         return;
     }
     let len = prefix_len(bytes);
-    // The first key holds the whole prefix.
-    let mut prefix = [0u8; PREFIX_MAX];
-    prefix[..len].copy_from_slice(&key_of(bytes, 0)[..len]);
-    let common = common_len(&prefix[..len], key);
+    // The first key holds the whole prefix; copied out only when it shrinks (set_prefix
+    // rewrites the slots the first key is read through).
+    let common = common_len(&key_of(bytes, 0)[..len], key);
     if common < len {
+        let mut prefix = [0u8; PREFIX_MAX];
+        prefix[..common].copy_from_slice(&key[..common]);
         set_prefix(bytes, &prefix, common);
     }
 }

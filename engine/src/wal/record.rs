@@ -223,9 +223,6 @@ fn find_move(before: &[u8], after: &[u8], first: usize, end: usize) -> Option<Mo
     if high <= low || (high - low) * 8 < MOVE_MIN {
         return None;
     }
-    let word = |page: &[u8], index: usize| -> u64 {
-        u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
-    };
     let middle = (low + high) / 2;
     for shift in MOVE_SHIFTS {
         let words = shift / 8;
@@ -270,6 +267,12 @@ struct DifferingRanges<'p> {
 
 const WORDS: usize = PAGE_SIZE / 8;
 
+/// Word `index` of a page, little endian: byte `i` of the word is bits `8i..8i+8`.
+#[inline(always)]
+fn word(page: &[u8], index: usize) -> u64 {
+    u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
+}
+
 impl<'p> DifferingRanges<'p> {
     fn new(before: &'p [u8], after: &'p [u8]) -> Self {
         assert!(before.len() == PAGE_SIZE && after.len() == PAGE_SIZE);
@@ -284,9 +287,7 @@ impl<'p> DifferingRanges<'p> {
     /// bits `8i..8i+8`.
     #[inline(always)]
     fn xor(&self, index: usize) -> u64 {
-        let at = index * 8;
-        let word = |page: &[u8]| u64::from_le_bytes(page[at..at + 8].try_into().expect("8 bytes"));
-        word(self.before) ^ word(self.after)
+        word(self.before, index) ^ word(self.after, index)
     }
 }
 
