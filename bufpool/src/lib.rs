@@ -58,7 +58,7 @@ pub use export::{
 #[cfg(not(loom))]
 pub use guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 #[cfg(not(loom))]
-pub use pool::{OPTIMISTIC_RESTARTS_MAX, Pool};
+pub use pool::{FaultStream, OPTIMISTIC_RESTARTS_MAX, Pool};
 #[cfg(not(loom))]
 pub use stats::Stats;
 pub use view::PageView;

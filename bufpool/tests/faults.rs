@@ -131,3 +131,38 @@ fn failed_fault_in_leaves_the_page_evicted_and_a_retry_reads_it() {
     assert_eq!(os_error(&error), Some(libc::EIO), "{error}");
     assert_eq!(read_stamp(&pool, 0), (0, 0));
 }
+
+/// A read that fails in a fault stream is handed back as an error, its frame uncharged and the
+/// page evicted and unlatched; the other reads of the stream are unharmed, and the next access
+/// reads the page again.
+#[test]
+fn a_failed_read_in_a_fault_stream_leaves_the_page_evicted() {
+    let (pool, faults, _path) = pool_with_faults("stream-eio", 64, 16);
+    for page in 32..64 {
+        read_stamp(&pool, page);
+    }
+    let before = pool.stats();
+    faults.fail_nth_read(2, Fault::Eio);
+    let mut stream = pool.fault_stream(4).unwrap();
+    for page in 0..4 {
+        assert!(stream.start(PageId(page)).unwrap());
+    }
+    let mut done = Vec::new();
+    stream.complete(4, &mut done);
+    done.sort_by_key(|(page, _)| page.0);
+    let failed: Vec<u64> = done
+        .iter()
+        .filter(|(_, outcome)| outcome.is_err())
+        .map(|(page, _)| page.0)
+        .collect();
+    assert_eq!(failed.len(), 1, "{done:?}");
+    let error = done[failed[0] as usize].1.as_ref().unwrap_err();
+    assert_eq!(os_error(error), Some(libc::EIO), "{error}");
+    assert_eq!(pool.stats().reads, before.reads + 3);
+    assert!(pool.stats().resident_bytes <= 16 * bufpool::PAGE_SIZE as u64);
+    drop(stream);
+    for page in 0..4 {
+        assert_eq!(read_stamp(&pool, page), (page, 0));
+    }
+    assert_eq!(pool.stats().reads, before.reads + 4, "only the failed page read again");
+}

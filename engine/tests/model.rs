@@ -287,3 +287,70 @@ fn prefetch_keys_faults_in_exactly_the_missing_leaves() {
     engine.close().unwrap();
     Engine::remove(&path).unwrap();
 }
+
+/// `leaf_reads` starts the evicted leaves of keys and hands each back as it is in: keys on one
+/// leaf share its token, and a resident leaf needs no read. Meanwhile another thread writing
+/// to the tree (splits, evictions) waits for the reads it needs, and nothing is lost.
+#[test]
+fn leaf_reads_hand_back_each_leaf_once_it_is_in() {
+    let path = common::test_path("leaf-reads");
+    let engine = Engine::create(&path, common::options_with_frames(64)).unwrap();
+    let tree = engine.tree("leaf-reads").unwrap();
+    let n = 20_000u32;
+    for i in 0..n {
+        tree.put_nowait(&i.to_be_bytes(), &[i as u8; 100]).unwrap();
+    }
+    let keys: Vec<u32> = (0..n).step_by(331).collect();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for i in (1..n).step_by(1_013) {
+                tree.put_nowait(&i.to_be_bytes(), &[!(i as u8); 100]).unwrap();
+            }
+        });
+        let mut reads = tree.leaf_reads(8).unwrap();
+        let mut tokens = Vec::new();
+        let mut started = 0;
+        for chunk in keys.chunks(6) {
+            let mut waiting = std::collections::HashMap::<u64, Vec<u32>>::new();
+            let mut at_once = Vec::new();
+            for &i in chunk {
+                match reads.start(&i.to_be_bytes()).unwrap() {
+                    Some(token) => waiting.entry(token).or_default().push(i),
+                    None => at_once.push(i),
+                }
+            }
+            started += waiting.len();
+            reads.submit().unwrap();
+            // Keys needing no read are looked up while the others are in flight.
+            for i in at_once {
+                assert_eq!(tree.get(&i.to_be_bytes()).unwrap().unwrap().len(), 100);
+            }
+            while !waiting.is_empty() {
+                reads.complete(1, &mut tokens);
+                for token in tokens.drain(..) {
+                    for i in waiting.remove(&token).expect("a token this chunk started") {
+                        let value = tree.get(&i.to_be_bytes()).unwrap().unwrap();
+                        assert!(value == [i as u8; 100] || value == [!(i as u8); 100]);
+                    }
+                }
+            }
+            assert_eq!(reads.in_flight(), 0);
+        }
+        assert!(started > 0, "nothing was evicted");
+        writer.join().unwrap();
+    });
+    let too_long = vec![0u8; bufpool_engine::KEY_SIZE_MAX + 1];
+    let mut reads = tree.leaf_reads(4).unwrap();
+    assert!(matches!(
+        reads.start(&too_long),
+        Err(EngineError::KeyTooLarge { .. })
+    ));
+    drop(reads);
+    for i in 0..n {
+        let expected = if i % 1_013 == 1 { !(i as u8) } else { i as u8 };
+        assert_eq!(tree.get(&i.to_be_bytes()).unwrap(), Some(vec![expected; 100]), "{i}");
+    }
+    drop(tree);
+    engine.close().unwrap();
+    Engine::remove(&path).unwrap();
+}

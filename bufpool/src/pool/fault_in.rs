@@ -1,12 +1,13 @@
-//! Fault-in (one read per page, however many threads want it), batched prefetch,
-//! allocation, and the frame budget that makes room through the clock. Every one of them
-//! ends in `latch::finish_fault_in`, with the page exclusively latched.
+//! Fault-in (one read per page, however many threads want it), batched prefetch, the
+//! streaming fault-in (`FaultStream`), allocation, and the frame budget that makes room
+//! through the clock. Every one of them ends in `latch::finish_fault_in`, with the page
+//! exclusively latched.
 
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bufpool_io::{IoError, IoKind, IoRequest};
+use bufpool_io::{Completion, IoError, IoKind, IoQueue, IoRequest};
 
 use super::{Pool, backoff};
 use crate::eviction::Frames;
@@ -160,6 +161,17 @@ impl Pool {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// A stream of fault-ins on the calling thread with up to `depth` reads in flight, each
+    /// handed back as soon as it is in (see [`FaultStream`]). It owns its own ring.
+    pub fn fault_stream(&self, depth: u32) -> Result<FaultStream<'_>, PoolError> {
+        let queue = self.io.queue(&self.file, depth)?;
+        Ok(FaultStream {
+            pool: self,
+            queue,
+            completions: Vec::with_capacity(depth as usize),
+        })
+    }
+
     /// `FaultInEnv::read_in`: with `page` LOCKED_EVICTED by this thread, charge a frame and
     /// read the page into its own address. On error nothing stays charged.
     fn read_in(&self, page: PageId) -> Result<(), PoolError> {
@@ -309,5 +321,97 @@ impl Pool {
         let charged = self.resident_frames.load(Ordering::Acquire);
         census.in_transition += charged.saturating_sub(in_set + census.awaiting_recheck);
         census
+    }
+}
+
+/// Fault-ins in flight on one thread, each finished as soon as its read completes: the
+/// split-phase form of [`Pool::prefetch`], for a caller that wants every page the moment it is
+/// in rather than when a batch's slowest read is (a server answering each request when its
+/// own page arrives, and taking new requests meanwhile).
+///
+/// A started page stays LOCKED_EVICTED by this thread until [`FaultStream::complete`] hands
+/// it back resident and unlatched (or evicted, on error); other threads wanting it wait for
+/// that, as for any fault-in. So the owner must not block on a started page itself before
+/// completing it. Dropping the stream completes every read first. Not `Send`: the ring
+/// belongs to the thread.
+pub struct FaultStream<'pool> {
+    pool: &'pool Pool,
+    queue: IoQueue<'pool>,
+    completions: Vec<Completion>,
+}
+
+impl FaultStream<'_> {
+    /// Reads started and not yet handed back by `complete`.
+    pub fn in_flight(&self) -> usize {
+        self.queue.in_flight()
+    }
+
+    /// Whether `start` may be called (fewer than `depth` reads in flight).
+    pub fn has_room(&self) -> bool {
+        self.queue.in_flight() < self.queue.depth()
+    }
+
+    /// Starts reading `page` if it is evicted and unlatched: `Ok(true)`, and `complete` will
+    /// hand it back. `Ok(false)` if it is resident or already being faulted in (by another
+    /// thread or by this stream): nothing to do here. Errors (a page out of range, no frame)
+    /// leave the page as it was.
+    pub fn start(&mut self, page: PageId) -> Result<bool, PoolError> {
+        assert!(self.has_room(), "FaultStream::start with the queue full");
+        let pool = self.pool;
+        pool.check_range(page)?;
+        let state = pool.state(page);
+        let seen = state.load();
+        if !state.try_lock_evicted(seen) {
+            return Ok(false);
+        }
+        if let Err(error) = pool.reserve_frame() {
+            state.unlock_evicted();
+            return Err(error);
+        }
+        let request = IoRequest::read(page.0 * PAGE_SIZE as u64, pool.page_ptr(page), PAGE_SIZE);
+        // SAFETY: the page is LOCKED_EVICTED by this thread until `complete` (or `drop`) reaps
+        // this read: nobody else writes its frame, optimistic readers only load from it and
+        // fail validation, and the region stays mapped for the pool's lifetime, which the
+        // stream's borrow outlives.
+        let pushed = unsafe { self.queue.push(request, page.0) };
+        match pushed {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                let filled = pool.settle_read(page, Err(PoolError::from(error)));
+                latch::finish_fault_in(&Faulter(pool), page, filled).map(|()| false)
+            }
+        }
+    }
+
+    /// Hands the started reads to the kernel without waiting.
+    pub fn submit(&mut self) -> Result<(), PoolError> {
+        Ok(self.queue.submit()?)
+    }
+
+    /// Waits until at least `min_complete` started reads (capped at those in flight) are
+    /// done, and finishes every read that is: the page becomes resident and unlatched, or on
+    /// error stays evicted. Appends `(page, outcome)` for each to `done`.
+    pub fn complete(&mut self, min_complete: usize, done: &mut Vec<(PageId, Result<(), PoolError>)>) {
+        let pool = self.pool;
+        self.queue.reap(min_complete, &mut self.completions);
+        for completion in self.completions.drain(..) {
+            let page = PageId(completion.tag);
+            let filled = pool.settle_read(page, completion.result.map_err(PoolError::from));
+            let outcome = latch::finish_fault_in(&Faulter(pool), page, filled)
+                .map(|()| pool.state(page).unlock_exclusive());
+            done.push((page, outcome));
+        }
+    }
+}
+
+impl Drop for FaultStream<'_> {
+    fn drop(&mut self) {
+        // Started pages are latched by this thread: finish them before the queue goes.
+        let mut done = Vec::new();
+        // Each pass completes at least one read.
+        while self.in_flight() > 0 {
+            self.complete(self.in_flight(), &mut done);
+            done.clear();
+        }
     }
 }

@@ -35,6 +35,7 @@ mod clock;
 mod fault_in;
 mod write_back;
 
+pub use fault_in::FaultStream;
 use fault_in::Faulter;
 
 /// Optimistic attempts in `Pool::read` before it falls back to a shared latch.

@@ -22,6 +22,7 @@ use bufpool::PageId;
 
 use crate::EngineError;
 use crate::shared::Shared;
+pub use read::LeafReads;
 pub use scan::{Cursor, RangeIter};
 pub use verify::TreeSummary;
 
@@ -122,6 +123,14 @@ impl Tree {
     pub fn prefetch_keys(&self, keys: &[&[u8]]) -> Result<usize, EngineError> {
         keys.iter().try_for_each(|key| check_key(key))?;
         read::prefetch_keys(self.ctx(), keys)
+    }
+
+    /// A stream of this tree's leaf reads on the calling thread with up to `depth` in
+    /// flight, each handed back as soon as it is in: see [`LeafReads`]. The thread must not
+    /// look up a key whose leaf it started before `complete` returned that leaf's token (the
+    /// lookup would wait for a read only this thread can finish).
+    pub fn leaf_reads(&self, depth: u32) -> Result<LeafReads<'_>, EngineError> {
+        LeafReads::new(self.ctx(), depth)
     }
 
     /// Inserts or replaces. Returns once the write is as durable as the engine's

@@ -1,7 +1,9 @@
 //! Point lookups: optimistic descent, binary search in the leaf through the page view,
 //! value copied out, then validated; no allocation, no latch.
 
-use bufpool::PageId;
+use std::collections::HashSet;
+
+use bufpool::{FaultStream, PageId, PoolError};
 
 use super::descend::{self, Abort, OPTIMISTIC_ATTEMPTS_MAX, Route, TreeCtx};
 use crate::EngineError;
@@ -153,21 +155,95 @@ fn missing_leaf(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<PageId>, Abort> 
 pub(crate) fn prefetch_keys(tree: TreeCtx<'_>, keys: &[&[u8]]) -> Result<usize, EngineError> {
     let mut leaves = Vec::new();
     for key in keys {
-        for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
-            match missing_leaf(tree, key) {
-                Ok(leaf) => {
-                    leaves.extend(leaf);
-                    break;
-                }
-                Err(Abort::Restart) => continue,
-                Err(Abort::Failed(error)) => return Err(error),
-            }
-        }
+        leaves.extend(evicted_leaf(tree, key)?);
     }
     leaves.sort_unstable();
     leaves.dedup();
     tree.shared.pool.prefetch(&leaves)?;
     Ok(leaves.len())
+}
+
+/// The leaf of `key` if it is evicted (retrying the optimistic descent as lookups do).
+fn evicted_leaf(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<PageId>, EngineError> {
+    for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
+        match missing_leaf(tree, key) {
+            Ok(leaf) => return Ok(leaf),
+            Err(Abort::Restart) => continue,
+            Err(Abort::Failed(error)) => return Err(error),
+        }
+    }
+    // Writers kept moving the path: let the lookup itself fault the leaf in.
+    Ok(None)
+}
+
+/// Leaf reads of one tree in flight on the calling thread, each finished as its read
+/// completes ([`crate::Tree::leaf_reads`]): a server starts the leaves of the requests it has,
+/// takes more requests meanwhile, and answers each as soon as its own leaves are in.
+pub struct LeafReads<'t> {
+    tree: TreeCtx<'t>,
+    stream: FaultStream<'t>,
+    /// Pages this stream started and has not handed back: a second key on one of them
+    /// waits for the same read.
+    started: HashSet<u64>,
+    done: Vec<(PageId, Result<(), PoolError>)>,
+}
+
+impl<'t> LeafReads<'t> {
+    pub(crate) fn new(tree: TreeCtx<'t>, depth: u32) -> Result<LeafReads<'t>, EngineError> {
+        Ok(LeafReads {
+            tree,
+            stream: tree.shared.pool.fault_stream(depth)?,
+            started: HashSet::with_capacity(depth as usize),
+            done: Vec::with_capacity(depth as usize),
+        })
+    }
+
+    /// Reads started and not yet returned by `complete`.
+    pub fn in_flight(&self) -> usize {
+        self.stream.in_flight()
+    }
+
+    /// Whether another read can be started (fewer than `depth` in flight).
+    pub fn has_room(&self) -> bool {
+        self.stream.has_room()
+    }
+
+    /// Starts reading the leaf that holds `key` if it is evicted, and returns a token that
+    /// `complete` returns once it is in (keys on one leaf share it). `None`: nothing to wait
+    /// for here (the leaf is resident, another thread is reading it, or no more reads fit):
+    /// a lookup of `key` then does what it always does. Inner pages on the way are faulted
+    /// in by the descent.
+    pub fn start(&mut self, key: &[u8]) -> Result<Option<u64>, EngineError> {
+        super::check_key(key)?;
+        let Some(leaf) = evicted_leaf(self.tree, key)? else {
+            return Ok(None);
+        };
+        if self.started.contains(&leaf.0) {
+            return Ok(Some(leaf.0));
+        }
+        if !self.stream.has_room() || !self.stream.start(leaf)? {
+            return Ok(None);
+        }
+        self.started.insert(leaf.0);
+        Ok(Some(leaf.0))
+    }
+
+    /// Hands the started reads to the disk without waiting.
+    pub fn submit(&mut self) -> Result<(), EngineError> {
+        Ok(self.stream.submit()?)
+    }
+
+    /// Waits until at least `min_complete` reads (capped at those in flight) are in, and
+    /// appends the tokens of every read that is. A failed read is not reported here: its
+    /// page stays evicted, and the lookup that follows reads it again and returns the error.
+    pub fn complete(&mut self, min_complete: usize, tokens: &mut Vec<u64>) {
+        self.stream.complete(min_complete, &mut self.done);
+        for (page, _) in self.done.drain(..) {
+            let was_started = self.started.remove(&page.0);
+            assert!(was_started, "page {} completed but never started", page.0);
+            tokens.push(page.0);
+        }
+    }
 }
 
 /// Looks up every key with one descent each, reading resident leaves at once; the leaves
