@@ -164,5 +164,9 @@ fn a_failed_read_in_a_fault_stream_leaves_the_page_evicted() {
     for page in 0..4 {
         assert_eq!(read_stamp(&pool, page), (page, 0));
     }
-    assert_eq!(pool.stats().reads, before.reads + 4, "only the failed page read again");
+    assert_eq!(
+        pool.stats().reads,
+        before.reads + 4,
+        "only the failed page read again"
+    );
 }

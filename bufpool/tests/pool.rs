@@ -284,7 +284,10 @@ fn a_fault_stream_hands_back_each_page_once_it_is_in() {
         let pool = Arc::new(open_pool(&format!("stream-{backing:?}"), backing, 64, 16));
         read_stamp(&pool, 63);
         let mut stream = pool.fault_stream(8).unwrap();
-        assert!(!stream.start(PageId(63)).unwrap(), "a resident page is not read");
+        assert!(
+            !stream.start(PageId(63)).unwrap(),
+            "a resident page is not read"
+        );
         assert!(matches!(
             stream.start(PageId(64)),
             Err(PoolError::PageOutOfRange { .. })

@@ -304,7 +304,8 @@ fn leaf_reads_hand_back_each_leaf_once_it_is_in() {
     std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
             for i in (1..n).step_by(1_013) {
-                tree.put_nowait(&i.to_be_bytes(), &[!(i as u8); 100]).unwrap();
+                tree.put_nowait(&i.to_be_bytes(), &[!(i as u8); 100])
+                    .unwrap();
             }
         });
         let mut reads = tree.leaf_reads(8).unwrap();
@@ -348,7 +349,11 @@ fn leaf_reads_hand_back_each_leaf_once_it_is_in() {
     drop(reads);
     for i in 0..n {
         let expected = if i % 1_013 == 1 { !(i as u8) } else { i as u8 };
-        assert_eq!(tree.get(&i.to_be_bytes()).unwrap(), Some(vec![expected; 100]), "{i}");
+        assert_eq!(
+            tree.get(&i.to_be_bytes()).unwrap(),
+            Some(vec![expected; 100]),
+            "{i}"
+        );
     }
     drop(tree);
     engine.close().unwrap();

@@ -391,7 +391,11 @@ impl FaultStream<'_> {
     /// Waits until at least `min_complete` started reads (capped at those in flight) are
     /// done, and finishes every read that is: the page becomes resident and unlatched, or on
     /// error stays evicted. Appends `(page, outcome)` for each to `done`.
-    pub fn complete(&mut self, min_complete: usize, done: &mut Vec<(PageId, Result<(), PoolError>)>) {
+    pub fn complete(
+        &mut self,
+        min_complete: usize,
+        done: &mut Vec<(PageId, Result<(), PoolError>)>,
+    ) {
         let pool = self.pool;
         self.queue.reap(min_complete, &mut self.completions);
         for completion in self.completions.drain(..) {

@@ -26,7 +26,10 @@ use crate::guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 use crate::latch::{self, Mode};
 use crate::region::{DirtyBits, Region, StateTable, reopen_read_only};
 use crate::replacer::ResidentSet;
-use crate::state::{EVICTED, LOCKED_EVICTED, PageState, SHARED_MAX, UNLOCKED, state_of};
+use crate::state::{
+    EVICTED, LOCKED_EVICTED, MARKED, PageState, SHARED_MAX, UNLOCKED, is_readable, state_of,
+    with_state,
+};
 use crate::stats::{Counter, Counters, Stats};
 use crate::view::PageView;
 use crate::{Backing, Config, Export, PAGE_SIZE, PageId, PoolError};
@@ -258,6 +261,29 @@ impl Pool {
             EVICTED | LOCKED_EVICTED => Ok(None),
             _ => self.optimistic(page).map(Some),
         }
+    }
+
+    /// `optimistic` that never waits and never reads: `None` unless the page is readable
+    /// right now (not evicted, not being faulted in, not exclusively latched). For a thread
+    /// that must not block on another's latch, such as one holding fault-ins of its own in
+    /// a [`FaultStream`] that other threads may be waiting for.
+    pub fn try_optimistic(&self, page: PageId) -> Result<Option<OptimisticGuard<'_>>, PoolError> {
+        self.check_range(page)?;
+        let state = self.state(page);
+        let seen = state.load();
+        let seen = if state_of(seen) == MARKED {
+            // An access gives the page its second chance, as in `latch::acquire`.
+            if !state.clear_mark(seen) {
+                return Ok(None);
+            }
+            with_state(seen, UNLOCKED)
+        } else if is_readable(seen) {
+            seen
+        } else {
+            return Ok(None);
+        };
+        self.count_access(false);
+        Ok(Some(OptimisticGuard::new(self, page, seen)))
     }
 
     fn optimistic_version(&self, page: PageId) -> Result<u64, PoolError> {

@@ -145,13 +145,42 @@ pub(crate) fn descend<'p>(
     tree: TreeCtx<'p>,
     route: Route<'_>,
     stop_level: u16,
-    mut fences: Option<&mut Fences>,
+    fences: Option<&mut Fences>,
 ) -> Result<OptimisticGuard<'p>, Abort> {
     let pool = &tree.shared.pool;
+    let reached = descend_through(tree, route, stop_level, fences, |page| {
+        pool.optimistic(page).map(Some)
+    })?;
+    Ok(reached.expect("`optimistic` always gives a guard"))
+}
+
+/// `descend` that never waits for a latch nor faults a page in: `None` as soon as a node on
+/// the way is not readable right now (see `Pool::try_optimistic`).
+pub(crate) fn descend_nowait<'p>(
+    tree: TreeCtx<'p>,
+    route: Route<'_>,
+    stop_level: u16,
+) -> Result<Option<OptimisticGuard<'p>>, Abort> {
+    let pool = &tree.shared.pool;
+    descend_through(tree, route, stop_level, None, |page| {
+        pool.try_optimistic(page)
+    })
+}
+
+/// The descent, taking each node's version through `take` (`None`: stop, nothing reached).
+fn descend_through<'p>(
+    tree: TreeCtx<'p>,
+    route: Route<'_>,
+    stop_level: u16,
+    mut fences: Option<&mut Fences>,
+    take: impl Fn(PageId) -> Result<Option<OptimisticGuard<'p>>, bufpool::PoolError>,
+) -> Result<Option<OptimisticGuard<'p>>, Abort> {
     if let Some(fences) = fences.as_deref_mut() {
         fences.clear();
     }
-    let mut current = pool.optimistic(tree.root)?;
+    let Some(mut current) = take(tree.root)? else {
+        return Ok(None);
+    };
     for _ in 0..HEIGHT_MAX {
         let step = current.peek(|view| {
             let kind = view.u8_at(KIND_OFFSET);
@@ -175,15 +204,17 @@ pub(crate) fn descend<'p>(
         });
         match PageKind::from_byte(step.kind) {
             // The caller validates after reading the node.
-            Some(PageKind::Leaf) => return Ok(current),
-            Some(PageKind::Inner) if step.level <= stop_level => return Ok(current),
+            Some(PageKind::Leaf) => return Ok(Some(current)),
+            Some(PageKind::Inner) if step.level <= stop_level => return Ok(Some(current)),
             Some(PageKind::Inner) => current.validate()?,
             _ => {
                 current.validate()?;
                 return Err(not_a_node(tree.shared, current.page_id()).into());
             }
         }
-        let child = pool.optimistic(step.child)?;
+        let Some(child) = take(step.child)? else {
+            return Ok(None);
+        };
         current.validate()?;
         current = child;
     }

@@ -176,6 +176,37 @@ fn evicted_leaf(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<PageId>, EngineE
     Ok(None)
 }
 
+/// `missing_leaf` through `descend_nowait`: `None` also when an inner node on the way is not
+/// readable right now.
+fn missing_leaf_nowait(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<PageId>, Abort> {
+    let Some(parent) = descend::descend_nowait(tree, Route::Key(key), 1)? else {
+        return Ok(None);
+    };
+    let child = parent.peek(|view| {
+        (!node::is_leaf(view)).then(|| node::child_at(view, node::child_index(view, key)))
+    });
+    parent.validate()?;
+    let Some(child) = child else {
+        return Ok(None);
+    };
+    let resident = tree.shared.pool.try_optimistic(child)?.is_some();
+    Ok((!resident).then_some(child))
+}
+
+/// `evicted_leaf` that never waits (for `LeafReads`, whose thread holds fault-ins others
+/// may wait for): `None` where it would have to.
+fn evicted_leaf_nowait(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<PageId>, EngineError> {
+    for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
+        match missing_leaf_nowait(tree, key) {
+            Ok(leaf) => return Ok(leaf),
+            Err(Abort::Restart) => continue,
+            Err(Abort::Failed(error)) => return Err(error),
+        }
+    }
+    // Writers kept moving the path: let the lookup itself fault the leaf in.
+    Ok(None)
+}
+
 /// Leaf reads of one tree in flight on the calling thread, each finished as its read
 /// completes ([`crate::Tree::leaf_reads`]): a server starts the leaves of the requests it has,
 /// takes more requests meanwhile, and answers each as soon as its own leaves are in.
@@ -210,12 +241,13 @@ impl<'t> LeafReads<'t> {
 
     /// Starts reading the leaf that holds `key` if it is evicted, and returns a token that
     /// `complete` returns once it is in (keys on one leaf share it). `None`: nothing to wait
-    /// for here (the leaf is resident, another thread is reading it, or no more reads fit):
-    /// a lookup of `key` then does what it always does. Inner pages on the way are faulted
-    /// in by the descent.
+    /// for here (the leaf is resident, another thread is reading it or latched a node on
+    /// the way, an inner node is evicted, or no more reads fit): a lookup of `key` then does
+    /// what it always does. Never waits for a latch or reads an inner page: the thread's
+    /// own started reads may be what another thread holding a latch waits for.
     pub fn start(&mut self, key: &[u8]) -> Result<Option<u64>, EngineError> {
         super::check_key(key)?;
-        let Some(leaf) = evicted_leaf(self.tree, key)? else {
+        let Some(leaf) = evicted_leaf_nowait(self.tree, key)? else {
             return Ok(None);
         };
         if self.started.contains(&leaf.0) {

@@ -15,11 +15,11 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::commands::{
-    self, COMMANDS, CommandSpec, Handler, NO_AUTH, eq_ignore_case, lookup, wrong_arity,
+    self, COMMANDS, CommandSpec, EngineFn, Handler, NO_AUTH, eq_ignore_case, lookup, wrong_arity,
 };
 use crate::executor::Job;
 use crate::fast;
-use crate::readers::ReadJob;
+use crate::readers::{MissReaders, ReadJob};
 use crate::resp::{self, Reply, Request};
 use crate::shared::ServerState;
 use crate::store::{KEY_BYTES_MAX, Reader};
@@ -29,7 +29,7 @@ use crate::store::{KEY_BYTES_MAX, Reader};
 pub struct Queues {
     pub jobs: mpsc::Sender<Job>,
     /// The miss readers (`readers`), if there are any.
-    pub reads: Option<mpsc::Sender<ReadJob>>,
+    pub reads: Option<Arc<MissReaders>>,
 }
 
 /// Requests parsed per turn; the rest wait in the buffer for the next turn.
@@ -231,30 +231,41 @@ async fn turn(
         }
     }
     if !engine_commands.is_empty() {
-        let (reply, replies) = oneshot::channel();
-        // While the pool misses, a turn of point reads goes to the miss readers.
+        // While the pool misses, a turn of point reads has a miss reader fault its leaves in,
+        // then reads here.
         let to_readers = queues.reads.as_ref().filter(|_| {
             state.fast_reads.load(Ordering::Relaxed)
                 && state.pool_missing.load(Ordering::Relaxed)
                 && engine_commands
                     .iter()
-                    .all(|(spec, _, _)| fast::read_fn(spec).is_some())
+                    .all(|(spec, _, _)| fast::reads_main_tree_only(spec))
         });
         if let Some(reads) = to_readers {
-            let commands = engine_commands
-                .into_iter()
-                .filter_map(|(spec, function, args)| {
-                    fast::read_fn(spec).map(|read| (spec, function, read, args))
-                })
+            let keys = engine_commands
+                .iter()
+                .flat_map(|(spec, _, args)| spec.key_indexes(args.len()).map(|i| args[i].clone()))
                 .collect();
-            reads.send(ReadJob { commands, reply }).ok()?;
-        } else {
-            let job = Job {
-                commands: engine_commands,
-                reply,
-            };
-            queues.jobs.send(job).ok()?;
+            let (leaves_in, wait) = oneshot::channel();
+            reads.send(ReadJob { keys, leaves_in }).ok()?;
+            wait.await.ok()?;
+            if serve_read_turn(state, reader, &engine_commands, &engine_slots, &mut slots) {
+                state
+                    .miss_reads
+                    .fetch_add(engine_commands.len() as u64, Ordering::Relaxed);
+                engine_commands.clear();
+            } else {
+                // Not answerable here now (see `fast`): the executor runs the whole turn.
+                state.miss_read_fallbacks.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+    if !engine_commands.is_empty() {
+        let (reply, replies) = oneshot::channel();
+        let job = Job {
+            commands: engine_commands,
+            reply,
+        };
+        queues.jobs.send(job).ok()?;
         let replies = replies.await.ok()?;
         for (index, reply) in engine_slots.into_iter().zip(replies) {
             slots[index].reply = Some(reply);
@@ -262,6 +273,31 @@ async fn turn(
     }
     let more = parsed == REQUESTS_PER_TURN_MAX && after == After::Continue;
     Some((slots, after, more))
+}
+
+/// Runs a turn of point reads on this task, filling their reply slots; false (slots left
+/// empty) if any of them must go to the executor instead, so the turn's replies keep their
+/// order.
+fn serve_read_turn(
+    state: &ServerState,
+    reader: &Reader,
+    commands: &[(&'static CommandSpec, EngineFn, Request)],
+    engine_slots: &[usize],
+    slots: &mut [Slot],
+) -> bool {
+    let mut replies = Vec::with_capacity(commands.len());
+    for (spec, _, args) in commands {
+        let served =
+            fast::read_fn(spec).and_then(|read| fast::serve(reader, state, spec, read, args));
+        match served {
+            Some(reply) => replies.push(reply),
+            None => return false,
+        }
+    }
+    for (&index, reply) in engine_slots.iter().zip(replies) {
+        slots[index].reply = Some(reply);
+    }
+    true
 }
 
 /// The table entry for `request`, or the error reply: unknown command, arity,

@@ -58,6 +58,26 @@ pub fn read_fn(spec: &CommandSpec) -> Option<ReadFn> {
     })
 }
 
+/// Whether `spec`'s connection-task form reads only the records of its keys in the main
+/// tree (not a hash's field, a list's element...): the miss readers fault exactly those
+/// leaves in, so such a turn can then run on the connection task without a disk read.
+pub fn reads_main_tree_only(spec: &CommandSpec) -> bool {
+    matches!(
+        spec.name,
+        "get"
+            | "mget"
+            | "strlen"
+            | "exists"
+            | "type"
+            | "ttl"
+            | "pttl"
+            | "hlen"
+            | "llen"
+            | "scard"
+            | "zcard"
+    )
+}
+
 /// Whether fast reads may be tried at all now.
 pub fn enabled(state: &ServerState) -> bool {
     state.fast_reads.load(Ordering::Relaxed) && !state.pool_missing.load(Ordering::Relaxed)

@@ -82,8 +82,9 @@ struct Cli {
     /// one, left to the executor thread (at least one).
     #[arg(long, default_value_t = 0)]
     io_threads: usize,
-    /// Threads that serve read-only turns while the pool is missing, taking turns so that
-    /// one batch's disk reads overlap the next one's (0: reads always go to the executor).
+    /// Threads that serve read-only turns while the pool is missing, each keeping the reads
+    /// of its clients' evicted leaves in flight and answering each client as its leaves
+    /// arrive (0: reads always go to the executor).
     #[arg(long, default_value_t = 2)]
     miss_readers: usize,
 }
@@ -178,9 +179,9 @@ fn run(cli: Cli) -> Result<(), ServerError> {
     let reader = store.reader();
     let (jobs, executor) = executor::spawn(store, Arc::clone(&state))
         .map_err(io_error("starting the executor thread"))?;
-    let (reads, miss_readers) = readers::spawn(cli.miss_readers, &reader, &state, &jobs)
+    let (reads, miss_readers) = readers::spawn(cli.miss_readers, &reader, &state)
         .map_err(io_error("starting the miss reader threads"))?;
-    let reads = (cli.miss_readers > 0).then_some(reads);
+    let reads = (cli.miss_readers > 0).then(|| Arc::new(reads));
     eprintln!(
         "bufpool-server: listening on {local}, data in {} (durability {}, pool {} MiB)",
         path.display(),

@@ -79,6 +79,8 @@ pub struct ServerState {
     /// Reads the miss readers answered, their batches, and turns they sent to the executor.
     pub miss_reads: AtomicU64,
     pub miss_read_batches: AtomicU64,
+    /// Leaf reads the miss readers started.
+    pub miss_read_leaves: AtomicU64,
     pub miss_read_fallbacks: AtomicU64,
     pub connected: AtomicUsize,
     pub next_client_id: AtomicU64,
@@ -116,6 +118,7 @@ impl ServerState {
             fast_fallbacks: AtomicU64::new(0),
             miss_reads: AtomicU64::new(0),
             miss_read_batches: AtomicU64::new(0),
+            miss_read_leaves: AtomicU64::new(0),
             miss_read_fallbacks: AtomicU64::new(0),
             connected: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bufpool_engine::{Direction, Engine, EngineError, KEY_SIZE_MAX, Lsn, Tree, VALUE_SIZE_MAX};
+use bufpool_engine::{
+    Direction, Engine, EngineError, KEY_SIZE_MAX, LeafReads, Lsn, Tree, VALUE_SIZE_MAX,
+};
 
 use crate::intent::{self, Op, Plan, TreeNumber};
 
@@ -200,9 +202,9 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Faults in the leaves of the main tree that hold `keys` (one I/O submission).
-    pub fn prefetch_keys(&self, keys: &[&[u8]]) -> Result<usize, EngineError> {
-        self.keys.prefetch_keys(keys)
+    /// A stream of reads of the main tree's leaves on this thread (see `readers`).
+    pub fn leaf_reads(&self, depth: u32) -> Result<LeafReads<'_>, EngineError> {
+        self.keys.leaf_reads(depth)
     }
 }
 

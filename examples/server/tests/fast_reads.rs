@@ -217,3 +217,115 @@ fn reads_while_the_pool_misses_are_batched_by_the_miss_readers_and_right() {
     );
     assert!(server.terminate().success());
 }
+
+/// Pipelined turns of many reads while the pool misses (what `redis-benchmark -P 16` sends),
+/// with two miss readers and a writer changing the same leaves: every reply is right and
+/// nothing stalls. The miss readers only start leaf reads and never wait for a latch; when
+/// they ran the lookups themselves, two of them (or one and the executor, holding a parent
+/// while it needed a leaf a reader had started) could each wait for a read only the other
+/// would complete: `ERR engine: gave up waiting for the latch of page …` after 20 s.
+/// Reads of a hash's field go to the executor meanwhile, and are right too.
+#[test]
+fn pipelined_reads_while_missing_never_stall_and_are_right() {
+    let server = Server::start(
+        "fast-miss-pipelined",
+        &["--pool-mb", "1", "--miss-readers", "2"],
+    );
+    let mut admin = server.client();
+    let value = |key: usize| format!("{key:06}-{}", "v".repeat(90));
+    let keys = 30_000;
+    for chunk in (0..keys).collect::<Vec<usize>>().chunks(1000) {
+        let mut mset = redis::cmd("MSET");
+        for &key in chunk {
+            mset.arg(format!("key:{key:08}")).arg(value(key));
+        }
+        let _: () = mset.query(&mut admin).expect("mset");
+    }
+    let _: () = redis::cmd("HSET")
+        .arg("h")
+        .arg("f")
+        .arg("hv")
+        .query(&mut admin)
+        .expect("hset");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (url, stop) = (server.url(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(url)
+                .expect("client")
+                .get_connection()
+                .expect("connect");
+            let mut round = 0usize;
+            // Writes between the read keys: splits of the leaves the readers fault in.
+            while !stop.load(Ordering::Relaxed) && round < 100_000 {
+                let key = format!("key:{:08}x{round}", (round * 7_919) % keys);
+                let _: () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(round)
+                    .query(&mut con)
+                    .expect("set");
+                round += 1;
+            }
+        })
+    };
+    let clients: Vec<_> = (0..6)
+        .map(|client| {
+            let url = server.url();
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url)
+                    .expect("client")
+                    .get_connection()
+                    .expect("connect");
+                con.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+                    .expect("timeout");
+                for round in 0..60usize {
+                    let chosen: Vec<usize> = (0..16)
+                        .map(|i| (round * 104_729 + client * 7_907 + i * 1_009) % keys)
+                        .collect();
+                    let mut pipe = redis::pipe();
+                    for key in &chosen {
+                        pipe.cmd("GET").arg(format!("key:{key:08}"));
+                    }
+                    pipe.cmd("MGET")
+                        .arg(format!("key:{:08}", chosen[3]))
+                        .arg("absent")
+                        .arg(format!("key:{:08}", chosen[9]));
+                    let (gets, mget): (Vec<String>, Vec<Option<String>>) = {
+                        let mut replies: Vec<redis::Value> =
+                            pipe.query(&mut con).expect("pipeline");
+                        let mget = redis::from_redis_value(&replies.pop().expect("mget"))
+                            .expect("mget reply");
+                        let gets = replies
+                            .iter()
+                            .map(|reply| redis::from_redis_value(reply).expect("get reply"))
+                            .collect();
+                        (gets, mget)
+                    };
+                    for (key, got) in chosen.iter().zip(&gets) {
+                        assert_eq!(got, &value(*key), "client {client} round {round}");
+                    }
+                    assert_eq!(
+                        mget,
+                        vec![Some(value(chosen[3])), None, Some(value(chosen[9]))]
+                    );
+                    let hget: String = redis::cmd("HGET")
+                        .arg("h")
+                        .arg("f")
+                        .query(&mut con)
+                        .expect("hget");
+                    assert_eq!(hget, "hv");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client");
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert!(
+        stat(&mut admin, "miss_read_leaves") > 0,
+        "no leaf was read by the miss readers"
+    );
+    assert!(server.terminate().success());
+}
