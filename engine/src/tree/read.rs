@@ -135,10 +135,26 @@ fn first_pass(tree: TreeCtx<'_>, key: &[u8], out: &mut Vec<u8>) -> Result<FirstP
     Ok(FirstPass::Later)
 }
 
+/// Whether a descent may wait: for latches on the way and for inner pages to be faulted in
+/// (`Wait`), or must give up instead (`NoWait`: a thread holding fault-ins of its own that
+/// others may be waiting for, see `LeafReads`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    Wait,
+    NoWait,
+}
+
 /// The leaf `key` lives in if it is not resident now (`None`: resident, or the root is the
-/// leaf). One optimistic descent to level 1; nothing is faulted in and no value is read.
-fn missing_leaf(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<PageId>, Abort> {
-    let parent = descend::descend(tree, Route::Key(key), 1, None)?;
+/// leaf; with `NoWait` also a node on the way not readable right now). One optimistic descent
+/// to level 1; no leaf is faulted in and no value is read.
+fn missing_leaf(tree: TreeCtx<'_>, key: &[u8], waiting: Waiting) -> Result<Option<PageId>, Abort> {
+    let parent = match waiting {
+        Waiting::Wait => descend::descend(tree, Route::Key(key), 1, None)?,
+        Waiting::NoWait => match descend::descend_nowait(tree, Route::Key(key), 1)? {
+            Some(parent) => parent,
+            None => return Ok(None),
+        },
+    };
     let child = parent.peek(|view| {
         (!node::is_leaf(view)).then(|| node::child_at(view, node::child_index(view, key)))
     });
@@ -146,8 +162,29 @@ fn missing_leaf(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<PageId>, Abort> 
     let Some(child) = child else {
         return Ok(None);
     };
-    let resident = tree.shared.pool.optimistic_if_resident(child)?.is_some();
+    let pool = &tree.shared.pool;
+    let resident = match waiting {
+        Waiting::Wait => pool.optimistic_if_resident(child)?.is_some(),
+        Waiting::NoWait => pool.try_optimistic(child)?.is_some(),
+    };
     Ok((!resident).then_some(child))
+}
+
+/// `missing_leaf`, retrying the optimistic descent as lookups do.
+fn evicted_leaf(
+    tree: TreeCtx<'_>,
+    key: &[u8],
+    waiting: Waiting,
+) -> Result<Option<PageId>, EngineError> {
+    for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
+        match missing_leaf(tree, key, waiting) {
+            Ok(leaf) => return Ok(leaf),
+            Err(Abort::Restart) => continue,
+            Err(Abort::Failed(error)) => return Err(error),
+        }
+    }
+    // Writers kept moving the path: let the lookup itself fault the leaf in.
+    Ok(None)
 }
 
 /// Faults in, with one submission per pool batch, the leaves of `keys` that are not resident;
@@ -155,56 +192,12 @@ fn missing_leaf(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<PageId>, Abort> 
 pub(crate) fn prefetch_keys(tree: TreeCtx<'_>, keys: &[&[u8]]) -> Result<usize, EngineError> {
     let mut leaves = Vec::new();
     for key in keys {
-        leaves.extend(evicted_leaf(tree, key)?);
+        leaves.extend(evicted_leaf(tree, key, Waiting::Wait)?);
     }
     leaves.sort_unstable();
     leaves.dedup();
     tree.shared.pool.prefetch(&leaves)?;
     Ok(leaves.len())
-}
-
-/// The leaf of `key` if it is evicted (retrying the optimistic descent as lookups do).
-fn evicted_leaf(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<PageId>, EngineError> {
-    for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
-        match missing_leaf(tree, key) {
-            Ok(leaf) => return Ok(leaf),
-            Err(Abort::Restart) => continue,
-            Err(Abort::Failed(error)) => return Err(error),
-        }
-    }
-    // Writers kept moving the path: let the lookup itself fault the leaf in.
-    Ok(None)
-}
-
-/// `missing_leaf` through `descend_nowait`: `None` also when an inner node on the way is not
-/// readable right now.
-fn missing_leaf_nowait(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<PageId>, Abort> {
-    let Some(parent) = descend::descend_nowait(tree, Route::Key(key), 1)? else {
-        return Ok(None);
-    };
-    let child = parent.peek(|view| {
-        (!node::is_leaf(view)).then(|| node::child_at(view, node::child_index(view, key)))
-    });
-    parent.validate()?;
-    let Some(child) = child else {
-        return Ok(None);
-    };
-    let resident = tree.shared.pool.try_optimistic(child)?.is_some();
-    Ok((!resident).then_some(child))
-}
-
-/// `evicted_leaf` that never waits (for `LeafReads`, whose thread holds fault-ins others
-/// may wait for): `None` where it would have to.
-fn evicted_leaf_nowait(tree: TreeCtx<'_>, key: &[u8]) -> Result<Option<PageId>, EngineError> {
-    for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
-        match missing_leaf_nowait(tree, key) {
-            Ok(leaf) => return Ok(leaf),
-            Err(Abort::Restart) => continue,
-            Err(Abort::Failed(error)) => return Err(error),
-        }
-    }
-    // Writers kept moving the path: let the lookup itself fault the leaf in.
-    Ok(None)
 }
 
 /// Leaf reads of one tree in flight on the calling thread, each finished as its read
@@ -247,7 +240,7 @@ impl<'t> LeafReads<'t> {
     /// own started reads may be what another thread holding a latch waits for.
     pub fn start(&mut self, key: &[u8]) -> Result<Option<u64>, EngineError> {
         super::check_key(key)?;
-        let Some(leaf) = evicted_leaf_nowait(self.tree, key)? else {
+        let Some(leaf) = evicted_leaf(self.tree, key, Waiting::NoWait)? else {
             return Ok(None);
         };
         if self.started.contains(&leaf.0) {
