@@ -596,10 +596,7 @@ fn pipelined_clients(config: &[(&str, &str)]) {
         .map(|thread| {
             let url = server.url();
             std::thread::spawn(move || {
-                let mut con = redis::Client::open(url)
-                    .expect("client")
-                    .get_connection()
-                    .expect("connect");
+                let mut con = common::connect_to(&url);
                 let mut pipe = redis::pipe();
                 for index in 0..500 {
                     pipe.set(format!("t{thread}:{index}"), index).ignore();

@@ -104,10 +104,7 @@ fn multi_record_writes_are_never_seen_half_applied() {
         let stop = Arc::clone(&stop);
         let keys = keys.clone();
         std::thread::spawn(move || {
-            let mut con = redis::Client::open(url)
-                .expect("client")
-                .get_connection()
-                .expect("connect");
+            let mut con = common::connect_to(&url);
             // Bounded; the readers usually stop it sooner.
             for value in 1..200_000u64 {
                 if stop.load(Ordering::Relaxed) {
@@ -132,10 +129,7 @@ fn multi_record_writes_are_never_seen_half_applied() {
             let url = server.url();
             let keys = keys.clone();
             std::thread::spawn(move || {
-                let mut con = redis::Client::open(url)
-                    .expect("client")
-                    .get_connection()
-                    .expect("connect");
+                let mut con = common::connect_to(&url);
                 for _ in 0..1000 {
                     let mut pipe = redis::pipe();
                     for _ in 0..32 {
@@ -184,10 +178,7 @@ fn reads_while_the_pool_misses_are_batched_by_the_miss_readers_and_right() {
         .map(|client| {
             let url = server.url();
             std::thread::spawn(move || {
-                let mut con = redis::Client::open(url)
-                    .expect("client")
-                    .get_connection()
-                    .expect("connect");
+                let mut con = common::connect_to(&url);
                 for round in 0..200usize {
                     let key = (round * 7919 + client * 104_729) % 30_000;
                     let got: String = redis::cmd("GET")
@@ -251,10 +242,7 @@ fn pipelined_reads_while_missing_never_stall_and_are_right() {
     let writer = {
         let (url, stop) = (server.url(), Arc::clone(&stop));
         std::thread::spawn(move || {
-            let mut con = redis::Client::open(url)
-                .expect("client")
-                .get_connection()
-                .expect("connect");
+            let mut con = common::connect_to(&url);
             let mut round = 0usize;
             // Writes between the read keys: splits of the leaves the readers fault in.
             while !stop.load(Ordering::Relaxed) && round < 100_000 {
@@ -272,10 +260,7 @@ fn pipelined_reads_while_missing_never_stall_and_are_right() {
         .map(|client| {
             let url = server.url();
             std::thread::spawn(move || {
-                let mut con = redis::Client::open(url)
-                    .expect("client")
-                    .get_connection()
-                    .expect("connect");
+                let mut con = common::connect_to(&url);
                 con.set_read_timeout(Some(std::time::Duration::from_secs(15)))
                     .expect("timeout");
                 for round in 0..60usize {

@@ -84,10 +84,7 @@ impl Server {
     }
 
     pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .expect("client")
-            .get_connection()
-            .expect("connecting")
+        connect_to(&self.url())
     }
 
     pub fn raw(&self) -> Raw {
@@ -224,4 +221,12 @@ impl Raw {
             Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
         }
     }
+}
+
+/// A `redis` connection to `url` (for threads, which cannot borrow the `Server`).
+pub fn connect_to(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .expect("client")
+        .get_connection()
+        .expect("connecting")
 }
