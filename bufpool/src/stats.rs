@@ -21,6 +21,9 @@ pub struct Stats {
     pub writes: u64,
     /// Pages evicted.
     pub evictions: u64,
+    /// Of `evictions`, those made ahead of demand by a background evictor
+    /// ([`crate::Pool::make_room`]), not by a thread that needed a frame.
+    pub background_evictions: u64,
     /// Frame shootdowns (MADV_DONTNEED / PUNCH_HOLE), retries included.
     pub shootdowns: u64,
     /// Extra shootdowns because a reader refaulted a frame during eviction.
@@ -45,9 +48,10 @@ pub(crate) enum Counter {
     OptimisticRestarts,
     DirtyPagesAdded,
     DirtyPagesCleaned,
+    BackgroundEvictions,
 }
 
-const COUNTER_COUNT: usize = 10;
+const COUNTER_COUNT: usize = 11;
 /// Single-writer slots: each live thread owns one and bumps it with a plain load + store.
 const OWNED_SLOT_COUNT: usize = 128;
 /// Shared slots for threads beyond `OWNED_SLOT_COUNT` (bumped with fetch_add).
@@ -147,6 +151,7 @@ impl Counters {
             reads: self.sum(Counter::Reads),
             writes: self.sum(Counter::Writes),
             evictions: self.sum(Counter::Evictions),
+            background_evictions: self.sum(Counter::BackgroundEvictions),
             shootdowns: self.sum(Counter::Shootdowns),
             refault_retries: self.sum(Counter::RefaultRetries),
             optimistic_restarts: self.sum(Counter::OptimisticRestarts),

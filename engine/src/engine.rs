@@ -73,15 +73,21 @@ pub struct Engine {
     /// Periodic sync and automatic checkpoints; stopped (and joined) when the engine value
     /// is dropped or closed, so a reopen right after finds the file lock free.
     background: Option<std::thread::JoinHandle<()>>,
+    /// Eviction ahead of demand (`spawn_evictor`); stopped and joined the same way.
+    evictor: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shared.closing.store(true, Ordering::Release);
-        if let Some(background) = self.background.take() {
-            background.thread().unpark();
-            if background.join().is_err() {
-                tracing::error!("the engine's background thread panicked");
+        for (thread, name) in [
+            (self.background.take(), "background"),
+            (self.evictor.take(), "evictor"),
+        ] {
+            let Some(thread) = thread else { continue };
+            thread.thread().unpark();
+            if thread.join().is_err() {
+                tracing::error!("the engine's {name} thread panicked");
             }
         }
     }
@@ -256,7 +262,12 @@ impl Engine {
         };
         let shared = Arc::new(shared);
         let background = spawn_background(&shared);
-        Engine { shared, background }
+        let evictor = spawn_evictor(&shared);
+        Engine {
+            shared,
+            background,
+            evictor,
+        }
     }
 
     /// Opens an existing engine file and recovers it from its log. Fails, naming the cause
@@ -645,6 +656,52 @@ fn spawn_background(shared: &Arc<Shared>) -> Option<std::thread::JoinHandle<()>>
         Ok(handle) => Some(handle),
         Err(error) => {
             tracing::warn!(%error, "no background thread: no periodic sync, no automatic checkpoints");
+            None
+        }
+    }
+}
+
+/// Rounds of one `make_room` call before the evictor looks at `closing` again.
+const EVICTOR_ROUNDS_PER_WAKE: u32 = 64;
+
+/// The evictor: keeps `Pool::reserve_target` frames free, so that a fault-in usually finds
+/// a frame instead of evicting while its caller waits (out of memory, about a fifth of a
+/// miss's CPU is eviction: `process_madvise`, `mincore`, TLB shootdowns). It runs at the
+/// lowest priority (nice 19), so it takes CPU time mostly when the threads it serves are
+/// waiting for the disk; when it falls behind they evict for themselves as before. Pools too
+/// small for a reserve get no thread. Holds the engine only weakly, like `spawn_background`.
+fn spawn_evictor(shared: &Arc<Shared>) -> Option<std::thread::JoinHandle<()>> {
+    if shared.pool.reserve_target() == 0 {
+        return None;
+    }
+    let weak = Arc::downgrade(shared);
+    let spawned = std::thread::Builder::new()
+        .name("bufpool-evictor".into())
+        .spawn(move || {
+            if let Err(error) =
+                rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
+            {
+                tracing::debug!(%error, "evictor left at normal priority");
+            }
+            // Ends when the engine is dropped or closing; each pass is bounded.
+            loop {
+                let Some(shared) = weak.upgrade() else { return };
+                if shared.closing.load(Ordering::Acquire) {
+                    return;
+                }
+                shared.pool.make_room(EVICTOR_ROUNDS_PER_WAKE);
+                drop(shared);
+                // Woken by the pool when the reserve runs low; the timeout is a safety net.
+                std::thread::park_timeout(Duration::from_millis(100));
+            }
+        });
+    match spawned {
+        Ok(handle) => {
+            shared.pool.set_evictor(handle.thread().clone());
+            Some(handle)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no evictor thread: fault-ins evict for themselves");
             None
         }
     }

@@ -359,3 +359,56 @@ fn leaf_reads_hand_back_each_leaf_once_it_is_in() {
     engine.close().unwrap();
     Engine::remove(&path).unwrap();
 }
+
+/// A pool of 4,096 frames or more gets the evictor thread: while a data set four times the
+/// pool is written and read back, it evicts ahead of the faults (the pool counts its
+/// evictions apart), every record reads back right, the engine closes, and a small pool gets
+/// no reserve at all.
+#[test]
+fn the_evictor_keeps_a_reserve_and_loses_nothing() {
+    let path = common::test_path("evictor");
+    let frames = 4096;
+    let engine = Engine::create(&path, common::options_with_frames(frames)).unwrap();
+    let tree = engine.tree("evictor").unwrap();
+    let value = |i: u32| vec![(i % 251) as u8; 1000];
+    let n = 64_000u32;
+    for i in 0..n {
+        tree.put_nowait(&i.to_be_bytes(), &value(i)).unwrap();
+    }
+    for round in 0..2u32 {
+        for i in (round..n).step_by(7) {
+            let key = (i.wrapping_mul(2_654_435_761) % n).to_be_bytes();
+            let i = u32::from_be_bytes(key);
+            assert_eq!(tree.get(&key).unwrap(), Some(value(i)), "{i}");
+        }
+    }
+    let stats = engine.pool_stats();
+    assert!(
+        stats.background_evictions > 0,
+        "the evictor evicted nothing: {stats:?}"
+    );
+    assert!(stats.background_evictions <= stats.evictions, "{stats:?}");
+    assert!(stats.resident_bytes <= frames * 4096, "{stats:?}");
+    drop(tree);
+    engine.close().unwrap();
+    let engine = Engine::open(&path, common::options_with_frames(frames)).unwrap();
+    let tree = engine.tree("evictor").unwrap();
+    for i in (0..n).step_by(97) {
+        assert_eq!(tree.get(&i.to_be_bytes()).unwrap(), Some(value(i)), "{i}");
+    }
+    drop(tree);
+    engine.close().unwrap();
+    Engine::remove(&path).unwrap();
+    let small = common::test_path("evictor-small");
+    let engine = Engine::create(&small, common::options_with_frames(64)).unwrap();
+    let tree = engine.tree("evictor").unwrap();
+    for i in 0..2_000u32 {
+        tree.put_nowait(&i.to_be_bytes(), &value(i)).unwrap();
+    }
+    let stats = engine.pool_stats();
+    assert!(stats.evictions > 0, "{stats:?}");
+    assert_eq!(stats.background_evictions, 0, "{stats:?}");
+    drop(tree);
+    engine.close().unwrap();
+    Engine::remove(&small).unwrap();
+}

@@ -23,7 +23,69 @@ pub(super) struct Round {
     pub(super) first_error: Option<PoolError>,
 }
 
+/// Pools below this many frames get no background eviction: a reserve would be a large part
+/// of them, and their faults are cheap to serve inline.
+const RESERVE_FRAMES_MIN_POOL: u64 = 4096;
+
 impl Pool {
+    /// Frames the background evictor keeps free (its high water mark; it is woken below half
+    /// of it): four eviction batches, at most 1/64 of the budget; 0 for small pools.
+    pub fn reserve_target(&self) -> u64 {
+        if self.frame_count < RESERVE_FRAMES_MIN_POOL {
+            return 0;
+        }
+        (4 * self.config.eviction_batch as u64).min(self.frame_count / 64)
+    }
+
+    /// Frames of the budget not charged now.
+    pub fn free_frames(&self) -> u64 {
+        self.frame_count
+            .saturating_sub(self.resident_frames.load(Ordering::Acquire))
+    }
+
+    /// Registers the thread that runs `make_room`: the pool unparks it whenever a fault-in
+    /// leaves fewer than half of `reserve_target` frames free. At most one; later calls are
+    /// ignored (false).
+    pub fn set_evictor(&self, thread: std::thread::Thread) -> bool {
+        self.evictor.set(thread).is_ok()
+    }
+
+    /// Called after a frame was charged: wakes the evictor when the reserve runs low.
+    pub(super) fn after_charge(&self, used: u64) {
+        if let Some(evictor) = self.evictor.get() {
+            if self.frame_count.saturating_sub(used) < self.reserve_target() / 2 {
+                evictor.unpark();
+            }
+        }
+    }
+
+    /// Evicts ahead of demand, for a background thread (`set_evictor`): clock rounds until
+    /// `reserve_target` frames are free, a round frees and marks nothing, or `rounds_max`
+    /// rounds ran. Faulting threads then find a charged-free frame instead of running a round
+    /// themselves while their caller waits; they still do when the reserve is gone. Returns
+    /// the frames freed. Eviction errors stay with the victims' owners, as in
+    /// `reserve_frame`.
+    pub fn make_room(&self, rounds_max: u32) -> u64 {
+        let target = self.reserve_target();
+        let mut freed = 0;
+        for _ in 0..rounds_max {
+            if self.free_frames() >= target {
+                break;
+            }
+            let round = self.evict_round();
+            if let Some(error) = round.first_error {
+                tracing::debug!(%error, "background eviction error (the victim stays resident and dirty)");
+            }
+            freed += round.freed as u64;
+            self.counters
+                .add(Counter::BackgroundEvictions, round.freed as u64);
+            if round.freed == 0 && round.marked == 0 {
+                break;
+            }
+        }
+        freed
+    }
+
     /// One clock round: the hand visits slots until it holds `eviction_batch` marked pages
     /// (marking the unmarked ones it passes), at most one revolution, then the eviction
     /// protocol runs on them. The hand claims one slot per missing candidate, so it never

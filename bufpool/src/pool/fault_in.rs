@@ -276,6 +276,7 @@ impl Pool {
                 Err(now) => used = now,
             }
         }
+        self.after_charge(used + 1);
         // Counted before the kernel is asked, so that of two concurrent chargers the later
         // one sees the earlier one's frame.
         let filling = self.filling.fetch_add(1, Ordering::AcqRel) + 1;

@@ -15,8 +15,8 @@
 //! 3. A dirty page is resident: eviction writes it back first and keeps it when that fails.
 //! 4. Only the holder of the exclusive latch reads a page in, writes it back, or frees it.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bufpool_io::{DirectFile, IoEngine};
@@ -80,6 +80,8 @@ pub struct Pool {
     leaked: Mutex<Vec<PageId>>,
     leaked_count: AtomicU64,
     counters: Counters,
+    /// The thread `make_room` runs on, if any: woken when the free frames run low.
+    evictor: OnceLock<std::thread::Thread>,
     config: Config,
 }
 
@@ -118,6 +120,7 @@ impl Pool {
             leaked: Mutex::new(Vec::new()),
             leaked_count: AtomicU64::new(0),
             counters: Counters::new(),
+            evictor: OnceLock::new(),
             file,
             config,
         })

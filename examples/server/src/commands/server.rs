@@ -335,7 +335,7 @@ pub fn info(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
         let _ = write!(
             text,
             "# Bufpool\r\npool_hits:{}\r\npool_misses:{}\r\npool_reads:{}\r\npool_writes:{}\r\n\
-             pool_evictions:{}\r\npool_refault_retries:{}\r\npool_optimistic_restarts:{}\r\n\
+             pool_evictions:{}\r\npool_background_evictions:{}\r\npool_refault_retries:{}\r\npool_optimistic_restarts:{}\r\n\
              pool_dirty_pages:{}\r\npool_resident_bytes:{}\r\npool_budget_bytes:{}\r\n\
              log_durable_lsn:{}\r\nlog_end_lsn:{}\r\nlog_records:{}\r\nlog_bytes:{}\r\n\
              log_writes:{}\r\nlog_syncs:{}\r\nlog_durable_waits:{}\r\n\
@@ -347,6 +347,7 @@ pub fn info(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
             pool.reads,
             pool.writes,
             pool.evictions,
+            pool.background_evictions,
             pool.refault_retries,
             pool.optimistic_restarts,
             pool.dirty_pages,
