@@ -87,6 +87,16 @@ pub fn fault_in<E: FaultInEnv>(env: &E, page: PageId) -> Result<(), PoolError> {
     finish_fault_in(env, page, filled)
 }
 
+/// The version an optimistic reader of a page whose word was `seen` reads against, if the
+/// page is readable now: an access clears a mark (the page's second chance). `None` if it is
+/// not readable, or the mark changed under the caller.
+pub(crate) fn optimistic_version(state: &PageState, seen: u64) -> Option<u64> {
+    if state_of(seen) == MARKED {
+        return state.clear_mark(seen).then(|| with_state(seen, UNLOCKED));
+    }
+    is_readable(seen).then_some(seen)
+}
+
 /// Takes `page` in `mode`, faulting it in if it is evicted (concurrent faulters do one read:
 /// the first takes LOCKED_EVICTED, the others wait for it).
 pub fn acquire<E: FaultInEnv>(env: &E, page: PageId, mode: Mode) -> Result<Acquired, PoolError> {
@@ -121,14 +131,7 @@ pub fn acquire<E: FaultInEnv>(env: &E, page: PageId, mode: Mode) -> Result<Acqui
         let taken = match mode {
             Mode::Exclusive => state.try_lock_exclusive(seen).then_some(seen),
             Mode::Shared => state.try_lock_shared(seen).then_some(seen),
-            // An access gives the page its second chance.
-            Mode::Optimistic if current == MARKED => {
-                if !state.clear_mark(seen) {
-                    continue;
-                }
-                Some(with_state(seen, UNLOCKED))
-            }
-            Mode::Optimistic => is_readable(seen).then_some(seen),
+            Mode::Optimistic => optimistic_version(state, seen),
         };
         if let Some(seen) = taken {
             return Ok(Acquired { seen, faulted });

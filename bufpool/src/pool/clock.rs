@@ -38,7 +38,7 @@ impl Pool {
     }
 
     /// Frames of the budget not charged now.
-    pub fn free_frames(&self) -> u64 {
+    fn free_frames(&self) -> u64 {
         self.frame_count
             .saturating_sub(self.resident_frames.load(Ordering::Acquire))
     }

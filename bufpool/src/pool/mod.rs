@@ -26,10 +26,7 @@ use crate::guard::{ExclusiveGuard, OptimisticGuard, SharedGuard};
 use crate::latch::{self, Mode};
 use crate::region::{DirtyBits, Region, StateTable, reopen_read_only};
 use crate::replacer::ResidentSet;
-use crate::state::{
-    EVICTED, LOCKED_EVICTED, MARKED, PageState, SHARED_MAX, UNLOCKED, is_readable, state_of,
-    with_state,
-};
+use crate::state::{EVICTED, LOCKED_EVICTED, PageState, SHARED_MAX, UNLOCKED, state_of};
 use crate::stats::{Counter, Counters, Stats};
 use crate::view::PageView;
 use crate::{Backing, Config, Export, PAGE_SIZE, PageId, PoolError};
@@ -273,16 +270,7 @@ impl Pool {
     pub fn try_optimistic(&self, page: PageId) -> Result<Option<OptimisticGuard<'_>>, PoolError> {
         self.check_range(page)?;
         let state = self.state(page);
-        let seen = state.load();
-        let seen = if state_of(seen) == MARKED {
-            // An access gives the page its second chance, as in `latch::acquire`.
-            if !state.clear_mark(seen) {
-                return Ok(None);
-            }
-            with_state(seen, UNLOCKED)
-        } else if is_readable(seen) {
-            seen
-        } else {
+        let Some(seen) = latch::optimistic_version(state, state.load()) else {
             return Ok(None);
         };
         self.count_access(false);

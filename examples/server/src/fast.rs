@@ -34,48 +34,51 @@ pub type ReadFn = fn(&Reader, &[Bytes]) -> CommandResult;
 /// Tries before a read that keeps meeting writes in progress goes to the executor.
 const ATTEMPTS_MAX: usize = 4;
 
-/// The connection-task form of `spec`, if it has one.
-pub fn read_fn(spec: &CommandSpec) -> Option<ReadFn> {
-    Some(match spec.name {
-        "get" => strings::get_in,
-        "mget" => strings::mget_in,
-        "strlen" => strings::strlen_in,
-        "exists" => keys::exists_in,
-        "type" => keys::type_of_in,
-        "ttl" => keys::ttl_in,
-        "pttl" => keys::pttl_in,
-        "hget" => hashes::hget_in,
-        "hmget" => hashes::hmget_in,
-        "hexists" => hashes::hexists_in,
-        "hlen" => hashes::hlen_in,
-        "llen" => lists::llen_in,
-        "lindex" => lists::lindex_in,
-        "sismember" => sets::sismember_in,
-        "scard" => sets::scard_in,
-        "zscore" => zsets::zscore_in,
-        "zcard" => zsets::zcard_in,
+/// A command's connection-task form.
+struct FastRead {
+    read: ReadFn,
+    /// It reads only the records of its keys in the main tree (not a hash's field, a list's
+    /// element...): the miss readers fault exactly those leaves in, so such a turn can then
+    /// run on the connection task without a disk read.
+    main_tree_only: bool,
+}
+
+fn fast_read(spec: &CommandSpec) -> Option<FastRead> {
+    let (read, main_tree_only): (ReadFn, bool) = match spec.name {
+        "get" => (strings::get_in, true),
+        "mget" => (strings::mget_in, true),
+        "strlen" => (strings::strlen_in, true),
+        "exists" => (keys::exists_in, true),
+        "type" => (keys::type_of_in, true),
+        "ttl" => (keys::ttl_in, true),
+        "pttl" => (keys::pttl_in, true),
+        "hget" => (hashes::hget_in, false),
+        "hmget" => (hashes::hmget_in, false),
+        "hexists" => (hashes::hexists_in, false),
+        "hlen" => (hashes::hlen_in, true),
+        "llen" => (lists::llen_in, true),
+        "lindex" => (lists::lindex_in, false),
+        "sismember" => (sets::sismember_in, false),
+        "scard" => (sets::scard_in, true),
+        "zscore" => (zsets::zscore_in, false),
+        "zcard" => (zsets::zcard_in, true),
         _ => return None,
+    };
+    Some(FastRead {
+        read,
+        main_tree_only,
     })
 }
 
-/// Whether `spec`'s connection-task form reads only the records of its keys in the main
-/// tree (not a hash's field, a list's element...): the miss readers fault exactly those
-/// leaves in, so such a turn can then run on the connection task without a disk read.
+/// The connection-task form of `spec`, if it has one.
+pub fn read_fn(spec: &CommandSpec) -> Option<ReadFn> {
+    fast_read(spec).map(|fast| fast.read)
+}
+
+/// Whether `spec` has a connection-task form that reads only its keys' records in the main
+/// tree (see `FastRead::main_tree_only`).
 pub fn reads_main_tree_only(spec: &CommandSpec) -> bool {
-    matches!(
-        spec.name,
-        "get"
-            | "mget"
-            | "strlen"
-            | "exists"
-            | "type"
-            | "ttl"
-            | "pttl"
-            | "hlen"
-            | "llen"
-            | "scard"
-            | "zcard"
-    )
+    fast_read(spec).is_some_and(|fast| fast.main_tree_only)
 }
 
 /// Whether fast reads may be tried at all now.
