@@ -16,7 +16,9 @@
 //! Generic over `FaultInEnv` (the pool, or the loom model's page), as eviction is over
 //! `EvictionEnv`, so the loom model runs these very loops against the eviction protocol.
 
-use crate::state::{EVICTED, MARKED, PageState, UNLOCKED, is_readable, state_of, with_state};
+use crate::state::{
+    COOLING, EVICTED, MARKED, PageState, UNLOCKED, is_readable, state_of, with_state,
+};
 use crate::{PageId, PoolError};
 
 /// Rounds of waiting for a latch before `PoolError::LatchWaitLimit` (about 20 s in the pool;
@@ -91,7 +93,7 @@ pub fn fault_in<E: FaultInEnv>(env: &E, page: PageId) -> Result<(), PoolError> {
 /// page is readable now: an access clears a mark (the page's second chance). `None` if it is
 /// not readable, or the mark changed under the caller.
 pub(crate) fn optimistic_version(state: &PageState, seen: u64) -> Option<u64> {
-    if state_of(seen) == MARKED {
+    if matches!(state_of(seen), MARKED | COOLING) {
         return state.clear_mark(seen).then(|| with_state(seen, UNLOCKED));
     }
     is_readable(seen).then_some(seen)
@@ -121,10 +123,11 @@ pub fn acquire<E: FaultInEnv>(env: &E, page: PageId, mode: Mode) -> Result<Acqui
                     let seen = state.load();
                     return Ok(Acquired { seen, faulted });
                 }
-                // The next load sees the page readable, unless a writer or an evictor got in.
+                // Readable at once, and cold: this read is the page's one access so far (an
+                // evictor may take it before the caller validates; the caller then restarts).
                 Mode::Optimistic => {
-                    state.unlock_exclusive();
-                    continue;
+                    let seen = state.unlock_exclusive_cold();
+                    return Ok(Acquired { seen, faulted });
                 }
             }
         }

@@ -8,7 +8,7 @@ use super::Pool;
 use crate::BATCH_MAX;
 use crate::eviction::{self, EvictionEnv, Frames, Step};
 use crate::region::Region;
-use crate::state::{EVICTED, LOCKED_EVICTED, MARKED, PageState, UNLOCKED, state_of};
+use crate::state::{COOLING, EVICTED, LOCKED_EVICTED, MARKED, PageState, UNLOCKED, state_of};
 use crate::stats::Counter;
 use crate::view::PageView;
 use crate::{PageId, PoolError};
@@ -87,11 +87,11 @@ impl Pool {
     }
 
     /// One clock round: the hand visits slots until it holds `eviction_batch` marked pages
-    /// (marking the unmarked ones it passes), at most one revolution, then the eviction
-    /// protocol runs on them. The hand claims one slot per missing candidate, so it never
-    /// passes a marked page without taking it, and no slot is visited twice in one round:
-    /// a page gets marked on one visit and taken on a later one, with the accesses in between
-    /// as its second chance.
+    /// (cooling the others it passes one step: UNLOCKED → COOLING → MARKED), at most one
+    /// revolution, then the eviction protocol runs on them. The hand claims one slot per
+    /// missing candidate, so it never passes a marked page without taking it, and no slot is
+    /// visited twice in one round: a page gets marked on one visit and taken on a later one,
+    /// with the accesses in between as its second chance.
     pub(super) fn evict_round(&self) -> Round {
         let freed_leaks = self.recheck_leaked() + self.free_strays();
         let batch = self.config.eviction_batch;
@@ -110,7 +110,9 @@ impl Pool {
                         candidates[candidate_count] = page;
                         candidate_count += 1;
                     }
-                    UNLOCKED if state.try_mark(seen) => marked += 1,
+                    // One step colder per pass; an access warms it back (`clear_mark`).
+                    COOLING if state.try_mark(seen) => marked += 1,
+                    UNLOCKED if state.try_cool(seen) => marked += 1,
                     _ => {}
                 }
             });

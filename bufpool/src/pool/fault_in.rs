@@ -13,7 +13,7 @@ use super::{Pool, backoff};
 use crate::eviction::Frames;
 use crate::guard::ExclusiveGuard;
 use crate::latch::{self, FaultInEnv};
-use crate::state::{LOCKED, MARKED, PageState, SHARED_MAX, UNLOCKED, state_of};
+use crate::state::{COOLING, LOCKED, MARKED, PageState, SHARED_MAX, UNLOCKED, state_of};
 use crate::stats::Counter;
 use crate::{BATCH_MAX, FrameCensus, PAGE_SIZE, PageId, PoolError};
 
@@ -311,7 +311,7 @@ impl Pool {
             in_set += 1;
             match state_of(self.state(page).load()) {
                 LOCKED => census.exclusive += 1,
-                UNLOCKED | MARKED => census.unlatched += 1,
+                UNLOCKED | COOLING | MARKED => census.unlatched += 1,
                 shared if (1..=SHARED_MAX).contains(&shared) => census.shared += 1,
                 _ => census.in_transition += 1,
             }
