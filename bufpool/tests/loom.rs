@@ -2,9 +2,10 @@
 //! `RUSTFLAGS="--cfg loom" cargo test -p bufpool --release --test loom`.
 //!
 //! One page, four threads: an evictor running the real `eviction::evict_batch`, an exported
-//! (latch-free, single-attempt) optimistic reader, a shared reader and a writer, the last two
-//! taking their latches through the pool's own loop (`latch::acquire`), which faults the page
-//! in again (`latch::fault_in`) when they find it evicted. The OS sits behind `Frames`; the
+//! (latch-free, single-attempt) optimistic reader, a reader (one optimistic read, then a
+//! shared latch) and a writer, the last two taking their latches through the pool's own loop
+//! (`latch::acquire`), which faults the page in again (`latch::fault_in`) when they find it
+//! evicted (an optimistic fault-in leaves it MARKED, cold). The OS sits behind `Frames`; the
 //! model records the frame's residency and contents (a generation number; 0 = a zero page
 //! instantiated by a refault). Checked in every interleaving:
 //! 1. a reader never accepts bytes from a version other than the one it validated;
@@ -204,6 +205,18 @@ fn exported_reader(model: &Model) {
 }
 
 fn shared_reader(model: &Model) {
+    // First an optimistic read through the pool's loop: it faults the page in if it finds it
+    // evicted (then it starts cold, MARKED) or clears a mark, and must validate correctly.
+    let acquired = latch::acquire(model, PAGE, Mode::Optimistic)
+        .expect("the model's latch waits are long enough");
+    let generation = model.touch();
+    if model.state.validate(acquired.seen) {
+        assert_eq!(
+            generation,
+            model.generation_at(version_of(acquired.seen)),
+            "an optimistic reader accepted bytes of another version"
+        );
+    }
     model.lock(Mode::Shared);
     let generation = model.touch();
     let version = version_of(model.state.load());
