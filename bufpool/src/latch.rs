@@ -7,9 +7,10 @@
 //!                                           Ok  → enter the resident set, LOCKED (version + 1)
 //!                                           Err → nothing charged, EVICTED, error returned
 //!             then leave as `mode` asks: Exclusive keeps LOCKED, Shared downgrades to
-//!             shared(1) (version + 1), Optimistic unlocks (version + 1) and loads again
+//!             shared(1) (version + 1), Optimistic unlocks to MARKED (version + 1: cold,
+//!             the fault-in is the page's one access so far) and returns that word
 //!   readable  → Exclusive: CAS LOCKED; Shared: CAS shared(n + 1);
-//!               Optimistic: the word (a MARKED page has its mark cleared first)
+//!               Optimistic: the word (a MARKED or COOLING page is warmed first)
 //!   otherwise → wait (spin, yield, sleep), at most `LATCH_WAIT_ROUNDS_MAX` rounds
 //! ```
 //!
@@ -45,7 +46,8 @@ pub enum Mode {
     Exclusive,
     /// shared(n).
     Shared,
-    /// No latch: the page's word, readable (UNLOCKED or shared) when it was returned.
+    /// No latch: the page's word, readable (unlatched at any temperature, or shared) when it
+    /// was returned.
     Optimistic,
 }
 
