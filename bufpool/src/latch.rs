@@ -47,8 +47,11 @@ pub enum Mode {
     /// shared(n).
     Shared,
     /// No latch: the page's word, readable (unlatched at any temperature, or shared) when it
-    /// was returned.
+    /// was returned. The access warms the page (a MARKED or COOLING page becomes UNLOCKED).
     Optimistic,
+    /// `Optimistic` that leaves the page's temperature alone: the first read of a page just
+    /// faulted in by a prefetch, which is the page's one access so far.
+    OptimisticUnwarmed,
 }
 
 /// What `acquire` obtained.
@@ -127,7 +130,7 @@ pub fn acquire<E: FaultInEnv>(env: &E, page: PageId, mode: Mode) -> Result<Acqui
                 }
                 // Readable at once, and cold: this read is the page's one access so far (an
                 // evictor may take it before the caller validates; the caller then restarts).
-                Mode::Optimistic => {
+                Mode::Optimistic | Mode::OptimisticUnwarmed => {
                     let seen = state.unlock_exclusive_cold();
                     return Ok(Acquired { seen, faulted });
                 }
@@ -137,6 +140,7 @@ pub fn acquire<E: FaultInEnv>(env: &E, page: PageId, mode: Mode) -> Result<Acqui
             Mode::Exclusive => state.try_lock_exclusive(seen).then_some(seen),
             Mode::Shared => state.try_lock_shared(seen).then_some(seen),
             Mode::Optimistic => optimistic_version(state, seen),
+            Mode::OptimisticUnwarmed => is_readable(seen).then_some(seen),
         };
         if let Some(seen) = taken {
             return Ok(Acquired { seen, faulted });

@@ -78,3 +78,38 @@ fn pages_read_again_outlive_a_budget_of_pages_read_once() {
         );
     }
 }
+
+#[test]
+fn a_prefetched_page_read_once_unwarmed_stays_cold() {
+    // Half a budget prefetched and read once the way a batched lookup reads it, half read
+    // twice the ordinary way; then half a budget of new pages read once. The prefetched
+    // pages are as cold as the new ones and leave first: every page read twice stays.
+    let frame_count = 1024;
+    let half = frame_count / 2;
+    let pool = Pool::open(
+        stamped_file("clock-prefetch", 2 * frame_count),
+        config(Backing::Anonymous, frame_count),
+    )
+    .unwrap();
+    let prefetched: Vec<PageId> = (0..half).map(PageId).collect();
+    pool.prefetch(&prefetched).unwrap();
+    for &page in &prefetched {
+        let guard = pool.optimistic_unwarmed(page).unwrap();
+        assert_eq!(guard.peek(|view| view.u64_at(0)), page.0);
+        guard.validate().unwrap();
+    }
+    for page in half..frame_count {
+        read_stamp(&pool, page);
+        read_stamp(&pool, page);
+    }
+    for page in frame_count..frame_count + half {
+        read_stamp(&pool, page);
+    }
+    let warm_left = (half..frame_count)
+        .filter(|&page| pool.frame_resident(PageId(page)).unwrap())
+        .count();
+    assert_eq!(
+        warm_left, half as usize,
+        "pages read twice were evicted before prefetched pages read once"
+    );
+}

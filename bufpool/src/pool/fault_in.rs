@@ -90,7 +90,9 @@ impl Pool {
     }
 
     /// Batch fault-in: every evicted page of `pages` is read with one io submission per
-    /// `BATCH_MAX` pages. Pages already resident or latched are skipped.
+    /// `BATCH_MAX` pages. Pages already resident or latched are skipped. The pages read start
+    /// cold (MARKED), as after a lookup's fault-in: their first read warms them, or, through
+    /// `optimistic_unwarmed`, leaves them cold.
     pub fn prefetch(&self, pages: &[PageId]) -> Result<(), PoolError> {
         let mut first_error = None;
         for chunk in pages.chunks(BATCH_MAX) {
@@ -152,7 +154,9 @@ impl Pool {
             let read = std::mem::replace(outcome, Ok(())).map_err(PoolError::from);
             let filled = self.settle_read(page, read);
             match latch::finish_fault_in(&Faulter(self), page, filled) {
-                Ok(()) => self.state(page).unlock_exclusive(),
+                Ok(()) => {
+                    self.state(page).unlock_exclusive_cold();
+                }
                 Err(error) => {
                     first_error.get_or_insert(error);
                 }

@@ -277,6 +277,16 @@ impl Pool {
         Ok(Some(OptimisticGuard::new(self, page, seen)))
     }
 
+    /// `optimistic` that does not warm the page for the clock (see `Mode::OptimisticUnwarmed`):
+    /// for the read that follows a `prefetch` of the page, so that the prefetch and that read
+    /// count as the page's one access, as a lookup's own fault-in does.
+    pub fn optimistic_unwarmed(&self, page: PageId) -> Result<OptimisticGuard<'_>, PoolError> {
+        self.check_range(page)?;
+        let acquired = latch::acquire(&Faulter(self), page, Mode::OptimisticUnwarmed)?;
+        self.count_access(acquired.faulted);
+        Ok(OptimisticGuard::new(self, page, acquired.seen))
+    }
+
     fn optimistic_version(&self, page: PageId) -> Result<u64, PoolError> {
         let acquired = latch::acquire(&Faulter(self), page, Mode::Optimistic)?;
         self.count_access(acquired.faulted);

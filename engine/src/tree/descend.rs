@@ -154,6 +154,29 @@ pub(crate) fn descend<'p>(
     Ok(reached.expect("`optimistic` always gives a guard"))
 }
 
+/// Whether a descent's reads count as accesses for the clock (see `Pool::optimistic_unwarmed`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Warming {
+    /// An ordinary read: a cold page on the way is warmed.
+    Warm,
+    /// The read that follows a prefetch of the leaf, whose fault-in was the access: pages
+    /// keep their temperature (inner nodes stay warm from every other descent).
+    Unwarmed,
+}
+
+/// `descend` whose reads leave the pages' temperature alone (`Warming::Unwarmed`).
+pub(crate) fn descend_unwarmed<'p>(
+    tree: TreeCtx<'p>,
+    route: Route<'_>,
+    stop_level: u16,
+) -> Result<OptimisticGuard<'p>, Abort> {
+    let pool = &tree.shared.pool;
+    let reached = descend_through(tree, route, stop_level, None, |page| {
+        pool.optimistic_unwarmed(page).map(Some)
+    })?;
+    Ok(reached.expect("`optimistic_unwarmed` always gives a guard"))
+}
+
 /// `descend` that never waits for a latch nor faults a page in: `None` as soon as a node on
 /// the way is not readable right now (see `Pool::try_optimistic`).
 pub(crate) fn descend_nowait<'p>(

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use bufpool::{FaultStream, PageId, PoolError};
 
-use super::descend::{self, Abort, OPTIMISTIC_ATTEMPTS_MAX, Route, TreeCtx};
+use super::descend::{self, Abort, OPTIMISTIC_ATTEMPTS_MAX, Route, TreeCtx, Warming};
 use crate::EngineError;
 use crate::node::{self, ValueRef};
 use crate::overflow;
@@ -39,16 +39,29 @@ fn read_leaf<P: PageBytes + ?Sized>(page: &P, key: &[u8], out: &mut Vec<u8>) -> 
     }
 }
 
-fn lookup_optimistic(tree: TreeCtx<'_>, key: &[u8], out: &mut Vec<u8>) -> Result<Hit, Abort> {
-    let leaf = descend::descend(tree, Route::Key(key), 0, None)?;
+fn lookup_optimistic(
+    tree: TreeCtx<'_>,
+    key: &[u8],
+    out: &mut Vec<u8>,
+    warming: Warming,
+) -> Result<Hit, Abort> {
+    let leaf = match warming {
+        Warming::Warm => descend::descend(tree, Route::Key(key), 0, None)?,
+        Warming::Unwarmed => descend::descend_unwarmed(tree, Route::Key(key), 0)?,
+    };
     let hit = leaf.peek(|view| read_leaf(view, key, out));
     leaf.validate()?;
     Ok(hit)
 }
 
-fn lookup(tree: TreeCtx<'_>, key: &[u8], out: &mut Vec<u8>) -> Result<Hit, EngineError> {
+fn lookup(
+    tree: TreeCtx<'_>,
+    key: &[u8],
+    out: &mut Vec<u8>,
+    warming: Warming,
+) -> Result<Hit, EngineError> {
     for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
-        match lookup_optimistic(tree, key, out) {
+        match lookup_optimistic(tree, key, out, warming) {
             Ok(hit) => return Ok(hit),
             Err(Abort::Restart) => continue,
             Err(Abort::Failed(error)) => return Err(error),
@@ -63,15 +76,24 @@ pub(crate) fn get_into(
     key: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<bool, EngineError> {
+    get_with(tree, key, out, Warming::Warm)
+}
+
+fn get_with(
+    tree: TreeCtx<'_>,
+    key: &[u8],
+    out: &mut Vec<u8>,
+    warming: Warming,
+) -> Result<bool, EngineError> {
     // Unpinned: node pages are protected by lock coupling alone. Only a value on overflow
     // pages needs the epoch (its chain must not be reused while it is read), so such a
     // lookup is repeated pinned: the chain it then finds stays intact until unpinned.
-    match lookup(tree, key, out)? {
+    match lookup(tree, key, out, warming)? {
         Hit::Missing => Ok(false),
         Hit::Inline => Ok(true),
         Hit::Overflow { .. } => {
             let _epoch = crossbeam_epoch::pin();
-            match lookup(tree, key, out)? {
+            match lookup(tree, key, out, warming)? {
                 Hit::Missing => Ok(false),
                 Hit::Inline => Ok(true),
                 Hit::Overflow { first, len } => {
@@ -293,11 +315,11 @@ pub(crate) fn multi_get(
             }
             FirstPass::Miss(leaf) => {
                 leaves.push(leaf);
-                missed.push(index);
+                missed.push((index, Warming::Unwarmed));
                 values.push(None);
             }
             FirstPass::Later => {
-                missed.push(index);
+                missed.push((index, Warming::Warm));
                 values.push(None);
             }
         }
@@ -308,9 +330,10 @@ pub(crate) fn multi_get(
     leaves.sort_unstable();
     leaves.dedup();
     tree.shared.pool.prefetch(&leaves)?;
-    for index in missed {
+    // A missed key's read is its leaf's one access so far (the prefetch left it cold).
+    for (index, warming) in missed {
         let mut value = Vec::new();
-        values[index] = get_into(tree, keys[index], &mut value)?.then_some(value);
+        values[index] = get_with(tree, keys[index], &mut value, warming)?.then_some(value);
     }
     Ok(values)
 }
