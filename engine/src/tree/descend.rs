@@ -147,11 +147,7 @@ pub(crate) fn descend<'p>(
     stop_level: u16,
     fences: Option<&mut Fences>,
 ) -> Result<OptimisticGuard<'p>, Abort> {
-    let pool = &tree.shared.pool;
-    let reached = descend_through(tree, route, stop_level, fences, |page| {
-        pool.optimistic(page).map(Some)
-    })?;
-    Ok(reached.expect("`optimistic` always gives a guard"))
+    descend_warming(tree, route, stop_level, fences, Warming::Warm)
 }
 
 /// Whether a descent's reads count as accesses for the clock (see `Pool::optimistic_unwarmed`).
@@ -164,17 +160,20 @@ pub(crate) enum Warming {
     Unwarmed,
 }
 
-/// `descend` whose reads leave the pages' temperature alone (`Warming::Unwarmed`).
-pub(crate) fn descend_unwarmed<'p>(
+/// `descend`, its reads warming the pages or not as `warming` says.
+pub(crate) fn descend_warming<'p>(
     tree: TreeCtx<'p>,
     route: Route<'_>,
     stop_level: u16,
+    fences: Option<&mut Fences>,
+    warming: Warming,
 ) -> Result<OptimisticGuard<'p>, Abort> {
     let pool = &tree.shared.pool;
-    let reached = descend_through(tree, route, stop_level, None, |page| {
-        pool.optimistic_unwarmed(page).map(Some)
+    let reached = descend_through(tree, route, stop_level, fences, |page| match warming {
+        Warming::Warm => pool.optimistic(page).map(Some),
+        Warming::Unwarmed => pool.optimistic_unwarmed(page).map(Some),
     })?;
-    Ok(reached.expect("`optimistic_unwarmed` always gives a guard"))
+    Ok(reached.expect("an optimistic read always gives a guard"))
 }
 
 /// `descend` that never waits for a latch nor faults a page in: `None` as soon as a node on

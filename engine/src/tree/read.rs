@@ -45,10 +45,7 @@ fn lookup_optimistic(
     out: &mut Vec<u8>,
     warming: Warming,
 ) -> Result<Hit, Abort> {
-    let leaf = match warming {
-        Warming::Warm => descend::descend(tree, Route::Key(key), 0, None)?,
-        Warming::Unwarmed => descend::descend_unwarmed(tree, Route::Key(key), 0)?,
-    };
+    let leaf = descend::descend_warming(tree, Route::Key(key), 0, None, warming)?;
     let hit = leaf.peek(|view| read_leaf(view, key, out));
     leaf.validate()?;
     Ok(hit)
