@@ -185,25 +185,25 @@ impl PageState {
     /// have written).
     #[inline]
     pub fn unlock_exclusive(&self) {
+        self.unlock_exclusive_to(UNLOCKED);
+    }
+
+    /// `unlock_exclusive` after a lookup's fault-in: the page starts MARKED (cold: the
+    /// fault-in is its only access so far). Returns the new word.
+    pub fn unlock_exclusive_cold(&self) -> u64 {
+        self.unlock_exclusive_to(MARKED)
+    }
+
+    /// LOCKED → `state` (an unlatched temperature), bumping the version; returns the new word.
+    #[inline]
+    fn unlock_exclusive_to(&self, state: u64) -> u64 {
         let seen = self.word.load(Ordering::Relaxed);
         assert_eq!(
             state_of(seen),
             LOCKED,
             "unlock_exclusive of an unlocked page"
         );
-        self.word.store(bumped(seen, UNLOCKED), Ordering::Release);
-    }
-
-    /// `unlock_exclusive` after a lookup's fault-in: the page starts MARKED (cold: the
-    /// fault-in is its only access so far). Returns the new word.
-    pub fn unlock_exclusive_cold(&self) -> u64 {
-        let seen = self.word.load(Ordering::Relaxed);
-        assert_eq!(
-            state_of(seen),
-            LOCKED,
-            "unlock_exclusive_cold of an unlocked page"
-        );
-        let next = bumped(seen, MARKED);
+        let next = bumped(seen, state);
         self.word.store(next, Ordering::Release);
         next
     }

@@ -244,9 +244,7 @@ impl Pool {
 
     /// Optimistic access: no latch, a version. Faults the page in if evicted, waits if locked.
     pub fn optimistic(&self, page: PageId) -> Result<OptimisticGuard<'_>, PoolError> {
-        self.check_range(page)?;
-        let seen = self.optimistic_version(page)?;
-        Ok(OptimisticGuard::new(self, page, seen))
+        self.optimistic_as(page, Mode::Optimistic)
     }
 
     /// `optimistic` for a page that is resident now; `None` (no fault-in, no I/O) if it is
@@ -281,16 +279,15 @@ impl Pool {
     /// for the read that follows a `prefetch` of the page, so that the prefetch and that read
     /// count as the page's one access, as a lookup's own fault-in does.
     pub fn optimistic_unwarmed(&self, page: PageId) -> Result<OptimisticGuard<'_>, PoolError> {
-        self.check_range(page)?;
-        let acquired = latch::acquire(&Faulter(self), page, Mode::OptimisticUnwarmed)?;
-        self.count_access(acquired.faulted);
-        Ok(OptimisticGuard::new(self, page, acquired.seen))
+        self.optimistic_as(page, Mode::OptimisticUnwarmed)
     }
 
-    fn optimistic_version(&self, page: PageId) -> Result<u64, PoolError> {
-        let acquired = latch::acquire(&Faulter(self), page, Mode::Optimistic)?;
+    /// An optimistic guard taken through the latch loop in `mode` (one of the optimistic ones).
+    fn optimistic_as(&self, page: PageId, mode: Mode) -> Result<OptimisticGuard<'_>, PoolError> {
+        self.check_range(page)?;
+        let acquired = latch::acquire(&Faulter(self), page, mode)?;
         self.count_access(acquired.faulted);
-        Ok(acquired.seen)
+        Ok(OptimisticGuard::new(self, page, acquired.seen))
     }
 
     /// Counts a hit unless the access faulted the page in (the fault-in counted a miss).
