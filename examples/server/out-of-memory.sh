@@ -10,7 +10,11 @@
 #  3. For each --modes durability: restarts the server, warms the pool up, then runs
 #     `redis-benchmark -t get -r KEYS -n REQUESTS -c CLIENTS -P P` for each --pipelines P,
 #     sampling INFO bufpool around each run: page reads/s (pool reads), hit ratio, RSS.
-#  4. redis-server from the distribution with --maxmemory --redis-maxmemory and each
+#  4. The round trip's ceiling: redis-server with --ceiling-keys keys, all in memory, under
+#     the same GET runs. No server answers GETs faster from memory than this one on this
+#     machine with this client, so its GETs/s times bufpool-server's page reads per GET is
+#     the most page reads/s any server could drive at that pipeline depth.
+#  5. redis-server from the distribution with --maxmemory --redis-maxmemory and each
 #     --redis-policies policy: loads the same keys and says what it does (OOM errors with
 #     noeviction, evictions with allkeys-lru), then the same GET runs (keyspace hit ratio).
 #
@@ -33,6 +37,7 @@
 #   --modes "always"       durability modes the server is restarted under for the GETs
 #   --load-durability no   durability during the load (no or everysec; SAVE follows)
 #   --fio-seconds S        length of each fio run (default 10)
+#   --ceiling-keys 1000000 keys redis-server holds in memory for step 4 (0 skips it)
 #   --redis-maxmemory 600mb  redis-server's --maxmemory
 #   --redis-policies "noeviction allkeys-lru"  redis-server's policies to try ("" skips Redis)
 #   --reuse                keep a finished load from an earlier run with the same --keys
@@ -57,6 +62,7 @@ modes="always"
 load_durability="no"
 fio_seconds=10
 redis_maxmemory="600mb"
+ceiling_keys=1000000
 redis_policies="noeviction allkeys-lru"
 reuse=0
 server_args=""
@@ -64,7 +70,7 @@ port=6497
 dir="$repo/target/server-oom"
 out=""
 
-usage() { sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,51p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --keys) keys="$2"; shift 2 ;;
@@ -76,6 +82,7 @@ while [ $# -gt 0 ]; do
         --load-durability) load_durability="$2"; shift 2 ;;
         --fio-seconds) fio_seconds="$2"; shift 2 ;;
         --redis-maxmemory) redis_maxmemory="$2"; shift 2 ;;
+        --ceiling-keys) ceiling_keys="$2"; shift 2 ;;
         --redis-policies) redis_policies="$2"; shift 2 ;;
         --reuse) reuse=1; shift ;;
         --server-args) server_args="$2"; shift 2 ;;
@@ -161,14 +168,14 @@ for first in range(0, n, chunk):
 PY
 }
 
-# Feeds the load to the server on $port. Sets load_seconds, load_errors, and writes the
-# distinct error replies with their counts to $1.
+# Feeds the load (of $2 keys, default --keys) to the server on $port. Sets load_seconds,
+# load_errors, and writes the distinct error replies with their counts to $1.
 load() {
-    local errors_file="$1" started
+    local errors_file="$1" count="${2:-$keys}" started
     started="$(now)"
     # redis-cli --pipe exits 1 when any reply was an error (Redis refusing SETs at its
     # maxmemory): its summary line is what counts, read below.
-    generate "$keys" | redis-cli -p "$port" --pipe 2> >(awk '{ count[$0]++ } END { for (line in count) print count[line], line }' > "$errors_file") > "$dir/pipe.out" || true
+    generate "$count" | redis-cli -p "$port" --pipe 2> >(awk '{ count[$0]++ } END { for (line in count) print count[line], line }' > "$errors_file") > "$dir/pipe.out" || true
     load_seconds="$(calc %.3f "$(now) - $started")"
     load_errors="$(sed -n 's/^errors: \([0-9]*\),.*/\1/p' "$dir/pipe.out")"
     [ -n "$load_errors" ] || { echo "out-of-memory.sh: redis-cli --pipe failed:" >&2; cat "$dir/pipe.out" >&2; exit 1; }
@@ -176,11 +183,11 @@ load() {
     sleep 0.5
 }
 
-# redis-benchmark GET run: sets rps p50 p99 and elapsed.
+# redis-benchmark GET run over $3 keys (default --keys): sets rps p50 p99 and elapsed.
 get_run() {
-    local pipeline="$1" n="$2" started line
+    local pipeline="$1" n="$2" range="${3:-$keys}" started line
     started="$(now)"
-    line="$(redis-benchmark -p "$port" -t get -n "$n" -r "$keys" -c "$clients" -P "$pipeline" --csv 2>/dev/null | tail -n 1 | tr -d '"')"
+    line="$(redis-benchmark -p "$port" -t get -n "$n" -r "$range" -c "$clients" -P "$pipeline" --csv 2>/dev/null | tail -n 1 | tr -d '"')"
     elapsed="$(calc %.3f "$(now) - $started")"
     IFS=, read -r _test rps _avg _min p50 _p95 p99 _max <<< "$line"
 }
@@ -333,6 +340,28 @@ for mode in $modes; do
     stop_server
 done
 fio_run after
+
+# ---- 4. the round trip's ceiling --------------------------------------------------------
+declare -A ceiling_rps=()
+if [ "$ceiling_keys" -gt 0 ]; then
+    rm -rf "$dir/redis-ceiling"
+    mkdir -p "$dir/redis-ceiling"
+    redis-server --port "$port" --dir "$dir/redis-ceiling" --save '' --appendonly no --daemonize no \
+        >"$dir/redis-ceiling.log" 2>&1 &
+    redis_pid=$!
+    wait_ready
+    load "$dir/redis-ceiling-load-errors.txt" "$ceiling_keys"
+    for pipeline in $pipelines; do
+        get_run "$pipeline" "$requests" "$ceiling_keys"
+        ceiling_rps[$pipeline]="$rps"
+        say "redis-server in memory ($ceiling_keys keys) P=$pipeline: GET $rps rps, p50 $p50 ms, p99 $p99 ms (the round trip's ceiling)"
+        json "{\"server\":\"redis-server\",\"durability\":\"none\",\"test\":\"get-in-memory-ceiling\",\"pipeline\":$pipeline,\"rps\":$rps,\"p50_ms\":$p50,\"p99_ms\":$p99,\"keys\":$ceiling_keys}"
+    done
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    wait "$redis_pid" || true
+    redis_pid=""
+fi
+
 fio_mean="$(calc %.0f "($fio_before + $fio_iops) / 2")"
 json "{\"server\":\"fio\",\"durability\":null,\"test\":\"randread-qd32-4k\",\"pipeline\":32,\"rps\":$fio_mean,\"p50_ms\":$fio_p50_ms,\"p99_ms\":$fio_p99_ms,\"fio_qd32_iops\":$fio_mean,\"before\":$fio_before,\"after\":$fio_iops}"
 say "fio QD32 IOPS (mean of before and after): $fio_mean"
@@ -340,7 +369,11 @@ for row in "${pending[@]}"; do
     read -r mode pipeline rps p50 p99 reads_per_s misses_per_s reads_per_get hit_ratio rss per_turn exec_busy exec_waiting cpu_us load_avg disk_qd <<< "$row"
     ratio="$(calc %.3f "$reads_per_s / $fio_mean")"
     say "bufpool-server $mode P=$pipeline: page reads/s $reads_per_s = ${ratio}x fio QD32 (target >= 0.8)"
-    json "{\"server\":\"bufpool-server\",\"durability\":\"$mode\",\"test\":\"get\",\"pipeline\":$pipeline,\"rps\":$rps,\"p50_ms\":$p50,\"p99_ms\":$p99,\"page_reads_per_s\":$reads_per_s,\"pool_misses_per_s\":$misses_per_s,\"page_reads_per_get\":$reads_per_get,\"hit_ratio\":$hit_ratio,\"rss_mb\":$rss,\"gets_per_turn\":$per_turn,\"executor_busy\":$exec_busy,\"executor_runnable_waiting\":$exec_waiting,\"disk_avg_qd\":$disk_qd,\"cpu_us_per_get\":$cpu_us,\"load_avg\":$load_avg,\"fio_qd32_iops\":$fio_mean,\"ratio_to_fio\":$ratio,\"keys\":$keys,\"pool_mb\":$pool_mb}"
+    if [ -n "${ceiling_rps[$pipeline]:-}" ]; then
+        reach="$(calc %.0f "${ceiling_rps[$pipeline]} * $reads_per_get")"
+        say "  ceiling at P=$pipeline: redis-server's in-memory ${ceiling_rps[$pipeline]} GETs/s x $reads_per_get reads per GET = $reach page reads/s = $(calc %.3f "$reach / $fio_mean")x fio; bufpool-server's GETs/s are $(calc %.3f "$rps / ${ceiling_rps[$pipeline]}")x that ceiling"
+    fi
+    json "{\"server\":\"bufpool-server\",\"durability\":\"$mode\",\"test\":\"get\",\"pipeline\":$pipeline,\"rps\":$rps,\"p50_ms\":$p50,\"p99_ms\":$p99,\"page_reads_per_s\":$reads_per_s,\"pool_misses_per_s\":$misses_per_s,\"page_reads_per_get\":$reads_per_get,\"hit_ratio\":$hit_ratio,\"rss_mb\":$rss,\"gets_per_turn\":$per_turn,\"executor_busy\":$exec_busy,\"executor_runnable_waiting\":$exec_waiting,\"disk_avg_qd\":$disk_qd,\"cpu_us_per_get\":$cpu_us,\"load_avg\":$load_avg,\"fio_qd32_iops\":$fio_mean,\"ratio_to_fio\":$ratio,\"ceiling_rps\":${ceiling_rps[$pipeline]:-null},\"keys\":$keys,\"pool_mb\":$pool_mb}"
 done
 
 # ---- 4. redis-server with maxmemory -----------------------------------------------------

@@ -7,6 +7,7 @@
 # Usage: examples/server/side-by-side.sh [--requests N] [--clients C] [--tests LIST]
 #                                        [--modes "always everysec"] [--pipelines "1 16"]
 #                                        [--out FILE] [--dir DIR] [--port PORT]
+#                                        [--server-args "ARGS"]  (more bufpool-server flags)
 # Needs redis-server and redis-benchmark (apt-get install -y redis-server redis-tools) and a
 # release build (cargo build --release -p bufpool-server).
 set -euo pipefail
@@ -21,6 +22,7 @@ pipelines="1 16"
 dir="$repo/target/server-side-by-side"
 out=""
 port=6490
+server_args=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --requests) requests="$2"; shift 2 ;;
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --dir) dir="$2"; shift 2 ;;
         --port) port="$2"; shift 2 ;;
+        --server-args) server_args="$2"; shift 2 ;;
         *) echo "side-by-side.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -88,7 +91,8 @@ for mode in $modes; do
     wait "$redis_pid" || true
 
     port_free
-    "$server" --port "$port" --dir "$dir/bufpool-$mode" --durability "$mode" \
+    # shellcheck disable=SC2086 # server_args is a list of flags
+    "$server" --port "$port" --dir "$dir/bufpool-$mode" --durability "$mode" $server_args \
         >"$dir/bufpool-$mode.log" 2>&1 &
     bufpool_pid=$!
     wait_ready "$port"

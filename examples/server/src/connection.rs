@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::commands::{
@@ -19,6 +20,7 @@ use crate::commands::{
 };
 use crate::executor::Job;
 use crate::fast;
+use crate::io_threads::Home;
 use crate::readers::{MissReaders, ReadJob};
 use crate::resp::{self, Reply, Request};
 use crate::shared::ServerState;
@@ -71,32 +73,67 @@ impl Drop for Counted {
     }
 }
 
+/// A connection's state between turns: everything that moves with it to another thread.
+struct Conn {
+    client: Client,
+    input: BytesMut,
+    /// Complete requests remain in `input` from the last turn.
+    buffered: bool,
+    state: Arc<ServerState>,
+    queues: Queues,
+    reader: Reader,
+    home: Home,
+    _counted: Counted,
+}
+
 /// Serves one accepted connection (already counted in `state.connected`).
 pub async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     state: Arc<ServerState>,
     queues: Queues,
     reader: Reader,
+    home: Home,
 ) {
-    let _counted = Counted(Arc::clone(&state));
     let _ = stream.set_nodelay(true);
-    let mut shutdown = state.shutdown_receiver();
-    let mut client = Client {
-        id: state.next_client_id.fetch_add(1, Ordering::Relaxed),
-        name: None,
-        protocol: 2,
-        authenticated: !state.auth_required(),
-        peer,
+    let conn = Conn {
+        client: Client {
+            id: state.next_client_id.fetch_add(1, Ordering::Relaxed),
+            name: None,
+            protocol: 2,
+            authenticated: !state.auth_required(),
+            peer,
+        },
+        input: BytesMut::with_capacity(READ_CHUNK),
+        buffered: false,
+        _counted: Counted(Arc::clone(&state)),
+        state,
+        queues,
+        reader,
+        home,
     };
-    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    run(stream, conn).await;
+}
+
+/// Turns until the connection closes or moves to another thread (`io_threads`).
+async fn run(mut stream: TcpStream, mut conn: Conn) {
+    let mut shutdown = conn.state.shutdown_receiver();
     let mut output = Vec::with_capacity(READ_CHUNK);
-    let mut buffered = false;
+    let Conn {
+        client,
+        input,
+        buffered,
+        state,
+        queues,
+        reader,
+        home,
+        _counted: _,
+    } = &mut conn;
     loop {
-        if !buffered {
+        if !*buffered {
             input.reserve(READ_CHUNK);
             let read = tokio::select! {
-                read = stream.read_buf(&mut input) => read,
+                read = stream.read_buf(input) => read,
                 _ = shutdown.wait_for(|stopping| *stopping) => return,
             };
             match read {
@@ -112,12 +149,11 @@ pub async fn serve(
                 return;
             }
         }
-        let (slots, after, more) =
-            match turn(&mut client, &state, &queues, &reader, &mut input).await {
-                Some(outcome) => outcome,
-                None => return,
-            };
-        buffered = more;
+        let (slots, after, more) = match turn(client, state, queues, reader, input).await {
+            Some(outcome) => outcome,
+            None => return,
+        };
+        *buffered = more;
         if after == After::CloseSilently {
             return;
         }
@@ -151,7 +187,30 @@ pub async fn serve(
         if after == After::Close || state.shutting_down() {
             return;
         }
+        if let Some(thread) = home.after_turn(slots.len()) {
+            break move_to(&thread, stream, conn);
+        }
     }
+}
+
+/// Goes on serving `conn` on `thread`'s runtime (a socket belongs to one runtime's reactor,
+/// so it is handed over as a plain one).
+fn move_to(thread: &Handle, stream: TcpStream, conn: Conn) {
+    let peer = conn.client.peer;
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => {
+            eprintln!("bufpool-server: closing client {peer}: moving it: {error}");
+            return;
+        }
+    };
+    conn.state.connections_moved.fetch_add(1, Ordering::Relaxed);
+    thread.spawn(async move {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => Box::pin(run(stream, conn)).await,
+            Err(error) => eprintln!("bufpool-server: closing client {peer}: moving it: {error}"),
+        }
+    });
 }
 
 /// Parses and runs what is buffered. Returns the reply slots, what to do next, and whether

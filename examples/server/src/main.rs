@@ -12,6 +12,7 @@ mod connection;
 mod executor;
 mod fast;
 mod intent;
+mod io_threads;
 mod readers;
 mod resp;
 mod shared;
@@ -78,8 +79,8 @@ struct Cli {
     /// --requirepass.
     #[arg(long, value_enum, default_value = "yes")]
     protected_mode: YesNo,
-    /// Threads serving connections (parsing, replies, point reads); 0: one per core less
-    /// one, left to the executor thread (at least one).
+    /// Threads serving connections (parsing, replies, point reads), each keeping the
+    /// connections it is given; 0: one per core.
     #[arg(long, default_value_t = 0)]
     io_threads: usize,
     /// Threads that serve read-only turns while the pool is missing, each keeping the reads
@@ -144,20 +145,11 @@ fn run(cli: Cli) -> Result<(), ServerError> {
     let engine = Arc::new(Engine::open_or_create(&path, options)?);
     let store = store::Store::open(Arc::clone(&engine))?;
     let io_threads = match cli.io_threads {
-        // Measured on 2 cores: GET P=1 1.05x redis-server with one thread, 0.87x with two
-        // (the second competes with the executor and the clients for the cores).
-        0 => std::thread::available_parallelism()
-            .map_or(1, |cores| cores.get().saturating_sub(1))
-            .max(1),
+        0 => std::thread::available_parallelism().map_or(1, |cores| cores.get()),
         threads => threads,
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(io_threads);
-    let runtime = builder
-        .enable_all()
-        .thread_name("bufpool-server-io")
-        .build()
-        .map_err(io_error("starting the runtime"))?;
+    // The accept loop's runtime, and the first connection thread's.
+    let runtime = io_threads::runtime().map_err(io_error("starting the runtime"))?;
     let settings = Settings {
         bind: cli.bind,
         port: cli.port,
@@ -189,10 +181,19 @@ fn run(cli: Cli) -> Result<(), ServerError> {
         cli.pool_mb
     );
     let queues = connection::Queues { jobs, reads };
-    runtime.block_on(accept_loop(listener, Arc::clone(&state), queues, reader))?;
+    let threads = io_threads::ConnectionThreads::start(runtime.handle().clone(), io_threads)
+        .map_err(io_error("starting the connection threads"))?;
+    let accepted = runtime.block_on(accept_loop(
+        listener,
+        Arc::clone(&state),
+        queues,
+        reader,
+        threads,
+    ));
     // Dropping the runtime ends any connection task still alive past the drain wait; with
     // every sender gone the executor delivers what it has and stops.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    accepted?;
     // The readers stop once every connection's sender is gone; their fallbacks to the
     // executor are sent before the executor sees its last sender dropped.
     for reader in miss_readers {
@@ -219,6 +220,7 @@ async fn accept_loop(
     state: Arc<ServerState>,
     queues: connection::Queues,
     reader: store::Reader,
+    threads: io_threads::ConnectionThreads,
 ) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate =
@@ -254,13 +256,7 @@ async fn accept_loop(
             });
             continue;
         }
-        tokio::spawn(connection::serve(
-            stream,
-            peer,
-            Arc::clone(&state),
-            queues.clone(),
-            reader.clone(),
-        ));
+        threads.serve(stream, peer, &state, &queues, &reader);
     }
     drop(listener);
     state.request_shutdown();
@@ -271,5 +267,6 @@ async fn accept_loop(
     while state.connected.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    threads.stop();
     Ok(())
 }

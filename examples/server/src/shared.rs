@@ -86,6 +86,8 @@ pub struct ServerState {
     pub next_client_id: AtomicU64,
     pub connections_total: AtomicU64,
     pub connections_rejected: AtomicU64,
+    /// Connections moved to another connection thread (`io_threads`).
+    pub connections_moved: AtomicU64,
     pub commands_total: AtomicU64,
     pub expired_keys: AtomicU64,
     pub batches_total: AtomicU64,
@@ -124,6 +126,7 @@ impl ServerState {
             next_client_id: AtomicU64::new(1),
             connections_total: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
+            connections_moved: AtomicU64::new(0),
             commands_total: AtomicU64::new(0),
             expired_keys: AtomicU64::new(0),
             batches_total: AtomicU64::new(0),

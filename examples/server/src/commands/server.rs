@@ -303,7 +303,7 @@ pub fn info(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
              rejected_connections:{}\r\nexpired_keys:{}\r\nexecutor_batches:{}\r\n\
              durable_waits:{}\r\nreplies_per_durable_wait:{:.2}\r\nfast_reads:{}\r\n\
              fast_read_fallbacks:{}\r\nmiss_reads:{}\r\nmiss_read_batches:{}\r\n\
-             miss_read_leaves:{}\r\nmiss_read_fallbacks:{}\r\n\r\n",
+             miss_read_leaves:{}\r\nmiss_read_fallbacks:{}\r\nconnections_moved:{}\r\n\r\n",
             state.connections_total.load(Ordering::Relaxed),
             state.commands_total.load(Ordering::Relaxed),
             state.connections_rejected.load(Ordering::Relaxed),
@@ -317,6 +317,7 @@ pub fn info(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
             state.miss_read_batches.load(Ordering::Relaxed),
             state.miss_read_leaves.load(Ordering::Relaxed),
             state.miss_read_fallbacks.load(Ordering::Relaxed),
+            state.connections_moved.load(Ordering::Relaxed),
         );
     }
     if show("keyspace") {

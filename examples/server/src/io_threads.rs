@@ -1,0 +1,168 @@
+//! The connection threads: each runs its own single-threaded tokio runtime, so a wake-up
+//! never crosses threads and no thread steals another's tasks.
+//!
+//! Every connection starts on the accepting thread (index 0). One whose turns carry many
+//! commands (a pipelining client, `BUSY_TURN_COMMANDS`) is busy: it moves, once, to the
+//! thread keeping the fewest busy connections. So unpipelined clients share one thread,
+//! which finds many of them ready in each poll (on two cores a second thread taking half of
+//! them cost 12% of their GETs/s: more wake-ups, fewer sockets per poll), while pipelining
+//! clients, each able to keep a core busy alone, are spread over every thread (with one
+//! thread, pipelined GETs left a core idle). Redis turns its I/O threads on only under load
+//! for the same reason. DESIGN.md, "The storage server", has the figures.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::sync::oneshot;
+
+use crate::connection::{self, Queues};
+use crate::shared::ServerState;
+use crate::store::Reader;
+
+/// How long a stopping thread lets its remaining tasks run before dropping them (they
+/// have been told to stop; the accept loop already waited for them to drain).
+const STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// Commands in one turn that make a connection busy (a pipelining client).
+pub const BUSY_TURN_COMMANDS: usize = 8;
+
+/// The runtimes connections are served on, shared with every connection. Index 0 is the
+/// accepting thread's own runtime; the others each have a thread.
+pub struct Placement {
+    handles: Vec<Handle>,
+    /// Busy connections each thread keeps.
+    busy: Vec<AtomicUsize>,
+}
+
+impl Placement {
+    fn threads(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Counts a connection on `home` that just became busy on the thread keeping the fewest
+    /// busy connections (`home` on a tie) and returns that thread.
+    fn place_busy(&self, home: usize) -> usize {
+        let target = (0..self.threads())
+            .min_by_key(|&thread| (self.busy[thread].load(Ordering::Relaxed), thread != home))
+            .expect("at least one connection thread");
+        self.busy[target].fetch_add(1, Ordering::Relaxed);
+        target
+    }
+}
+
+/// Where one connection is served, and whether it counts as busy there.
+pub struct Home {
+    placement: Arc<Placement>,
+    thread: usize,
+    busy: bool,
+}
+
+impl Home {
+    /// After a turn of `commands`: the thread this connection should move to now, if any.
+    /// A connection is placed at most once, the first time a turn makes it busy.
+    pub fn after_turn(&mut self, commands: usize) -> Option<Handle> {
+        if self.busy || commands < BUSY_TURN_COMMANDS || self.placement.threads() == 1 {
+            return None;
+        }
+        self.busy = true;
+        let target = self.placement.place_busy(self.thread);
+        if target == self.thread {
+            return None;
+        }
+        self.thread = target;
+        Some(self.placement.handles[target].clone())
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        if self.busy {
+            self.placement.busy[self.thread].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The connection threads, owned by the accept loop.
+pub struct ConnectionThreads {
+    placement: Arc<Placement>,
+    threads: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+/// A single-threaded runtime with timers and sockets.
+pub fn runtime() -> std::io::Result<Runtime> {
+    Builder::new_current_thread().enable_all().build()
+}
+
+impl ConnectionThreads {
+    /// `count` connection threads in all (at least one): the caller's runtime `own` and
+    /// `count - 1` new threads.
+    pub fn start(own: Handle, count: usize) -> std::io::Result<ConnectionThreads> {
+        let mut handles = vec![own];
+        let mut threads = Vec::new();
+        for index in 1..count.max(1) {
+            let (stop, stopped) = oneshot::channel::<()>();
+            let (handle_sender, handle_receiver) = std::sync::mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name(format!("bufpool-server-io-{index}"))
+                .spawn(move || {
+                    let runtime = match runtime() {
+                        Ok(runtime) => runtime,
+                        Err(error) => {
+                            let _ = handle_sender.send(Err(error));
+                            return;
+                        }
+                    };
+                    let _ = handle_sender.send(Ok(runtime.handle().clone()));
+                    // A dropped sender (the server stopping on an error) also stops it.
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    runtime.shutdown_timeout(STOP_WAIT);
+                })?;
+            let handle = handle_receiver
+                .recv()
+                .map_err(|_| std::io::Error::other("a connection thread ended at start"))??;
+            handles.push(handle);
+            threads.push((stop, thread));
+        }
+        let busy = handles.iter().map(|_| AtomicUsize::new(0)).collect();
+        Ok(ConnectionThreads {
+            placement: Arc::new(Placement { handles, busy }),
+            threads,
+        })
+    }
+
+    /// Serves `stream`, accepted on this thread and counted in `state.connected`, here
+    /// (see the module's text for when it moves).
+    pub fn serve(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        state: &Arc<ServerState>,
+        queues: &Queues,
+        reader: &Reader,
+    ) {
+        let home = Home {
+            placement: Arc::clone(&self.placement),
+            thread: 0,
+            busy: false,
+        };
+        let (state, queues, reader) = (Arc::clone(state), queues.clone(), reader.clone());
+        tokio::spawn(connection::serve(stream, peer, state, queues, reader, home));
+    }
+
+    /// Stops the other threads, each after its remaining tasks had `STOP_WAIT` to end.
+    pub fn stop(self) {
+        for (stop, thread) in self.threads {
+            let _ = stop.send(());
+            if thread.join().is_err() {
+                eprintln!("bufpool-server: a connection thread panicked");
+            }
+        }
+    }
+}
