@@ -1,0 +1,97 @@
+//! Connection threads: unpipelined clients stay on the accepting thread, pipelining clients
+//! are spread over the threads, and a connection that moves keeps its state and its
+//! commands' order.
+
+mod common;
+
+use common::Server;
+
+fn stat(con: &mut redis::Connection, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(con).expect("info");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}:")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from {info}"))
+}
+
+/// One round of a pipelining client: 16 commands that depend on each other's order.
+fn pipelined_round(con: &mut redis::Connection, client: usize, round: i64) {
+    let key = format!("counter:{client}");
+    let mut pipe = redis::pipe();
+    pipe.set(&key, round * 10).ignore();
+    for _ in 0..7 {
+        pipe.incr(&key, 1).get(&key);
+    }
+    pipe.get(&key);
+    let values: Vec<i64> = pipe.query(con).expect("pipeline");
+    assert_eq!(values.len(), 15, "16 commands, the SET's reply ignored");
+    for step in 0..7 {
+        let expected = round * 10 + step as i64 + 1;
+        assert_eq!(values[2 * step], expected, "client {client} round {round}");
+        assert_eq!(
+            values[2 * step + 1],
+            expected,
+            "client {client} round {round}"
+        );
+    }
+    assert_eq!(values[14], round * 10 + 7);
+}
+
+#[test]
+fn pipelining_clients_spread_over_the_threads_and_keep_their_state() {
+    let server = Server::start("connection-threads", &["--io-threads", "3"]);
+    let mut plain = server.client();
+    let _: () = redis::cmd("SET")
+        .arg("plain")
+        .arg(1)
+        .query(&mut plain)
+        .expect("set");
+    let mut pipelining: Vec<redis::Connection> = (0..6).map(|_| server.client()).collect();
+    for (client, con) in pipelining.iter_mut().enumerate() {
+        let _: () = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("piper-{client}"))
+            .query(con)
+            .expect("setname");
+    }
+    // All six start on the accepting thread and become busy there one after another, so
+    // where they go is fixed: the 1st stays (a tie goes home), the 2nd and 3rd go to the
+    // two other threads, the 4th stays, the 5th and 6th move again.
+    for (client, con) in pipelining.iter_mut().enumerate() {
+        pipelined_round(con, client, 0);
+    }
+    assert_eq!(stat(&mut plain, "connections_moved"), 4);
+    // Moved or not, each goes on in order, concurrently, with its name.
+    std::thread::scope(|scope| {
+        for (client, con) in pipelining.iter_mut().enumerate() {
+            scope.spawn(move || {
+                for round in 1..40 {
+                    pipelined_round(con, client, round);
+                }
+                let name: String = redis::cmd("CLIENT")
+                    .arg("GETNAME")
+                    .query(con)
+                    .expect("getname");
+                assert_eq!(name, format!("piper-{client}"));
+            });
+        }
+        for value in 2..200i64 {
+            let _: () = redis::cmd("SET")
+                .arg("plain")
+                .arg(value)
+                .query(&mut plain)
+                .expect("set");
+            let read: i64 = redis::cmd("GET")
+                .arg("plain")
+                .query(&mut plain)
+                .expect("get");
+            assert_eq!(read, value);
+        }
+    });
+    // Unpipelined, the plain client never moved; nobody moved twice.
+    assert_eq!(stat(&mut plain, "connections_moved"), 4);
+    let total: u64 = stat(&mut plain, "total_connections_received");
+    assert_eq!(total, 7);
+    // Connections on every thread end with the server, which exits cleanly.
+    assert!(server.terminate().success());
+}
