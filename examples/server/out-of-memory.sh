@@ -229,6 +229,23 @@ start_server() { # durability
     wait_ready
 }
 
+start_redis() { # name, then more redis-server flags; no persistence, data in DIR/redis-NAME
+    local name="$1"
+    shift
+    rm -rf "$dir/redis-$name"
+    mkdir -p "$dir/redis-$name"
+    redis-server --port "$port" --dir "$dir/redis-$name" --save '' --appendonly no \
+        --daemonize no "$@" >"$dir/redis-$name.log" 2>&1 &
+    redis_pid=$!
+    wait_ready
+}
+
+stop_redis() {
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    wait "$redis_pid" || true
+    redis_pid=""
+}
+
 stop_server() {
     redis-cli -p "$port" shutdown >/dev/null 2>&1 || true
     wait "$server_pid" || true
@@ -344,12 +361,7 @@ fio_run after
 # ---- 4. the round trip's ceiling --------------------------------------------------------
 declare -A ceiling_rps=()
 if [ "$ceiling_keys" -gt 0 ]; then
-    rm -rf "$dir/redis-ceiling"
-    mkdir -p "$dir/redis-ceiling"
-    redis-server --port "$port" --dir "$dir/redis-ceiling" --save '' --appendonly no --daemonize no \
-        >"$dir/redis-ceiling.log" 2>&1 &
-    redis_pid=$!
-    wait_ready
+    start_redis ceiling
     load "$dir/redis-ceiling-load-errors.txt" "$ceiling_keys"
     for pipeline in $pipelines; do
         get_run "$pipeline" "$requests" "$ceiling_keys"
@@ -357,9 +369,7 @@ if [ "$ceiling_keys" -gt 0 ]; then
         say "redis-server in memory ($ceiling_keys keys) P=$pipeline: GET $rps rps, p50 $p50 ms, p99 $p99 ms (the round trip's ceiling)"
         json "{\"server\":\"redis-server\",\"durability\":\"none\",\"test\":\"get-in-memory-ceiling\",\"pipeline\":$pipeline,\"rps\":$rps,\"p50_ms\":$p50,\"p99_ms\":$p99,\"keys\":$ceiling_keys}"
     done
-    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
-    wait "$redis_pid" || true
-    redis_pid=""
+    stop_redis
 fi
 
 fio_mean="$(calc %.0f "($fio_before + $fio_iops) / 2")"
@@ -376,15 +386,9 @@ for row in "${pending[@]}"; do
     json "{\"server\":\"bufpool-server\",\"durability\":\"$mode\",\"test\":\"get\",\"pipeline\":$pipeline,\"rps\":$rps,\"p50_ms\":$p50,\"p99_ms\":$p99,\"page_reads_per_s\":$reads_per_s,\"pool_misses_per_s\":$misses_per_s,\"page_reads_per_get\":$reads_per_get,\"hit_ratio\":$hit_ratio,\"rss_mb\":$rss,\"gets_per_turn\":$per_turn,\"executor_busy\":$exec_busy,\"executor_runnable_waiting\":$exec_waiting,\"disk_avg_qd\":$disk_qd,\"cpu_us_per_get\":$cpu_us,\"load_avg\":$load_avg,\"fio_qd32_iops\":$fio_mean,\"ratio_to_fio\":$ratio,\"ceiling_rps\":${ceiling_rps[$pipeline]:-null},\"keys\":$keys,\"pool_mb\":$pool_mb}"
 done
 
-# ---- 4. redis-server with maxmemory -----------------------------------------------------
+# ---- 5. redis-server with maxmemory -----------------------------------------------------
 for policy in $redis_policies; do
-    rm -rf "$dir/redis"
-    mkdir -p "$dir/redis"
-    redis-server --port "$port" --dir "$dir/redis" --save '' --appendonly no \
-        --maxmemory "$redis_maxmemory" --maxmemory-policy "$policy" --daemonize no \
-        >"$dir/redis-$policy.log" 2>&1 &
-    redis_pid=$!
-    wait_ready
+    start_redis "$policy" --maxmemory "$redis_maxmemory" --maxmemory-policy "$policy"
     say "redis-server maxmemory $redis_maxmemory $policy: loading $keys keys with redis-cli --pipe"
     load "$dir/redis-$policy-load-errors.txt"
     stored="$(redis-cli -p "$port" dbsize)"
@@ -408,8 +412,6 @@ for policy in $redis_policies; do
         say "redis-server $policy P=$pipeline: GET $rps rps, p50 $p50 ms, p99 $p99 ms; keyspace hit ratio $hit_ratio (the rest are nil replies: keys it does not have)"
         json "{\"server\":\"redis-server\",\"durability\":\"none\",\"test\":\"get\",\"pipeline\":$pipeline,\"rps\":$rps,\"p50_ms\":$p50,\"p99_ms\":$p99,\"hit_ratio\":$hit_ratio,\"maxmemory\":\"$redis_maxmemory\",\"maxmemory_policy\":\"$policy\",\"keys\":$keys,\"keys_stored\":$stored}"
     done
-    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
-    wait "$redis_pid" || true
-    redis_pid=""
+    stop_redis
 done
 say "JSON lines appended to $out"

@@ -4,15 +4,7 @@
 
 mod common;
 
-use common::Server;
-
-fn stat(con: &mut redis::Connection, name: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("stats").query(con).expect("info");
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name}:")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from {info}"))
-}
+use common::{Server, stat};
 
 /// One round of a pipelining client: 16 commands that depend on each other's order.
 fn pipelined_round(con: &mut redis::Connection, client: usize, round: i64) {

@@ -6,15 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::Server;
-
-fn stat(con: &mut redis::Connection, name: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("stats").query(con).expect("info");
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name}:")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from {info}"))
-}
+use common::{Server, stat};
 
 /// Pipelines that interleave writes and reads of the same keys: each read answers what the
 /// writes ahead of it in the pipeline made.

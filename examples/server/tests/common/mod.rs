@@ -230,3 +230,12 @@ pub fn connect_to(url: &str) -> redis::Connection {
         .get_connection()
         .expect("connecting")
 }
+
+/// A counter of INFO's stats section.
+pub fn stat(con: &mut redis::Connection, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(con).expect("info");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}:")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from {info}"))
+}
