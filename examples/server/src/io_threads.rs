@@ -1,9 +1,11 @@
 //! The connection threads: each runs its own single-threaded tokio runtime, so a wake-up
 //! never crosses threads and no thread steals another's tasks.
 //!
-//! Every connection starts on the accepting thread (index 0). One whose turns carry many
-//! commands (a pipelining client, `BUSY_TURN_COMMANDS`) is busy: it moves, once, to the
-//! thread keeping the fewest busy connections. So unpipelined clients share one thread,
+//! A new connection goes to the first thread keeping fewer than
+//! `CONNECTIONS_PER_THREAD_FILL` connections (the accepting thread, index 0, first), else to
+//! the one keeping the fewest. One whose turns carry many commands (a pipelining client,
+//! `BUSY_TURN_COMMANDS`) is busy: it moves, once, to the thread keeping the fewest busy
+//! connections. So unpipelined clients share one thread,
 //! which finds many of them ready in each poll (on two cores a second thread taking half of
 //! them cost 12% of their GETs/s: more wake-ups, fewer sockets per poll), while pipelining
 //! clients, each able to keep a core busy alone, are spread over every thread (with one
@@ -30,12 +32,17 @@ const STOP_WAIT: Duration = Duration::from_secs(1);
 
 /// Commands in one turn that make a connection busy (a pipelining client).
 pub const BUSY_TURN_COMMANDS: usize = 8;
+/// Connections a thread takes before a new one goes to the next thread: unpipelined
+/// clients share one thread, which finds many ready per poll, until there are enough of
+/// them to load a core (a 16-core server with 1,000 clients spreads them all).
+pub const CONNECTIONS_PER_THREAD_FILL: usize = 64;
 
 /// The runtimes connections are served on, shared with every connection. Index 0 is the
 /// accepting thread's own runtime; the others each have a thread.
 pub struct Placement {
     handles: Vec<Handle>,
-    /// Busy connections each thread keeps.
+    /// Connections each thread keeps, and how many of them are busy.
+    connections: Vec<AtomicUsize>,
     busy: Vec<AtomicUsize>,
 }
 
@@ -44,13 +51,37 @@ impl Placement {
         self.handles.len()
     }
 
+    /// The connections each thread keeps, for INFO.
+    pub fn connections_per_thread(&self) -> Vec<usize> {
+        self.connections
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Counts a new connection on the first thread with room below the fill, else on the
+    /// one with the fewest, and returns that thread.
+    fn place_new(&self) -> usize {
+        let count = |thread: usize| self.connections[thread].load(Ordering::Relaxed);
+        let target = (0..self.threads())
+            .find(|&thread| count(thread) < CONNECTIONS_PER_THREAD_FILL)
+            .or_else(|| (0..self.threads()).min_by_key(|&thread| count(thread)))
+            .expect("at least one connection thread");
+        self.connections[target].fetch_add(1, Ordering::Relaxed);
+        target
+    }
+
     /// Counts a connection on `home` that just became busy on the thread keeping the fewest
-    /// busy connections (`home` on a tie) and returns that thread.
+    /// busy connections (`home` on a tie), moving its count there, and returns that thread.
     fn place_busy(&self, home: usize) -> usize {
         let target = (0..self.threads())
             .min_by_key(|&thread| (self.busy[thread].load(Ordering::Relaxed), thread != home))
             .expect("at least one connection thread");
         self.busy[target].fetch_add(1, Ordering::Relaxed);
+        if target != home {
+            self.connections[home].fetch_sub(1, Ordering::Relaxed);
+            self.connections[target].fetch_add(1, Ordering::Relaxed);
+        }
         target
     }
 }
@@ -81,8 +112,10 @@ impl Home {
 
 impl Drop for Home {
     fn drop(&mut self) {
+        let placement = &self.placement;
+        placement.connections[self.thread].fetch_sub(1, Ordering::Relaxed);
         if self.busy {
-            self.placement.busy[self.thread].fetch_sub(1, Ordering::Relaxed);
+            placement.busy[self.thread].fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -130,15 +163,25 @@ impl ConnectionThreads {
             handles.push(handle);
             threads.push((stop, thread));
         }
-        let busy = handles.iter().map(|_| AtomicUsize::new(0)).collect();
+        let counters = || handles.iter().map(|_| AtomicUsize::new(0)).collect();
+        let (connections, busy) = (counters(), counters());
         Ok(ConnectionThreads {
-            placement: Arc::new(Placement { handles, busy }),
+            placement: Arc::new(Placement {
+                handles,
+                connections,
+                busy,
+            }),
             threads,
         })
     }
 
-    /// Serves `stream`, accepted on this thread and counted in `state.connected`, here
-    /// (see the module's text for when it moves).
+    /// Where connections are placed (for INFO).
+    pub fn placement(&self) -> &Arc<Placement> {
+        &self.placement
+    }
+
+    /// Serves `stream`, accepted on this thread and counted in `state.connected`, on the
+    /// thread `Placement::place_new` picks (see the module's text for when it moves).
     pub fn serve(
         &self,
         stream: TcpStream,
@@ -147,13 +190,36 @@ impl ConnectionThreads {
         queues: &Queues,
         reader: &Reader,
     ) {
+        let thread = self.placement.place_new();
         let home = Home {
             placement: Arc::clone(&self.placement),
-            thread: 0,
+            thread,
             busy: false,
         };
         let (state, queues, reader) = (Arc::clone(state), queues.clone(), reader.clone());
-        tokio::spawn(connection::serve(stream, peer, state, queues, reader, home));
+        if thread == 0 {
+            tokio::spawn(connection::serve(stream, peer, state, queues, reader, home));
+            return;
+        }
+        // A socket is registered with one runtime's reactor: hand it over as a plain one.
+        // (Dropping `home` or the state's count on failure keeps the counts right.)
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                eprintln!("bufpool-server: dropping client {peer}: {error}");
+                state.connected.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        self.placement.handles[thread].spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => connection::serve(stream, peer, state, queues, reader, home).await,
+                Err(error) => {
+                    eprintln!("bufpool-server: dropping client {peer}: {error}");
+                    state.connected.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        });
     }
 
     /// Stops the other threads, each after its remaining tasks had `STOP_WAIT` to end.

@@ -183,6 +183,7 @@ fn run(cli: Cli) -> Result<(), ServerError> {
     let queues = connection::Queues { jobs, reads };
     let threads = io_threads::ConnectionThreads::start(runtime.handle().clone(), io_threads)
         .map_err(io_error("starting the connection threads"))?;
+    let _ = state.placement.set(Arc::clone(threads.placement()));
     let accepted = runtime.block_on(accept_loop(
         listener,
         Arc::clone(&state),

@@ -3,14 +3,15 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
+use crate::io_threads::Placement;
 use crate::resp::Limits;
 
 /// Redis's names for the durability modes.
@@ -88,6 +89,8 @@ pub struct ServerState {
     pub connections_rejected: AtomicU64,
     /// Connections moved to another connection thread (`io_threads`).
     pub connections_moved: AtomicU64,
+    /// Which connection thread keeps how many connections; set once they run.
+    pub placement: OnceLock<Arc<Placement>>,
     pub commands_total: AtomicU64,
     pub expired_keys: AtomicU64,
     pub batches_total: AtomicU64,
@@ -127,6 +130,7 @@ impl ServerState {
             connections_total: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
             connections_moved: AtomicU64::new(0),
+            placement: OnceLock::new(),
             commands_total: AtomicU64::new(0),
             expired_keys: AtomicU64::new(0),
             batches_total: AtomicU64::new(0),

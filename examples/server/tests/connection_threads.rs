@@ -6,6 +6,16 @@ mod common;
 
 use common::{Server, stat};
 
+/// One field of INFO's clients section.
+fn clients_field(con: &mut redis::Connection, name: &str) -> String {
+    let info: String = redis::cmd("INFO").arg("clients").query(con).expect("info");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("{name} missing from {info}"))
+        .trim()
+        .to_string()
+}
+
 /// One round of a pipelining client: 16 commands that depend on each other's order.
 fn pipelined_round(con: &mut redis::Connection, client: usize, round: i64) {
     let key = format!("counter:{client}");
@@ -53,6 +63,8 @@ fn pipelining_clients_spread_over_the_threads_and_keep_their_state() {
         pipelined_round(con, client, 0);
     }
     assert_eq!(stat(&mut plain, "connections_moved"), 4);
+    assert_eq!(clients_field(&mut plain, "connection_threads"), "3");
+    assert_eq!(clients_field(&mut plain, "connections_per_thread"), "3,2,2");
     // Moved or not, each goes on in order, concurrently, with its name.
     std::thread::scope(|scope| {
         for (client, con) in pipelining.iter_mut().enumerate() {
@@ -85,5 +97,34 @@ fn pipelining_clients_spread_over_the_threads_and_keep_their_state() {
     let total: u64 = stat(&mut plain, "total_connections_received");
     assert_eq!(total, 7);
     // Connections on every thread end with the server, which exits cleanly.
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn new_connections_fill_one_thread_before_the_next() {
+    let server = Server::start("connection-fill", &["--io-threads", "2"]);
+    let mut admin = server.client();
+    let mut others: Vec<redis::Connection> = (0..69).map(|_| server.client()).collect();
+    for con in &mut others {
+        let pong: String = redis::cmd("PING").query(con).expect("ping");
+        assert_eq!(pong, "PONG");
+    }
+    assert_eq!(clients_field(&mut admin, "connections_per_thread"), "64,6");
+    assert_eq!(stat(&mut admin, "connections_moved"), 0);
+    // Those that leave are counted off their thread; the next one fills the first again.
+    others.truncate(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while clients_field(&mut admin, "connected_clients") != "11" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "closed clients still counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Left: the admin and the first ten, all on the first thread.
+    let mut late = server.client();
+    let pong: String = redis::cmd("PING").query(&mut late).expect("ping");
+    assert_eq!(pong, "PONG");
+    assert_eq!(clients_field(&mut admin, "connections_per_thread"), "12,0");
     assert!(server.terminate().success());
 }

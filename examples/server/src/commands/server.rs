@@ -265,11 +265,20 @@ pub fn info(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
         );
     }
     if show("clients") {
+        let per_thread = state
+            .placement
+            .get()
+            .map(|placement| placement.connections_per_thread())
+            .unwrap_or_default();
+        let per_thread: Vec<String> = per_thread.iter().map(usize::to_string).collect();
         let _ = write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\
+             connection_threads:{}\r\nconnections_per_thread:{}\r\n\r\n",
             state.connected.load(Ordering::Relaxed),
             state.maxclients.load(Ordering::Relaxed),
+            per_thread.len(),
+            per_thread.join(","),
         );
     }
     let pool = exec.store.engine.pool_stats();
