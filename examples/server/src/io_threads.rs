@@ -5,12 +5,12 @@
 //! `CONNECTIONS_PER_THREAD_FILL` connections (the accepting thread, index 0, first), else to
 //! the one keeping the fewest. One whose turns carry many commands (a pipelining client,
 //! `BUSY_TURN_COMMANDS`) is busy: it moves, once, to the thread keeping the fewest busy
-//! connections. So unpipelined clients share one thread,
-//! which finds many of them ready in each poll (on two cores a second thread taking half of
-//! them cost 12% of their GETs/s: more wake-ups, fewer sockets per poll), while pipelining
-//! clients, each able to keep a core busy alone, are spread over every thread (with one
-//! thread, pipelined GETs left a core idle). Redis turns its I/O threads on only under load
-//! for the same reason. DESIGN.md, "The storage server", has the figures.
+//! connections. So unpipelined clients share a thread, which finds many of them ready in
+//! each poll (on two cores, a second thread taking half of 50 of them cost 12% of their
+//! GETs/s: more wake-ups, fewer sockets per poll), until there are enough to load a core;
+//! pipelining clients, each able to keep a core busy alone, are spread over every thread
+//! (with one thread, pipelined GETs left a core idle). Redis turns its I/O threads on only
+//! under load for the same reason. DESIGN.md, "The storage server", has the figures.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
