@@ -443,3 +443,131 @@ fn latched_scans_of_an_evicted_tree_read_every_record_once() {
     engine.close().unwrap();
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A 100-byte value, inline in its leaf (no overflow pages to read).
+fn inline_value(index: u32) -> Vec<u8> {
+    index.to_be_bytes().repeat(25)
+}
+
+/// A short scan that moves on into an evicted leaf reads that leaf, not the next ones too:
+/// the read-ahead window starts at one leaf and widens only as the scan keeps moving into
+/// evicted leaves (a fixed window of four made short scans read about 60% more pages than
+/// they visited, on a disk already at its limit). Each trial reopens the engine, so every
+/// page starts evicted; a point lookup of the start key brings its path in first.
+#[test]
+fn a_short_scan_into_an_evicted_leaf_reads_only_that_leaf() {
+    const KEYS: u32 = 6000;
+    const SCAN_LEN: usize = 5;
+    let path = common::test_path("scan-short-read-ahead");
+    let engine = Engine::create(&path, common::options_with_frames(48)).unwrap();
+    engine
+        .tree("short")
+        .unwrap()
+        .load_sorted((0..KEYS).map(|index| (key_of(index), inline_value(index))))
+        .unwrap();
+    engine.close().unwrap();
+    let (mut crossings, mut most_reads) = (0, 0);
+    for start in (0..1600).step_by(13) {
+        let engine = Engine::open(&path, common::options_with_frames(48)).unwrap();
+        let tree = engine.tree("short").unwrap();
+        assert!(tree.get(&key_of(start)).unwrap().is_some());
+        let before = engine.pool_stats().reads;
+        let mut seen = 0;
+        tree.scan_latched::<[u8], _, _>(
+            (Bound::Included(&key_of(start)[..]), Bound::Unbounded),
+            Direction::Forward,
+            |key, value| {
+                let index: u32 = std::str::from_utf8(&key[3..]).unwrap().parse().unwrap();
+                assert_eq!(value, inline_value(index));
+                seen += 1;
+                if seen == SCAN_LEN {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, SCAN_LEN);
+        // The start leaf is resident: any read is the next leaf (and, at a parent's last
+        // child, the next level-1 node on the way to it).
+        let reads = engine.pool_stats().reads - before;
+        crossings += usize::from(reads > 0);
+        most_reads = most_reads.max(reads);
+        drop(tree);
+        engine.close().unwrap();
+    }
+    assert!(
+        crossings >= 3,
+        "only {crossings} scans crossed a leaf boundary"
+    );
+    assert!(
+        most_reads <= 2,
+        "a {SCAN_LEN}-record scan read {most_reads} pages: more than the leaf it moved into"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A scan told how many records it will take reads, moving on into evicted leaves, the
+/// leaves those need in one submission each time: never more pages than the same scan
+/// guessing (which starts at one leaf and widens to four), fewer over many scans, and the
+/// same records.
+#[test]
+fn a_scan_that_says_how_many_records_it_takes_reads_no_more_than_it_needs() {
+    const KEYS: u32 = 6000;
+    let path = common::test_path("scan-expecting");
+    let engine = Engine::create(&path, common::options_with_frames(48)).unwrap();
+    engine
+        .tree("expecting")
+        .unwrap()
+        .load_sorted((0..KEYS).map(|index| (key_of(index), inline_value(index))))
+        .unwrap();
+    engine.close().unwrap();
+    let mut rng = SmallRng::seed_from_u64(17);
+    let (mut guessed_total, mut told_total) = (0, 0);
+    for _ in 0..12 {
+        let start = rng.random_range(0..KEYS - 400);
+        let take = rng.random_range(50..300usize);
+        // Reads of one scan on a freshly opened (all evicted) engine, and what it saw.
+        let scan = |told: bool| {
+            let engine = Engine::open(&path, common::options_with_frames(48)).unwrap();
+            let tree = engine.tree("expecting").unwrap();
+            let before = engine.pool_stats().reads;
+            let mut seen = Vec::new();
+            let visit = |key: &[u8], _: &[u8]| {
+                seen.push(key.to_vec());
+                if seen.len() == take {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            };
+            let bounds = (Bound::Included(&key_of(start)[..]), Bound::Unbounded);
+            if told {
+                tree.scan_latched_expecting::<[u8], _, _>(bounds, Direction::Forward, take, visit)
+            } else {
+                tree.scan_latched::<[u8], _, _>(bounds, Direction::Forward, visit)
+            }
+            .unwrap();
+            let reads = engine.pool_stats().reads - before;
+            drop(tree);
+            engine.close().unwrap();
+            (reads, seen)
+        };
+        let (guessed, guessed_seen) = scan(false);
+        let (told, told_seen) = scan(true);
+        assert_eq!(told_seen, guessed_seen, "from {start}, {take} records");
+        assert_eq!(told_seen.len(), take);
+        assert!(
+            told <= guessed,
+            "from {start}, {take} records: {told} reads told, {guessed} guessing"
+        );
+        guessed_total += guessed;
+        told_total += told;
+    }
+    assert!(
+        told_total < guessed_total,
+        "{told_total} reads told, {guessed_total} guessing"
+    );
+    std::fs::remove_file(&path).unwrap();
+}

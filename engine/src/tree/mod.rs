@@ -215,7 +215,34 @@ impl Tree {
     {
         let start = range.start_bound().map(|key| key.as_ref());
         let end = range.end_bound().map(|key| key.as_ref());
-        visit::scan_latched(self.ctx(), start, end, direction, &mut visit)
+        visit::scan_latched(self.ctx(), start, end, direction, None, &mut visit)
+    }
+
+    /// [`Tree::scan_latched`] for a visitor that expects to take about `expected` records:
+    /// moving on into an evicted leaf, the scan reads the leaves those records need in one
+    /// submission, no more (without the hint it guesses, starting at one leaf and widening).
+    pub fn scan_latched_expecting<K, R, F>(
+        &self,
+        range: R,
+        direction: Direction,
+        expected: usize,
+        mut visit: F,
+    ) -> Result<(), EngineError>
+    where
+        K: AsRef<[u8]> + ?Sized,
+        R: RangeBounds<K>,
+        F: FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+    {
+        let start = range.start_bound().map(|key| key.as_ref());
+        let end = range.end_bound().map(|key| key.as_ref());
+        visit::scan_latched(
+            self.ctx(),
+            start,
+            end,
+            direction,
+            Some(expected),
+            &mut visit,
+        )
     }
 
     /// A cursor over the records with keys in `range`: [`Cursor::next_record`] lends each

@@ -41,9 +41,12 @@ thread_local! {
 /// first slots.
 const PREFETCH_NEXT_BYTES: usize = 256;
 
-/// Leaves faulted in with one submission when a scan moves on into an evicted leaf (it and
-/// the next ones under the same parent): a scan that crossed a leaf boundary likely
-/// crosses more.
+/// Most leaves faulted in with one submission when a scan moves on into an evicted leaf (it
+/// and the next ones under the same parent). A scan told how many records it will take
+/// (`Tree::scan_latched_expecting`) reads the leaves those need, at the density of the
+/// leaf it leaves; otherwise the window starts at one leaf and doubles with each evicted
+/// leaf the scan moves into, as the kernel's readahead does. (A fixed four made YCSB E's
+/// scans, 50 records on average, read 1.6 pages each where they visited 1.15.)
 const READ_AHEAD_LEAVES: usize = 4;
 
 /// A larger overflow buffer is not kept for the next scan.
@@ -97,6 +100,13 @@ struct Walk<'t, 'b> {
     end: Bound<&'b [u8]>,
     /// The level-1 node the current leaf was reached through, and the leaf's index in it.
     parent: Option<(OptimisticGuard<'t>, usize)>,
+    /// Leaves the next move into an evicted leaf reads without a hint (1..=`READ_AHEAD_LEAVES`).
+    read_ahead: usize,
+    /// Records the caller expects to take, if it said; records visited so far; records in
+    /// the leaf visited last.
+    expected: Option<usize>,
+    visited: usize,
+    leaf_records: usize,
     scratch: Scratch,
     /// Pinned once an overflow value is met (chains are retired epoch-deferred).
     epoch: Option<crossbeam_epoch::Guard>,
@@ -109,6 +119,7 @@ pub(crate) fn scan_latched<F>(
     start: Bound<&[u8]>,
     end: Bound<&[u8]>,
     direction: Direction,
+    expected: Option<usize>,
     visit: &mut F,
 ) -> Result<(), EngineError>
 where
@@ -121,6 +132,10 @@ where
         start,
         end,
         parent: None,
+        read_ahead: 1,
+        expected,
+        visited: 0,
+        leaf_records: 0,
         scratch: SCRATCH.take().unwrap_or_default(),
         epoch: None,
     };
@@ -201,6 +216,9 @@ impl<'t> Walk<'t, '_> {
             leaf.prefetch(span);
         }
         self.prefetch_sibling();
+        self.leaf_records = node::count(&leaf[..]);
+        // Counted whole: on a break the scan is over and the count no longer matters.
+        self.visited += range.len();
         match self.direction {
             Direction::Forward => {
                 for index in range {
@@ -240,15 +258,35 @@ impl<'t> Walk<'t, '_> {
     }
 
     /// The scan goes on into an evicted leaf: faults it in together with the next ones
-    /// under the same parent ([`READ_AHEAD_LEAVES`] in all, one I/O submission) rather than
-    /// one blocking read per leaf. A hint: the ids are only used if the parent validates,
-    /// and a failed read shows when the leaf itself is read.
-    fn read_ahead(&self, parent: &OptimisticGuard<'t>, first: usize) {
+    /// under the same parent (the window, `self.read_ahead` in all, one I/O submission)
+    /// rather than one blocking read per leaf, and widens the window. A hint: the ids are
+    /// only used if the parent validates, and a failed read shows when the leaf itself is
+    /// read.
+    fn read_ahead(&mut self, parent: &OptimisticGuard<'t>, first: usize) {
+        let window = match self.expected {
+            Some(expected) => expected
+                .saturating_sub(self.visited)
+                .div_ceil(self.leaf_records.max(1))
+                .clamp(1, READ_AHEAD_LEAVES),
+            None => {
+                let window = self.read_ahead;
+                self.read_ahead = (window * 2).min(READ_AHEAD_LEAVES);
+                window
+            }
+        };
+        assert!(
+            (1..=READ_AHEAD_LEAVES).contains(&window),
+            "read-ahead window {window}"
+        );
+        if window == 1 {
+            // The leaf alone: the fault-in that follows reads it.
+            return;
+        }
         let mut leaves = [PageId(0); READ_AHEAD_LEAVES];
         let count = parent.peek(|view| {
             let children = 0..=node::count(view);
             let mut count = 0;
-            for (slot, index) in leaves.iter_mut().zip(0..READ_AHEAD_LEAVES) {
+            for (slot, index) in leaves.iter_mut().zip(0..window) {
                 let child = match self.direction {
                     Direction::Forward => first.checked_add(index),
                     Direction::Reverse => first.checked_sub(index),

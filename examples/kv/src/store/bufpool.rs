@@ -102,8 +102,11 @@ impl Store for BufpoolStore {
         // (`visit` only checks and counts records; it never calls the engine).
         let bounds = (Bound::Included(start), Bound::Unbounded);
         let mut visited = 0;
-        self.data
-            .scan_latched::<[u8], _, _>(bounds, Direction::Forward, |key, value| {
+        self.data.scan_latched_expecting::<[u8], _, _>(
+            bounds,
+            Direction::Forward,
+            limit,
+            |key, value| {
                 visit(key, value);
                 visited += 1;
                 if visited < limit {
@@ -111,7 +114,8 @@ impl Store for BufpoolStore {
                 } else {
                     ControlFlow::Break(())
                 }
-            })?;
+            },
+        )?;
         Ok(visited)
     }
 
