@@ -14,7 +14,7 @@ pub(crate) mod verify;
 pub(crate) mod visit;
 pub(crate) mod write;
 
-use std::ops::{ControlFlow, RangeBounds};
+use std::ops::{Bound, ControlFlow, RangeBounds};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -58,6 +58,18 @@ impl std::fmt::Debug for Tree {
             .field("root", &self.state.root)
             .finish()
     }
+}
+
+/// A range's bounds as byte slices.
+fn key_bounds<'r, K, R>(range: &'r R) -> (Bound<&'r [u8]>, Bound<&'r [u8]>)
+where
+    K: AsRef<[u8]> + ?Sized + 'r,
+    R: RangeBounds<K>,
+{
+    (
+        range.start_bound().map(|key| key.as_ref()),
+        range.end_bound().map(|key| key.as_ref()),
+    )
 }
 
 pub(crate) fn check_key(key: &[u8]) -> Result<(), EngineError> {
@@ -213,8 +225,7 @@ impl Tree {
         R: RangeBounds<K>,
         F: FnMut(&[u8], &[u8]) -> ControlFlow<()>,
     {
-        let start = range.start_bound().map(|key| key.as_ref());
-        let end = range.end_bound().map(|key| key.as_ref());
+        let (start, end) = key_bounds(&range);
         visit::scan_latched(self.ctx(), start, end, direction, None, &mut visit)
     }
 
@@ -233,8 +244,7 @@ impl Tree {
         R: RangeBounds<K>,
         F: FnMut(&[u8], &[u8]) -> ControlFlow<()>,
     {
-        let start = range.start_bound().map(|key| key.as_ref());
-        let end = range.end_bound().map(|key| key.as_ref());
+        let (start, end) = key_bounds(&range);
         visit::scan_latched(
             self.ctx(),
             start,
@@ -253,8 +263,7 @@ impl Tree {
         K: AsRef<[u8]> + ?Sized,
         R: RangeBounds<K>,
     {
-        let start = range.start_bound().map(|key| key.as_ref());
-        let end = range.end_bound().map(|key| key.as_ref());
+        let (start, end) = key_bounds(&range);
         Cursor::new(self.ctx(), start, end, direction)
     }
 
@@ -268,8 +277,7 @@ impl Tree {
         K: AsRef<[u8]> + ?Sized,
         R: RangeBounds<K>,
     {
-        let start = range.start_bound().map(|key| key.as_ref());
-        let end = range.end_bound().map(|key| key.as_ref());
+        let (start, end) = key_bounds(&range);
         RangeIter::new(self.ctx(), start, end, direction)
     }
 

@@ -112,7 +112,10 @@ pub async fn serve(
         reader,
         home,
     };
-    run(stream, conn).await;
+    match conn.home.placed_away() {
+        Some(thread) => move_to(&thread, stream, conn),
+        None => run(stream, conn).await,
+    }
 }
 
 /// Turns until the connection closes or moves to another thread (`io_threads`).
@@ -188,13 +191,15 @@ async fn run(mut stream: TcpStream, mut conn: Conn) {
             return;
         }
         if let Some(thread) = home.after_turn(slots.len()) {
+            state.connections_moved.fetch_add(1, Ordering::Relaxed);
             break move_to(&thread, stream, conn);
         }
     }
 }
 
-/// Goes on serving `conn` on `thread`'s runtime (a socket belongs to one runtime's reactor,
-/// so it is handed over as a plain one).
+/// Goes on serving `conn` on `thread`'s runtime: a busy connection moving, or one just
+/// accepted and placed there (a socket belongs to one runtime's reactor, so it is handed
+/// over as a plain one; on failure dropping `conn` keeps every count right).
 fn move_to(thread: &Handle, stream: TcpStream, conn: Conn) {
     let peer = conn.client.peer;
     let stream = match stream.into_std() {
@@ -204,7 +209,6 @@ fn move_to(thread: &Handle, stream: TcpStream, conn: Conn) {
             return;
         }
     };
-    conn.state.connections_moved.fetch_add(1, Ordering::Relaxed);
     thread.spawn(async move {
         match TcpStream::from_std(stream) {
             Ok(stream) => Box::pin(run(stream, conn)).await,

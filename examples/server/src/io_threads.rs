@@ -94,6 +94,12 @@ pub struct Home {
 }
 
 impl Home {
+    /// For a connection just accepted, whose task starts on the accepting thread: the
+    /// thread it was placed on, if another.
+    pub fn placed_away(&self) -> Option<Handle> {
+        (self.thread != 0).then(|| self.placement.handles[self.thread].clone())
+    }
+
     /// After a turn of `commands`: the thread this connection should move to now, if any.
     /// A connection is placed at most once, the first time a turn makes it busy.
     pub fn after_turn(&mut self, commands: usize) -> Option<Handle> {
@@ -197,29 +203,8 @@ impl ConnectionThreads {
             busy: false,
         };
         let (state, queues, reader) = (Arc::clone(state), queues.clone(), reader.clone());
-        if thread == 0 {
-            tokio::spawn(connection::serve(stream, peer, state, queues, reader, home));
-            return;
-        }
-        // A socket is registered with one runtime's reactor: hand it over as a plain one.
-        // (Dropping `home` or the state's count on failure keeps the counts right.)
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(error) => {
-                eprintln!("bufpool-server: dropping client {peer}: {error}");
-                state.connected.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        self.placement.handles[thread].spawn(async move {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => connection::serve(stream, peer, state, queues, reader, home).await,
-                Err(error) => {
-                    eprintln!("bufpool-server: dropping client {peer}: {error}");
-                    state.connected.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-        });
+        // Starts here and moves at once if placed on another thread (`Home::placed_away`).
+        tokio::spawn(connection::serve(stream, peer, state, queues, reader, home));
     }
 
     /// Stops the other threads, each after its remaining tasks had `STOP_WAIT` to end.
