@@ -29,7 +29,7 @@ pub use engine::{Engine, EngineOptions};
 pub use error::EngineError;
 pub use node::KEY_SIZE_MAX;
 pub use superblock::FORMAT_VERSION;
-pub use tree::{Cursor, Direction, LeafReads, RangeIter, Tree, TreeSummary};
+pub use tree::{Cursor, Direction, LeafReads, NoWait, RangeIter, Tree, TreeSummary};
 pub use wal::{Durability, LogStats, Lsn, RecoveryReport};
 
 /// Largest value. Values longer than `node::INLINE_PAYLOAD_MAX` minus their key live on

@@ -288,6 +288,76 @@ fn prefetch_keys_faults_in_exactly_the_missing_leaves() {
     Engine::remove(&path).unwrap();
 }
 
+/// `try_get_into` never waits: a key on an evicted leaf names that leaf, which the caller
+/// reads on its own stream (`start_leaf`, the stream's eventfd firing as it completes) and
+/// then finds the key without waiting. An evicted inner node on the way makes it `Busy`.
+#[test]
+fn try_get_names_evicted_leaves_and_finds_keys_once_they_are_read() {
+    use bufpool_engine::NoWait;
+    let path = common::test_path("try-get");
+    let engine = Engine::create(&path, common::options_with_frames(64)).unwrap();
+    let tree = engine.tree("try-get").unwrap();
+    let n = 20_000u32;
+    for i in 0..n {
+        tree.put_nowait(&i.to_be_bytes(), &[i as u8; 100]).unwrap();
+    }
+    let mut reads = tree.leaf_reads(8).unwrap();
+    let eventfd = std::fs::File::from(reads.completion_eventfd().unwrap());
+    let (mut evicted, mut ready, mut busy) = (0, 0, 0);
+    let mut value = Vec::new();
+    let mut tokens = Vec::new();
+    for i in (0..n).step_by(97) {
+        let key = i.to_be_bytes();
+        match tree.try_get_into(&key, &mut value).unwrap() {
+            NoWait::Ready(found) => {
+                assert!(found && value == [i as u8; 100], "{i}");
+                ready += 1;
+            }
+            NoWait::LeafEvicted(leaf) => {
+                evicted += 1;
+                assert!(reads.start_leaf(leaf).unwrap(), "an evicted leaf starts");
+                assert!(reads.start_leaf(leaf).unwrap(), "a second start shares the read");
+                assert_eq!(reads.in_flight(), 1);
+                reads.submit().unwrap();
+                // The eventfd fires as the ring has work to run (the read's completion, or
+                // a retry of its issue): each time, enter the ring and collect what is in.
+                let mut counter = [0u8; 8];
+                let waited = std::time::Instant::now();
+                while tokens.is_empty() {
+                    match std::io::Read::read(&mut &eventfd, &mut counter) {
+                        Ok(8) => {
+                            reads.submit().unwrap();
+                            reads.complete(0, &mut tokens);
+                        }
+                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                            assert!(waited.elapsed().as_secs() < 10, "the eventfd never fired");
+                            std::thread::yield_now();
+                        }
+                        other => panic!("reading the eventfd: {other:?}"),
+                    }
+                }
+                assert_eq!(tokens.drain(..).collect::<Vec<_>>(), vec![leaf]);
+                assert_eq!(
+                    tree.try_get_into(&key, &mut value).unwrap(),
+                    NoWait::Ready(true),
+                    "{i} once its leaf is in"
+                );
+                assert_eq!(value, [i as u8; 100]);
+            }
+            // An inner node on the way is evicted (64 frames): a lookup that may wait.
+            NoWait::Busy => {
+                busy += 1;
+                assert_eq!(tree.get(&key).unwrap(), Some(vec![i as u8; 100]));
+            }
+        }
+    }
+    assert!(evicted > 0, "{evicted} evicted, {ready} resident, {busy} busy");
+    drop(reads);
+    drop(tree);
+    engine.close().unwrap();
+    Engine::remove(&path).unwrap();
+}
+
 /// `leaf_reads` starts the evicted leaves of keys and hands each back as it is in: keys on one
 /// leaf share its token, and a resident leaf needs no read. Meanwhile another thread writing
 /// to the tree (splits, evictions) waits for the reads it needs, and nothing is lost.

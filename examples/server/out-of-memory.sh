@@ -41,7 +41,7 @@
 #   --redis-maxmemory 600mb  redis-server's --maxmemory
 #   --redis-policies "noeviction allkeys-lru"  redis-server's policies to try ("" skips Redis)
 #   --reuse                keep a finished load from an earlier run with the same --keys
-#   --server-args "ARGS"   more bufpool-server flags for the GET runs (e.g. "--miss-readers 0")
+#   --server-args "ARGS"   more bufpool-server flags for the GET runs (e.g. "--io-threads 1")
 #   --port P               port for the servers under test, one at a time (default 6497)
 #   --dir DIR              work directory, on a disk filesystem, never tmpfs
 #                          (default target/server-oom)

@@ -9,6 +9,7 @@
 //! 3. Dropping the queue waits for every operation still in the kernel.
 
 use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use io_uring::IoUring;
@@ -111,6 +112,30 @@ impl<'file> IoQueue<'file> {
     /// [`DEFAULT_SUBMIT_BATCH`].
     pub fn set_submit_batch(&mut self, batch: usize) {
         self.submit_batch = batch;
+    }
+
+    /// An eventfd the kernel signals when this queue's requests complete, for a thread that
+    /// waits in an event loop (epoll) rather than in `reap`. After it fires, `reap(0, ..)`
+    /// collects what completed (it enters the kernel, which with DEFER_TASKRUN is what posts
+    /// the completions; the kernel signals the eventfd when such work is first queued). Only
+    /// counts and readiness matter: read it to reset it. With the synchronous engine nothing
+    /// is ever in flight (a push completes at once), so it never fires.
+    pub fn completion_eventfd(&mut self) -> Result<OwnedFd, IoError> {
+        let setup_error = |source| os_error(IoOp::Setup, self.file.path(), 0, 0, source);
+        // SAFETY: eventfd takes no pointers; a negative return is an error, else a new fd
+        // this function owns from here on.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(setup_error(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a valid descriptor nobody else owns (checked above).
+        let eventfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        if let Some(ring) = &self.ring {
+            ring.submitter()
+                .register_eventfd(eventfd.as_raw_fd())
+                .map_err(setup_error)?;
+        }
+        Ok(eventfd)
     }
 
     /// Requests pushed and not yet returned by `reap`.

@@ -388,6 +388,13 @@ impl FaultStream<'_> {
         }
     }
 
+    /// An eventfd signalled as started reads complete, for an owner that waits in an event
+    /// loop: when it fires, `submit` and then `complete(0, ..)` finish what is in (see
+    /// `IoQueue::completion_eventfd`).
+    pub fn completion_eventfd(&mut self) -> Result<std::os::fd::OwnedFd, PoolError> {
+        Ok(self.queue.completion_eventfd()?)
+    }
+
     /// Hands the started reads to the kernel without waiting.
     pub fn submit(&mut self) -> Result<(), PoolError> {
         Ok(self.queue.submit()?)

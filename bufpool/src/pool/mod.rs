@@ -275,6 +275,13 @@ impl Pool {
         Ok(Some(OptimisticGuard::new(self, page, seen)))
     }
 
+    /// Whether `page` is evicted and unlatched at this instant (so a fault-in of it could
+    /// start): after `try_optimistic` gave up, tells a page to read from one to leave to
+    /// whoever holds it. False for a page out of range.
+    pub fn is_evicted(&self, page: PageId) -> bool {
+        self.check_range(page).is_ok() && state_of(self.state(page).load()) == EVICTED
+    }
+
     /// `optimistic` that does not warm the page for the clock (see `Mode::OptimisticUnwarmed`):
     /// for the read that follows a `prefetch` of the page, so that the prefetch and that read
     /// count as the page's one access, as a lookup's own fault-in does.

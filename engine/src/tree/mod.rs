@@ -22,7 +22,7 @@ use bufpool::PageId;
 
 use crate::EngineError;
 use crate::shared::Shared;
-pub use read::LeafReads;
+pub use read::{LeafReads, NoWait};
 pub use scan::{Cursor, RangeIter};
 pub use verify::TreeSummary;
 
@@ -119,6 +119,15 @@ impl Tree {
     pub fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, EngineError> {
         check_key(key)?;
         read::get_into(self.ctx(), key, out)
+    }
+
+    /// `get_into` that never waits for a latch or the disk: [`NoWait::Ready`] with whether
+    /// the key was found (its value in `out`), or what stood in the way. For a thread that
+    /// holds leaf reads of its own (`leaf_reads`) others may wait for, or that serves many
+    /// clients and must not block on one.
+    pub fn try_get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<NoWait<bool>, EngineError> {
+        check_key(key)?;
+        read::try_get_into(self.ctx(), key, out)
     }
 
     /// Looks up many keys: first finds every key's leaf and faults all evicted ones in with

@@ -102,6 +102,72 @@ fn get_with(
     }
 }
 
+/// What a lookup that must not wait found ([`crate::Tree::try_get`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoWait<T> {
+    /// The answer, read without waiting.
+    Ready(T),
+    /// The key's leaf is evicted: read it (`LeafReads::start_leaf` with this token) and look
+    /// again.
+    LeafEvicted(u64),
+    /// Not answerable without waiting: a node on the way is latched or being read by another
+    /// thread, an inner node is evicted, writers kept moving the path, or the value lives on
+    /// overflow pages. A thread that may wait answers it.
+    Busy,
+}
+
+/// One optimistic attempt of `try_get`: descends without waiting, reads the leaf only if it
+/// is readable now.
+fn lookup_nowait(tree: TreeCtx<'_>, key: &[u8], out: &mut Vec<u8>) -> Result<NoWait<bool>, Abort> {
+    let Some(parent) = descend::descend_nowait(tree, Route::Key(key), 1)? else {
+        return Ok(NoWait::Busy);
+    };
+    let child = parent.peek(|view| {
+        (!node::is_leaf(view)).then(|| node::child_at(view, node::child_index(view, key)))
+    });
+    parent.validate()?;
+    let leaf = match child {
+        // The root is the leaf.
+        None => parent,
+        Some(child) => match tree.shared.pool.try_optimistic(child)? {
+            Some(leaf) => {
+                // Lock coupling: the leaf was the parent's child when its version was taken.
+                parent.validate()?;
+                leaf
+            }
+            None if tree.shared.pool.is_evicted(child) => {
+                return Ok(NoWait::LeafEvicted(child.0));
+            }
+            None => return Ok(NoWait::Busy),
+        },
+    };
+    let hit = leaf.peek(|view| node::is_leaf(view).then(|| read_leaf(view, key, out)));
+    leaf.validate()?;
+    Ok(match hit {
+        Some(Hit::Missing) => NoWait::Ready(false),
+        Some(Hit::Inline) => NoWait::Ready(true),
+        Some(Hit::Overflow { .. }) | None => NoWait::Busy,
+    })
+}
+
+/// `get_into` for a thread that must never wait for a latch or the disk: one that holds
+/// reads of its own others may wait for (`LeafReads`), or an event loop serving many
+/// clients.
+pub(crate) fn try_get_into(
+    tree: TreeCtx<'_>,
+    key: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<NoWait<bool>, EngineError> {
+    for _ in 0..OPTIMISTIC_ATTEMPTS_MAX {
+        match lookup_nowait(tree, key, out) {
+            Ok(found) => return Ok(found),
+            Err(Abort::Restart) => continue,
+            Err(Abort::Failed(error)) => return Err(error),
+        }
+    }
+    Ok(NoWait::Busy)
+}
+
 /// What the first pass of `multi_get` did with a key.
 enum FirstPass {
     /// Looked up in a resident leaf.
@@ -270,6 +336,28 @@ impl<'t> LeafReads<'t> {
         }
         self.started.insert(leaf.0);
         Ok(Some(leaf.0))
+    }
+
+    /// Starts reading the leaf `token` names (from [`NoWait::LeafEvicted`]) if it is still
+    /// evicted and unlatched; `Ok(true)` if this stream is reading it (started now or
+    /// earlier), so `complete` will return `token`. `Ok(false)`: nothing to wait for here
+    /// (resident again, being read by another thread, or no room).
+    pub fn start_leaf(&mut self, token: u64) -> Result<bool, EngineError> {
+        if self.started.contains(&token) {
+            return Ok(true);
+        }
+        if !self.stream.has_room() || !self.stream.start(PageId(token))? {
+            return Ok(false);
+        }
+        self.started.insert(token);
+        Ok(true)
+    }
+
+    /// An eventfd signalled as started reads complete, for an owner that waits in an event
+    /// loop: when it fires, `submit` and then `complete(0, ..)` (see
+    /// `FaultStream::completion_eventfd`).
+    pub fn completion_eventfd(&mut self) -> Result<std::os::fd::OwnedFd, EngineError> {
+        Ok(self.stream.completion_eventfd()?)
     }
 
     /// Hands the started reads to the disk without waiting.

@@ -21,7 +21,7 @@ use crate::commands::{
 use crate::executor::Job;
 use crate::fast;
 use crate::io_threads::Home;
-use crate::readers::{MissReaders, ReadJob};
+use crate::local_reads;
 use crate::resp::{self, Reply, Request};
 use crate::shared::ServerState;
 use crate::store::{KEY_BYTES_MAX, Reader};
@@ -30,8 +30,6 @@ use crate::store::{KEY_BYTES_MAX, Reader};
 #[derive(Clone)]
 pub struct Queues {
     pub jobs: mpsc::Sender<Job>,
-    /// The miss readers (`readers`), if there are any.
-    pub reads: Option<Arc<MissReaders>>,
 }
 
 /// Requests parsed per turn; the rest wait in the buffer for the next turn.
@@ -152,9 +150,14 @@ async fn run(mut stream: TcpStream, mut conn: Conn) {
                 return;
             }
         }
-        let (slots, after, more) = match turn(client, state, queues, reader, input).await {
-            Some(outcome) => outcome,
-            None => return,
+        let Some(Turn {
+            slots,
+            after,
+            more,
+            read_leaves,
+        }) = turn(client, state, queues, reader, input).await
+        else {
+            return;
         };
         *buffered = more;
         if after == After::CloseSilently {
@@ -190,7 +193,7 @@ async fn run(mut stream: TcpStream, mut conn: Conn) {
         if after == After::Close || state.shutting_down() {
             return;
         }
-        if let Some(thread) = home.after_turn(slots.len()) {
+        if let Some(thread) = home.after_turn(slots.len(), read_leaves) {
             state.connections_moved.fetch_add(1, Ordering::Relaxed);
             break move_to(&thread, stream, conn);
         }
@@ -217,20 +220,33 @@ fn move_to(thread: &Handle, stream: TcpStream, conn: Conn) {
     });
 }
 
-/// Parses and runs what is buffered. Returns the reply slots, what to do next, and whether
-/// complete requests remain buffered; `None` if the executor is gone.
+/// What a turn did.
+struct Turn {
+    slots: Vec<Slot>,
+    /// What to do once the replies are written.
+    after: After,
+    /// Complete requests remain buffered.
+    more: bool,
+    /// Some of its reads waited for leaves from the disk.
+    read_leaves: bool,
+}
+
+/// Parses and runs what is buffered; `None` if the executor is gone.
 async fn turn(
     client: &mut Client,
     state: &Arc<ServerState>,
     queues: &Queues,
     reader: &Reader,
     input: &mut BytesMut,
-) -> Option<(Vec<Slot>, After, bool)> {
+) -> Option<Turn> {
     let limits = state.limits();
     let fast_reads = fast::enabled(state);
     let mut slots = Vec::new();
     let mut engine_commands = Vec::new();
     let mut engine_slots = Vec::new();
+    // Reads waiting for their leaves (`local_reads`), in order, and those leaves.
+    let mut waiting: Vec<(usize, &'static CommandSpec, EngineFn, Request)> = Vec::new();
+    let mut leaves = Vec::new();
     let mut after = After::Continue;
     let mut parsed = 0;
     while parsed < REQUESTS_PER_TURN_MAX && after == After::Continue {
@@ -264,15 +280,30 @@ async fn turn(
                 Handler::Engine(function) => {
                     // Inline only while nothing of this turn waits for the executor: a read
                     // behind one of the client's own writes must see it.
-                    if fast_reads && engine_commands.is_empty() {
-                        let served = fast::read_fn(spec)
-                            .and_then(|read| fast::serve(reader, state, spec, read, &request[..]));
-                        if let Some(reply) = served {
-                            slots.push(Slot {
-                                protocol: client.protocol,
-                                reply: Some(reply),
-                            });
-                            continue;
+                    let read = fast::read_fn(spec).filter(|_| fast_reads);
+                    if let Some(read) = read.filter(|_| engine_commands.is_empty()) {
+                        let served = fast::serve(reader, state, spec, read, &request, &mut leaves);
+                        // A read behind one waiting for its leaves is served after it, in
+                        // order (its answer now is dropped); its own leaves, if any, go to
+                        // the disk with the others'.
+                        let behind = !waiting.is_empty();
+                        match served {
+                            fast::Served::Reply(reply) if !behind => {
+                                slots.push(Slot {
+                                    protocol: client.protocol,
+                                    reply: Some(reply),
+                                });
+                                continue;
+                            }
+                            fast::Served::Reply(_) | fast::Served::NeedsLeaves => {
+                                waiting.push((slots.len(), spec, function, request));
+                                slots.push(Slot {
+                                    protocol: client.protocol,
+                                    reply: None,
+                                });
+                                continue;
+                            }
+                            fast::Served::Executor => {}
                         }
                     }
                     engine_slots.push(slots.len());
@@ -293,33 +324,22 @@ async fn turn(
             },
         }
     }
-    if !engine_commands.is_empty() {
-        // While the pool misses, a turn of point reads has a miss reader fault its leaves in,
-        // then reads here.
-        let to_readers = queues.reads.as_ref().filter(|_| {
-            state.fast_reads.load(Ordering::Relaxed)
-                && state.pool_missing.load(Ordering::Relaxed)
-                && engine_commands
-                    .iter()
-                    .all(|(spec, _, _)| fast::reads_main_tree_only(spec))
-        });
-        if let Some(reads) = to_readers {
-            let keys = engine_commands
-                .iter()
-                .flat_map(|(spec, _, args)| spec.key_indexes(args.len()).map(|i| args[i].clone()))
-                .collect();
-            let (leaves_in, wait) = oneshot::channel();
-            reads.send(ReadJob { keys, leaves_in }).ok()?;
-            wait.await.ok()?;
-            if serve_read_turn(state, reader, &engine_commands, &engine_slots, &mut slots) {
-                state
-                    .miss_reads
-                    .fetch_add(engine_commands.len() as u64, Ordering::Relaxed);
-                engine_commands.clear();
-            } else {
-                // Not answerable here now (see `fast`): the executor runs the whole turn.
-                state.miss_read_fallbacks.fetch_add(1, Ordering::Relaxed);
-            }
+    let read_leaves = !waiting.is_empty();
+    if read_leaves {
+        let served = serve_after_leaf_reads(state, reader, &waiting, leaves, &mut slots).await;
+        if served < waiting.len() {
+            // The rest go to the executor, ahead of the turn's commands already there (all
+            // of which came after them), so the turn keeps its order.
+            state.miss_read_fallbacks.fetch_add(1, Ordering::Relaxed);
+            let rest = waiting.len() - served;
+            let (rest_slots, rest_commands): (Vec<_>, Vec<_>) = waiting
+                .drain(served..)
+                .map(|(slot, spec, function, request)| (slot, (spec, function, request)))
+                .unzip();
+            engine_slots.splice(0..0, rest_slots);
+            engine_commands.splice(0..0, rest_commands);
+            debug_assert_eq!(engine_slots.len(), engine_commands.len());
+            debug_assert!(rest <= engine_commands.len());
         }
     }
     if !engine_commands.is_empty() {
@@ -335,32 +355,52 @@ async fn turn(
         }
     }
     let more = parsed == REQUESTS_PER_TURN_MAX && after == After::Continue;
-    Some((slots, after, more))
+    Some(Turn {
+        slots,
+        after,
+        more,
+        read_leaves,
+    })
 }
 
-/// Runs a turn of point reads on this task, filling their reply slots; false (slots left
-/// empty) if any of them must go to the executor instead, so the turn's replies keep their
-/// order.
-fn serve_read_turn(
+/// Rounds of leaf reads a turn's waiting reads get before the executor serves the rest (a
+/// leaf can be evicted again, or split, between its read and the lookup).
+const LEAF_READ_ROUNDS_MAX: usize = 3;
+
+/// Reads `leaves` on this thread's ring, then serves the `waiting` reads in order, reading
+/// again the leaves of any that still miss; returns how many were served (a prefix, their
+/// slots filled). Stops early where a read must go to the executor.
+async fn serve_after_leaf_reads(
     state: &ServerState,
     reader: &Reader,
-    commands: &[(&'static CommandSpec, EngineFn, Request)],
-    engine_slots: &[usize],
+    waiting: &[(usize, &'static CommandSpec, EngineFn, Request)],
+    mut leaves: Vec<u64>,
     slots: &mut [Slot],
-) -> bool {
-    let mut replies = Vec::with_capacity(commands.len());
-    for (spec, _, args) in commands {
-        let served =
-            fast::read_fn(spec).and_then(|read| fast::serve(reader, state, spec, read, args));
-        match served {
-            Some(reply) => replies.push(reply),
-            None => return false,
+) -> usize {
+    let mut served = 0;
+    for _ in 0..LEAF_READ_ROUNDS_MAX {
+        if !state.read_prefetch.load(Ordering::Relaxed)
+            || !local_reads::read(std::mem::take(&mut leaves)).await
+        {
+            return served;
+        }
+        while let Some((slot, spec, _, args)) = waiting.get(served) {
+            let read = fast::read_fn(spec).expect("a waiting read has a connection-task form");
+            match fast::serve(reader, state, spec, read, args, &mut leaves) {
+                fast::Served::Reply(reply) => {
+                    slots[*slot].reply = Some(reply);
+                    served += 1;
+                    state.miss_reads.fetch_add(1, Ordering::Relaxed);
+                }
+                fast::Served::NeedsLeaves => break,
+                fast::Served::Executor => return served,
+            }
+        }
+        if served == waiting.len() {
+            return served;
         }
     }
-    for (&index, reply) in engine_slots.iter().zip(replies) {
-        slots[index].reply = Some(reply);
-    }
-    true
+    served
 }
 
 /// The table entry for `request`, or the error reply: unknown command, arity,

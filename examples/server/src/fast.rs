@@ -13,8 +13,9 @@
 //!   is at most the LSN the syncer last saw durable), as a read answered by the executor
 //!   waits for the sync of the writes before it; otherwise it goes to the executor, whose
 //!   reply then waits behind that sync;
-//! * the pool is not missing: a miss would block the connection's runtime thread on the
-//!   disk, while on the executor the misses of all ready clients go out in one submission.
+//! * it never waits (`NoWaitReader`): a read whose leaf is evicted names the leaf, which the
+//!   connection has read on its thread's ring (`local_reads`) before serving it again; one
+//!   that meets a latch or a page another thread reads goes to the executor.
 //!
 //! An expired key reads as absent here (the executor or the sweep reclaims it).
 
@@ -27,73 +28,63 @@ use crate::commands::{CommandError, CommandResult, CommandSpec, hashes, keys, li
 use crate::commands::{strings, zsets};
 use crate::resp::Reply;
 use crate::shared::{Fsync, ServerState};
-use crate::store::Reader;
+use crate::store::{NoWaitReader, Reader};
 
-pub type ReadFn = fn(&Reader, &[Bytes]) -> CommandResult;
+pub type ReadFn<'r> = fn(&NoWaitReader<'r>, &[Bytes]) -> CommandResult;
 
 /// Tries before a read that keeps meeting writes in progress goes to the executor.
 const ATTEMPTS_MAX: usize = 4;
 
-/// A command's connection-task form.
-struct FastRead {
-    read: ReadFn,
-    /// It reads only the records of its keys in the main tree (not a hash's field, a list's
-    /// element...): the miss readers fault exactly those leaves in, so such a turn can then
-    /// run on the connection task without a disk read.
-    main_tree_only: bool,
-}
-
-fn fast_read(spec: &CommandSpec) -> Option<FastRead> {
-    let (read, main_tree_only): (ReadFn, bool) = match spec.name {
-        "get" => (strings::get_in, true),
-        "mget" => (strings::mget_in, true),
-        "strlen" => (strings::strlen_in, true),
-        "exists" => (keys::exists_in, true),
-        "type" => (keys::type_of_in, true),
-        "ttl" => (keys::ttl_in, true),
-        "pttl" => (keys::pttl_in, true),
-        "hget" => (hashes::hget_in, false),
-        "hmget" => (hashes::hmget_in, false),
-        "hexists" => (hashes::hexists_in, false),
-        "hlen" => (hashes::hlen_in, true),
-        "llen" => (lists::llen_in, true),
-        "lindex" => (lists::lindex_in, false),
-        "sismember" => (sets::sismember_in, false),
-        "scard" => (sets::scard_in, true),
-        "zscore" => (zsets::zscore_in, false),
-        "zcard" => (zsets::zcard_in, true),
+/// The connection-task form of `spec`, if it has one.
+pub fn read_fn<'r>(spec: &CommandSpec) -> Option<ReadFn<'r>> {
+    let read: ReadFn<'r> = match spec.name {
+        "get" => strings::get_in,
+        "mget" => strings::mget_in,
+        "strlen" => strings::strlen_in,
+        "exists" => keys::exists_in,
+        "type" => keys::type_of_in,
+        "ttl" => keys::ttl_in,
+        "pttl" => keys::pttl_in,
+        "hget" => hashes::hget_in,
+        "hmget" => hashes::hmget_in,
+        "hexists" => hashes::hexists_in,
+        "hlen" => hashes::hlen_in,
+        "llen" => lists::llen_in,
+        "lindex" => lists::lindex_in,
+        "sismember" => sets::sismember_in,
+        "scard" => sets::scard_in,
+        "zscore" => zsets::zscore_in,
+        "zcard" => zsets::zcard_in,
         _ => return None,
     };
-    Some(FastRead {
-        read,
-        main_tree_only,
-    })
-}
-
-/// The connection-task form of `spec`, if it has one.
-pub fn read_fn(spec: &CommandSpec) -> Option<ReadFn> {
-    fast_read(spec).map(|fast| fast.read)
-}
-
-/// Whether `spec` has a connection-task form that reads only its keys' records in the main
-/// tree (see `FastRead::main_tree_only`).
-pub fn reads_main_tree_only(spec: &CommandSpec) -> bool {
-    fast_read(spec).is_some_and(|fast| fast.main_tree_only)
+    Some(read)
 }
 
 /// Whether fast reads may be tried at all now.
 pub fn enabled(state: &ServerState) -> bool {
-    state.fast_reads.load(Ordering::Relaxed) && !state.pool_missing.load(Ordering::Relaxed)
+    state.fast_reads.load(Ordering::Relaxed)
 }
 
-/// Runs `function` on this thread; `None` if the read must go to the executor instead.
-pub fn serve(
-    reader: &Reader,
+/// What `serve` did with a read.
+pub enum Served {
+    Reply(Reply),
+    /// Its leaves are evicted: they were appended to the caller's list; serve it again once
+    /// they are in.
+    NeedsLeaves,
+    /// The executor must serve it.
+    Executor,
+}
+
+/// Runs `function` on this thread without waiting; appends to `leaves` the evicted leaves
+/// it needs if that is why it could not answer.
+pub fn serve<'r>(
+    reader: &'r Reader,
     state: &ServerState,
     spec: &CommandSpec,
-    function: ReadFn,
+    function: ReadFn<'r>,
     args: &[Bytes],
-) -> Option<Reply> {
+    leaves: &mut Vec<u64>,
+) -> Served {
     let published = &reader.published;
     for _ in 0..ATTEMPTS_MAX {
         let before = published.epoch.load(Ordering::Acquire);
@@ -101,22 +92,29 @@ pub fn serve(
             std::hint::spin_loop();
             continue;
         }
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| function(reader, args)));
+        let keyspace = NoWaitReader::new(reader);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| function(&keyspace, args)));
         // Pairs with the executor's release fence after it makes the epoch odd: a read
         // that saw any of a command's writes sees the epoch changed.
         fence(Ordering::Acquire);
         if published.epoch.load(Ordering::Relaxed) != before {
             continue;
         }
+        if keyspace.busy() {
+            break;
+        }
+        if !keyspace.answered() {
+            leaves.extend(keyspace.into_leaves());
+            return Served::NeedsLeaves;
+        }
         if state.settings.fsync == Fsync::Always
             && published.applied_lsn.load(Ordering::Relaxed)
                 > state.synced_lsn.load(Ordering::Acquire)
         {
-            state.fast_fallbacks.fetch_add(1, Ordering::Relaxed);
-            return None;
+            break;
         }
         state.fast_reads_total.fetch_add(1, Ordering::Relaxed);
-        return Some(match outcome {
+        return Served::Reply(match outcome {
             Ok(Ok(reply)) => reply,
             Ok(Err(CommandError::Reply(reply))) => reply,
             Ok(Err(CommandError::Engine(error))) => crate::executor::engine_error(spec, &error),
@@ -127,5 +125,5 @@ pub fn serve(
         });
     }
     state.fast_fallbacks.fetch_add(1, Ordering::Relaxed);
-    None
+    Served::Executor
 }

@@ -4,8 +4,9 @@
 //! A new connection goes to the first thread keeping fewer than
 //! `CONNECTIONS_PER_THREAD_FILL` connections (the accepting thread, index 0, first), else to
 //! the one keeping the fewest. One whose turns carry many commands (a pipelining client,
-//! `BUSY_TURN_COMMANDS`) is busy: it moves, once, to the thread keeping the fewest busy
-//! connections. So unpipelined clients share a thread, which finds many of them ready in
+//! `BUSY_TURN_COMMANDS`) or wait for leaves from the disk (each such read costs the thread
+//! about three times a GET from memory, `local_reads`) is busy: it moves, once, to the
+//! thread keeping the fewest busy connections. So unpipelined clients share a thread, which finds many of them ready in
 //! each poll (on two cores, a second thread taking half of 50 of them cost 12% of their
 //! GETs/s: more wake-ups, fewer sockets per poll), until there are enough to load a core;
 //! pipelining clients, each able to keep a core busy alone, are spread over every thread
@@ -23,6 +24,7 @@ use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::oneshot;
 
 use crate::connection::{self, Queues};
+use crate::local_reads;
 use crate::shared::ServerState;
 use crate::store::Reader;
 
@@ -100,10 +102,12 @@ impl Home {
         (self.thread != 0).then(|| self.placement.handles[self.thread].clone())
     }
 
-    /// After a turn of `commands`: the thread this connection should move to now, if any.
-    /// A connection is placed at most once, the first time a turn makes it busy.
-    pub fn after_turn(&mut self, commands: usize) -> Option<Handle> {
-        if self.busy || commands < BUSY_TURN_COMMANDS || self.placement.threads() == 1 {
+    /// After a turn of `commands` that read leaves from the disk or not: the thread this
+    /// connection should move to now, if any. A connection is placed at most once, the first
+    /// time a turn makes it busy.
+    pub fn after_turn(&mut self, commands: usize, read_leaves: bool) -> Option<Handle> {
+        let busy_turn = commands >= BUSY_TURN_COMMANDS || read_leaves;
+        if self.busy || !busy_turn || self.placement.threads() == 1 {
             return None;
         }
         self.busy = true;
@@ -140,12 +144,20 @@ pub fn runtime() -> std::io::Result<Runtime> {
 impl ConnectionThreads {
     /// `count` connection threads in all (at least one): the caller's runtime `own` and
     /// `count - 1` new threads.
-    pub fn start(own: Handle, count: usize) -> std::io::Result<ConnectionThreads> {
+    /// Each new thread runs its leaf reads (`local_reads::drive`) beside its connections;
+    /// the caller runs them on its own.
+    pub fn start(
+        own: Handle,
+        count: usize,
+        reader: &Reader,
+        state: &Arc<ServerState>,
+    ) -> std::io::Result<ConnectionThreads> {
         let mut handles = vec![own];
         let mut threads = Vec::new();
         for index in 1..count.max(1) {
             let (stop, stopped) = oneshot::channel::<()>();
             let (handle_sender, handle_receiver) = std::sync::mpsc::channel();
+            let (reader, state) = (reader.clone(), Arc::clone(state));
             let thread = std::thread::Builder::new()
                 .name(format!("bufpool-server-io-{index}"))
                 .spawn(move || {
@@ -159,7 +171,10 @@ impl ConnectionThreads {
                     let _ = handle_sender.send(Ok(runtime.handle().clone()));
                     // A dropped sender (the server stopping on an error) also stops it.
                     runtime.block_on(async {
-                        let _ = stopped.await;
+                        tokio::select! {
+                            _ = stopped => {}
+                            never = local_reads::drive(&reader, &state) => match never {},
+                        }
                     });
                     runtime.shutdown_timeout(STOP_WAIT);
                 })?;

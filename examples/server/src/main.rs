@@ -13,7 +13,7 @@ mod executor;
 mod fast;
 mod intent;
 mod io_threads;
-mod readers;
+mod local_reads;
 mod resp;
 mod shared;
 mod store;
@@ -83,11 +83,6 @@ struct Cli {
     /// connections it is given; 0: one per core.
     #[arg(long, default_value_t = 0)]
     io_threads: usize,
-    /// Threads that serve read-only turns while the pool is missing, each keeping the reads
-    /// of its clients' evicted leaves in flight and answering each client as its leaves
-    /// arrive (0: reads always go to the executor).
-    #[arg(long, default_value_t = 2)]
-    miss_readers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,37 +166,28 @@ fn run(cli: Cli) -> Result<(), ServerError> {
     let reader = store.reader();
     let (jobs, executor) = executor::spawn(store, Arc::clone(&state))
         .map_err(io_error("starting the executor thread"))?;
-    let (reads, miss_readers) = readers::spawn(cli.miss_readers, &reader, &state)
-        .map_err(io_error("starting the miss reader threads"))?;
-    let reads = (cli.miss_readers > 0).then(|| Arc::new(reads));
     eprintln!(
         "bufpool-server: listening on {local}, data in {} (durability {}, pool {} MiB)",
         path.display(),
         cli.durability.name(),
         cli.pool_mb
     );
-    let queues = connection::Queues { jobs, reads };
-    let threads = io_threads::ConnectionThreads::start(runtime.handle().clone(), io_threads)
-        .map_err(io_error("starting the connection threads"))?;
+    let queues = connection::Queues { jobs };
+    let threads =
+        io_threads::ConnectionThreads::start(runtime.handle().clone(), io_threads, &reader, &state)
+            .map_err(io_error("starting the connection threads"))?;
     let _ = state.placement.set(Arc::clone(threads.placement()));
-    let accepted = runtime.block_on(accept_loop(
-        listener,
-        Arc::clone(&state),
-        queues,
-        reader,
-        threads,
-    ));
+    let own_reads = reader.clone();
+    let accepted = runtime.block_on(async {
+        tokio::select! {
+            accepted = accept_loop(listener, Arc::clone(&state), queues, reader, threads) => accepted,
+            never = local_reads::drive(&own_reads, &state) => match never {},
+        }
+    });
     // Dropping the runtime ends any connection task still alive past the drain wait; with
     // every sender gone the executor delivers what it has and stops.
     runtime.shutdown_timeout(Duration::from_secs(1));
     accepted?;
-    // The readers stop once every connection's sender is gone; their fallbacks to the
-    // executor are sent before the executor sees its last sender dropped.
-    for reader in miss_readers {
-        if reader.join().is_err() {
-            eprintln!("bufpool-server: a miss reader thread panicked");
-        }
-    }
     if executor.join().is_err() {
         eprintln!("bufpool-server: the executor thread panicked");
     }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bufpool_engine::{
-    Direction, Engine, EngineError, KEY_SIZE_MAX, LeafReads, Lsn, Tree, VALUE_SIZE_MAX,
+    Direction, Engine, EngineError, KEY_SIZE_MAX, LeafReads, Lsn, NoWait, Tree, VALUE_SIZE_MAX,
 };
 
 use crate::intent::{self, Op, Plan, TreeNumber};
@@ -202,9 +202,77 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// A stream of reads of the main tree's leaves on this thread (see `readers`).
+    /// A stream of leaf reads on this thread (see `local_reads`).
     pub fn leaf_reads(&self, depth: u32) -> Result<LeafReads<'_>, EngineError> {
         self.keys.leaf_reads(depth)
+    }
+}
+
+/// A `Reader` for connection threads, which never wait (see `local_reads`): a record it
+/// cannot read without waiting reads as absent and is noted, so that the answer is thrown
+/// away and the read tried again once its leaf is in, or sent to the executor.
+pub struct NoWaitReader<'r> {
+    reader: &'r Reader,
+    /// Evicted leaves the reads met (`NoWait::LeafEvicted` tokens).
+    leaves: RefCell<Vec<u64>>,
+    /// A read met something it cannot read without waiting (`NoWait::Busy`).
+    busy: Cell<bool>,
+}
+
+impl<'r> NoWaitReader<'r> {
+    pub fn new(reader: &'r Reader) -> NoWaitReader<'r> {
+        NoWaitReader {
+            reader,
+            leaves: RefCell::new(Vec::new()),
+            busy: Cell::new(false),
+        }
+    }
+
+    /// Whether every read so far was answered (no leaf to read, nothing busy).
+    pub fn answered(&self) -> bool {
+        !self.busy.get() && self.leaves.borrow().is_empty()
+    }
+
+    pub fn busy(&self) -> bool {
+        self.busy.get()
+    }
+
+    /// The evicted leaves the reads met.
+    pub fn into_leaves(self) -> Vec<u64> {
+        self.leaves.into_inner()
+    }
+
+    fn try_get(&self, tree: &Tree, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        let mut value = Vec::new();
+        match tree.try_get_into(key, &mut value)? {
+            NoWait::Ready(found) => Ok(found.then_some(value)),
+            NoWait::LeafEvicted(leaf) => {
+                self.leaves.borrow_mut().push(leaf);
+                Ok(None)
+            }
+            NoWait::Busy => {
+                self.busy.set(true);
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Keyspace for NoWaitReader<'_> {
+    fn entry(&self, key: &[u8]) -> Result<Option<Entry>, EngineError> {
+        let Some(bytes) = self.try_get(&self.reader.keys, key)? else {
+            return Ok(None);
+        };
+        let entry = decode_entry(&bytes);
+        Ok(entry.is_live_at(now_ms()).then_some(entry))
+    }
+
+    fn get(&self, tree: &Tree, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.try_get(tree, key)
+    }
+
+    fn member_tree(&self, kind: Kind) -> &Tree {
+        self.reader.member_tree(kind)
     }
 }
 

@@ -128,3 +128,48 @@ fn new_connections_fill_one_thread_before_the_next() {
     assert_eq!(clients_field(&mut admin, "connections_per_thread"), "12,0");
     assert!(server.terminate().success());
 }
+
+/// Unpipelined clients whose reads wait for the disk are busy too: each such read costs the
+/// thread several GETs from memory, so one thread serving all of them saturates. With a
+/// 1 MiB pool under about 4 MiB of records, four clients reading keys spread over the data
+/// set are spread over the two threads, two and two, and every reply stays right.
+#[test]
+fn clients_whose_reads_wait_for_the_disk_spread_over_the_threads() {
+    let server = Server::start(
+        "connection-threads-misses",
+        &["--io-threads", "2", "--pool-mb", "1"],
+    );
+    let mut admin = server.client();
+    let value = |key: usize| format!("{key:06}-{}", "m".repeat(90));
+    let keys = 30_000;
+    for chunk in (0..keys).collect::<Vec<usize>>().chunks(1000) {
+        let mut mset = redis::cmd("MSET");
+        for &key in chunk {
+            mset.arg(format!("key:{key:08}")).arg(value(key));
+        }
+        let _: () = mset.query(&mut admin).expect("mset");
+    }
+    let moved_before = stat(&mut admin, "connections_moved");
+    let mut readers: Vec<redis::Connection> = (0..4).map(|_| server.client()).collect();
+    // Many rounds, so that every client meets an evicted leaf (each is busy from then on).
+    for round in 0..500usize {
+        for (client, con) in readers.iter_mut().enumerate() {
+            let key = (round * 7_919 + client * 104_729) % keys;
+            let got: String = redis::cmd("GET")
+                .arg(format!("key:{key:08}"))
+                .query(con)
+                .expect("get");
+            assert_eq!(got, value(key), "client {client} round {round}");
+        }
+    }
+    assert!(
+        stat(&mut admin, "miss_reads") > 0,
+        "no read waited for the disk"
+    );
+    // Five connections: the admin (never busy) and the four readers, which the busy rule
+    // places one after another: home (a tie), away, home, away.
+    assert_eq!(stat(&mut admin, "connections_moved") - moved_before, 2);
+    assert_eq!(clients_field(&mut admin, "connections_per_thread"), "3,2");
+    drop(readers);
+    assert!(server.terminate().success());
+}

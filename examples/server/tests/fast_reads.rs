@@ -151,12 +151,13 @@ fn multi_record_writes_are_never_seen_half_applied() {
     assert!(server.terminate().success());
 }
 
-/// While the pool misses (a 1 MiB pool under about 4 MiB of records), point reads go to
-/// the miss readers, which batch them; every reply is right, and a client's read after its
-/// own write sees it (durable, under `always`, before it is answered).
+/// While the pool misses (a 1 MiB pool under about 4 MiB of records), point reads name
+/// their evicted leaves, which the connection thread reads on its own ring before serving
+/// them; every reply is right, and a client's read after its own write sees it (durable,
+/// under `always`, before it is answered).
 #[test]
-fn reads_while_the_pool_misses_are_batched_by_the_miss_readers_and_right() {
-    let server = Server::start("fast-miss-readers", &["--pool-mb", "1"]);
+fn reads_while_the_pool_misses_read_their_leaves_on_the_connection_thread_and_are_right() {
+    let server = Server::start("fast-miss-leaf-reads", &["--pool-mb", "1"]);
     let mut admin = server.client();
     let value = |key: usize| format!("{key:06}-{}", "v".repeat(90));
     for chunk in (0..30_000).collect::<Vec<usize>>().chunks(1000) {
@@ -196,23 +197,23 @@ fn reads_while_the_pool_misses_are_batched_by_the_miss_readers_and_right() {
     }
     assert!(
         stat(&mut admin, "miss_reads") > 0,
-        "no read was served by the miss readers"
+        "no read was served after its leaf was read"
     );
     assert!(server.terminate().success());
 }
 
 /// Pipelined turns of many reads while the pool misses (what `redis-benchmark -P 16` sends),
-/// with two miss readers and a writer changing the same leaves: every reply is right and
-/// nothing stalls. The miss readers only start leaf reads and never wait for a latch; when
-/// they ran the lookups themselves, two of them (or one and the executor, holding a parent
-/// while it needed a leaf a reader had started) could each wait for a read only the other
-/// would complete: `ERR engine: gave up waiting for the latch of page …` after 20 s.
-/// Reads of a hash's field go to the executor meanwhile, and are right too.
+/// on two connection threads, with a writer changing the same leaves: every reply is right
+/// and nothing stalls. A connection thread keeps leaf reads of its own in flight, and other
+/// threads (the executor holding a parent, the other connection thread) may wait for them;
+/// if its lookups waited for any latch in turn, two threads could each wait for a read only
+/// the other would complete (`ERR engine: gave up waiting for the latch of page …` after
+/// 20 s, what the first miss readers did). Reads of a hash's field miss too, and are right.
 #[test]
 fn pipelined_reads_while_missing_never_stall_and_are_right() {
     let server = Server::start(
         "fast-miss-pipelined",
-        &["--pool-mb", "1", "--miss-readers", "2"],
+        &["--pool-mb", "1", "--io-threads", "2"],
     );
     let mut admin = server.client();
     let value = |key: usize| format!("{key:06}-{}", "v".repeat(90));
@@ -302,7 +303,7 @@ fn pipelined_reads_while_missing_never_stall_and_are_right() {
     writer.join().expect("writer");
     assert!(
         stat(&mut admin, "miss_read_leaves") > 0,
-        "no leaf was read by the miss readers"
+        "no leaf was read by a connection thread"
     );
     assert!(server.terminate().success());
 }
