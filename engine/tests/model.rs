@@ -316,7 +316,10 @@ fn try_get_names_evicted_leaves_and_finds_keys_once_they_are_read() {
             NoWait::LeafEvicted(leaf) => {
                 evicted += 1;
                 assert!(reads.start_leaf(leaf).unwrap(), "an evicted leaf starts");
-                assert!(reads.start_leaf(leaf).unwrap(), "a second start shares the read");
+                assert!(
+                    reads.start_leaf(leaf).unwrap(),
+                    "a second start shares the read"
+                );
                 assert_eq!(reads.in_flight(), 1);
                 reads.submit().unwrap();
                 // The eventfd fires as the ring has work to run (the read's completion, or
@@ -351,7 +354,10 @@ fn try_get_names_evicted_leaves_and_finds_keys_once_they_are_read() {
             }
         }
     }
-    assert!(evicted > 0, "{evicted} evicted, {ready} resident, {busy} busy");
+    assert!(
+        evicted > 0,
+        "{evicted} evicted, {ready} resident, {busy} busy"
+    );
     drop(reads);
     drop(tree);
     engine.close().unwrap();
