@@ -339,7 +339,7 @@ fn try_get_names_evicted_leaves_and_finds_keys_once_they_are_read() {
                         other => panic!("reading the eventfd: {other:?}"),
                     }
                 }
-                assert_eq!(tokens.drain(..).collect::<Vec<_>>(), vec![leaf]);
+                assert_eq!(std::mem::take(&mut tokens), vec![leaf]);
                 assert_eq!(
                     tree.try_get_into(&key, &mut value).unwrap(),
                     NoWait::Ready(true),
