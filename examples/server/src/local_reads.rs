@@ -72,7 +72,9 @@ pub fn read(leaves: Vec<u64>) -> impl Future<Output = bool> {
     });
     let queued = match queued {
         Some(driver) => {
-            driver.map(Waker::wake);
+            if let Some(driver) = driver {
+                driver.wake();
+            }
             true
         }
         None => false,
