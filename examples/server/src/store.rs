@@ -208,6 +208,13 @@ impl Reader {
     }
 }
 
+/// The entry a main-tree record holds, unless it has expired (read as absent; the executor
+/// or the sweep reclaims it).
+fn live_entry(bytes: Vec<u8>) -> Option<Entry> {
+    let entry = decode_entry(&bytes);
+    entry.is_live_at(now_ms()).then_some(entry)
+}
+
 /// A `Reader` for connection threads, which never wait (see `local_reads`): a record it
 /// cannot read without waiting reads as absent and is noted, so that the answer is thrown
 /// away and the read tried again once its leaf is in, or sent to the executor.
@@ -260,11 +267,7 @@ impl<'r> NoWaitReader<'r> {
 
 impl Keyspace for NoWaitReader<'_> {
     fn entry(&self, key: &[u8]) -> Result<Option<Entry>, EngineError> {
-        let Some(bytes) = self.try_get(&self.reader.keys, key)? else {
-            return Ok(None);
-        };
-        let entry = decode_entry(&bytes);
-        Ok(entry.is_live_at(now_ms()).then_some(entry))
+        Ok(self.try_get(&self.reader.keys, key)?.and_then(live_entry))
     }
 
     fn get(&self, tree: &Tree, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
@@ -278,11 +281,7 @@ impl Keyspace for NoWaitReader<'_> {
 
 impl Keyspace for Reader {
     fn entry(&self, key: &[u8]) -> Result<Option<Entry>, EngineError> {
-        let Some(bytes) = self.keys.get(key)? else {
-            return Ok(None);
-        };
-        let entry = decode_entry(&bytes);
-        Ok(entry.is_live_at(now_ms()).then_some(entry))
+        Ok(self.keys.get(key)?.and_then(live_entry))
     }
 
     fn member_tree(&self, kind: Kind) -> &Tree {
