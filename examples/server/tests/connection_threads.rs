@@ -142,13 +142,7 @@ fn clients_whose_reads_wait_for_the_disk_spread_over_the_threads() {
     let mut admin = server.client();
     let value = |key: usize| format!("{key:06}-{}", "m".repeat(90));
     let keys = 30_000;
-    for chunk in (0..keys).collect::<Vec<usize>>().chunks(1000) {
-        let mut mset = redis::cmd("MSET");
-        for &key in chunk {
-            mset.arg(format!("key:{key:08}")).arg(value(key));
-        }
-        let _: () = mset.query(&mut admin).expect("mset");
-    }
+    common::load_keys(&mut admin, keys, value);
     let moved_before = stat(&mut admin, "connections_moved");
     let mut readers: Vec<redis::Connection> = (0..4).map(|_| server.client()).collect();
     // Many rounds, so that every client meets an evicted leaf (each is busy from then on).

@@ -160,13 +160,7 @@ fn reads_while_the_pool_misses_read_their_leaves_on_the_connection_thread_and_ar
     let server = Server::start("fast-miss-leaf-reads", &["--pool-mb", "1"]);
     let mut admin = server.client();
     let value = |key: usize| format!("{key:06}-{}", "v".repeat(90));
-    for chunk in (0..30_000).collect::<Vec<usize>>().chunks(1000) {
-        let mut mset = redis::cmd("MSET");
-        for &key in chunk {
-            mset.arg(format!("key:{key:08}")).arg(value(key));
-        }
-        let _: () = mset.query(&mut admin).expect("mset");
-    }
+    common::load_keys(&mut admin, 30_000, value);
     let clients: Vec<_> = (0..8)
         .map(|client| {
             let url = server.url();
@@ -218,13 +212,7 @@ fn pipelined_reads_while_missing_never_stall_and_are_right() {
     let mut admin = server.client();
     let value = |key: usize| format!("{key:06}-{}", "v".repeat(90));
     let keys = 30_000;
-    for chunk in (0..keys).collect::<Vec<usize>>().chunks(1000) {
-        let mut mset = redis::cmd("MSET");
-        for &key in chunk {
-            mset.arg(format!("key:{key:08}")).arg(value(key));
-        }
-        let _: () = mset.query(&mut admin).expect("mset");
-    }
+    common::load_keys(&mut admin, keys, value);
     let _: () = redis::cmd("HSET")
         .arg("h")
         .arg("f")

@@ -239,3 +239,15 @@ pub fn stat(con: &mut redis::Connection, name: &str) -> u64 {
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} missing from {info}"))
 }
+
+/// Writes `key:{key:08}` = `value(key)` for every key below `keys`, 1,000 to an MSET: a
+/// data set several times a 1 MiB pool for the tests of reads that miss.
+pub fn load_keys(con: &mut redis::Connection, keys: usize, value: impl Fn(usize) -> String) {
+    for chunk in (0..keys).collect::<Vec<usize>>().chunks(1000) {
+        let mut mset = redis::cmd("MSET");
+        for &key in chunk {
+            mset.arg(format!("key:{key:08}")).arg(value(key));
+        }
+        let _: () = mset.query(con).expect("mset");
+    }
+}
