@@ -331,15 +331,17 @@ async fn turn(
             // The rest go to the executor, ahead of the turn's commands already there (all
             // of which came after them), so the turn keeps its order.
             state.miss_read_fallbacks.fetch_add(1, Ordering::Relaxed);
-            let rest = waiting.len() - served;
             let (rest_slots, rest_commands): (Vec<_>, Vec<_>) = waiting
                 .drain(served..)
                 .map(|(slot, spec, function, request)| (slot, (spec, function, request)))
                 .unzip();
             engine_slots.splice(0..0, rest_slots);
             engine_commands.splice(0..0, rest_commands);
-            debug_assert_eq!(engine_slots.len(), engine_commands.len());
-            debug_assert!(rest <= engine_commands.len());
+            assert_eq!(engine_slots.len(), engine_commands.len());
+            assert!(
+                engine_slots.is_sorted(),
+                "the executor's commands keep the turn's order"
+            );
         }
     }
     if !engine_commands.is_empty() {

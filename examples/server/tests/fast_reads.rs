@@ -295,3 +295,46 @@ fn pipelined_reads_while_missing_never_stall_and_are_right() {
     );
     assert!(server.terminate().success());
 }
+
+/// Reads waiting for their leaves that the connection thread does not read (here: leaf
+/// reads turned off with `CONFIG SET read-prefetch no`) go to the executor ahead of the
+/// turn's later commands: a pipeline mixing such reads, a write, a read of that write and a
+/// connection command gets every reply right and in order.
+#[test]
+fn waiting_reads_left_to_the_executor_keep_the_turns_order() {
+    let server = Server::start("fast-miss-executor-order", &["--pool-mb", "1"]);
+    let mut admin = server.client();
+    let value = |key: usize| format!("{key:06}-{}", "o".repeat(90));
+    let keys = 30_000;
+    common::load_keys(&mut admin, keys, value);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("read-prefetch")
+        .arg("no")
+        .query(&mut admin)
+        .expect("config set");
+    let fallbacks_before = stat(&mut admin, "miss_read_fallbacks");
+    let mut con = server.client();
+    for round in 0..200usize {
+        let key = |i: usize| (round * 7_919 + i * 104_729) % keys;
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(format!("key:{:08}", key(0)));
+        pipe.cmd("GET").arg(format!("key:{:08}", key(1)));
+        pipe.cmd("SET").arg("mine").arg(round).ignore();
+        pipe.cmd("GET").arg("mine");
+        pipe.cmd("ECHO").arg(format!("echo-{round}"));
+        pipe.cmd("GET").arg(format!("key:{:08}", key(2)));
+        let (first, second, mine, echo, last): (String, String, usize, String, String) =
+            pipe.query(&mut con).expect("pipeline");
+        assert_eq!(first, value(key(0)), "round {round}");
+        assert_eq!(second, value(key(1)), "round {round}");
+        assert_eq!(mine, round, "round {round}: the read after the write");
+        assert_eq!(echo, format!("echo-{round}"));
+        assert_eq!(last, value(key(2)), "round {round}");
+    }
+    assert!(
+        stat(&mut admin, "miss_read_fallbacks") > fallbacks_before,
+        "no waiting read went to the executor"
+    );
+    assert!(server.terminate().success());
+}
