@@ -18,6 +18,7 @@
 //! goes to the executor, which may wait.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fs::File;
 use std::future::{Future, poll_fn};
@@ -132,11 +133,23 @@ pub async fn drive(reader: &Reader, state: &ServerState) -> Infallible {
     let mut free: Vec<usize> = Vec::new();
     let mut waits: Vec<(u64, usize)> = Vec::new();
     let mut requests = Vec::new();
+    // Requests taken from the queue and not yet started: one is started only once all its
+    // leaves fit (any request when nothing is in flight), in order; one started with too
+    // little room would find its other leaves unread and go round again, then to the
+    // executor.
+    let mut queued: VecDeque<Request> = VecDeque::new();
     let mut tokens = Vec::new();
     loop {
         QUEUE.with(|queue| std::mem::swap(&mut queue.borrow_mut().requests, &mut requests));
+        queued.extend(requests.drain(..));
         let mut started = 0;
-        for request in requests.drain(..) {
+        // Bounded by the queued requests, which only shrink here.
+        while let Some(request) = queued.front() {
+            let in_flight = reads.in_flight();
+            if in_flight > 0 && in_flight + request.leaves.len() > READS_IN_FLIGHT_MAX as usize {
+                break;
+            }
+            let request = queued.pop_front().expect("front checked");
             let slot = free.pop().unwrap_or_else(|| {
                 waiting.push(None);
                 waiting.len() - 1
