@@ -338,3 +338,75 @@ fn waiting_reads_left_to_the_executor_keep_the_turns_order() {
     );
     assert!(server.terminate().success());
 }
+
+/// SIGTERM while clients' leaf reads are in flight on both connection threads: the server
+/// finishes or drops those turns, completes every read it started (a thread's ring is
+/// drained before it exits), checkpoints and exits 0, and every record reads back after a
+/// restart.
+#[test]
+fn stopping_while_leaf_reads_are_in_flight_exits_cleanly_and_keeps_everything() {
+    let dir = common::data_dir("fast-miss-stop");
+    let server = Server::start_in(&dir, &["--pool-mb", "1", "--io-threads", "2"]);
+    let mut admin = server.client();
+    let value = |key: usize| format!("{key:06}-{}", "s".repeat(90));
+    let keys = 30_000;
+    common::load_keys(&mut admin, keys, value);
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let url = server.url();
+            std::thread::spawn(move || {
+                let mut con = common::connect_to(&url);
+                let mut answered = 0usize;
+                // Until the server goes away under it: a closed connection ends the client.
+                for round in 0..100_000usize {
+                    let mut pipe = redis::pipe();
+                    for i in 0..8 {
+                        pipe.cmd("GET")
+                            .arg(format!("key:{:08}", (round * 8 + i) * 7_919 % keys));
+                    }
+                    match pipe.query::<Vec<String>>(&mut con) {
+                        Ok(values) => {
+                            for (i, got) in values.iter().enumerate() {
+                                assert_eq!(got, &value((round * 8 + i) * 7_919 % keys));
+                            }
+                            answered += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    // Let the clients keep reads in flight, then stop the server under them.
+    while stat(&mut admin, "miss_read_leaves") < 2_000 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(admin);
+    assert!(
+        server.terminate().success(),
+        "SIGTERM exits 0 with reads in flight"
+    );
+    for client in clients {
+        assert!(
+            client.join().expect("client") > 0,
+            "a client was never answered"
+        );
+    }
+    let server = Server::start_in(&dir, &["--pool-mb", "1"]);
+    let mut con = server.client();
+    assert_eq!(
+        redis::cmd("DBSIZE")
+            .query::<usize>(&mut con)
+            .expect("dbsize"),
+        keys
+    );
+    for key in (0..keys).step_by(97) {
+        let got: String = redis::cmd("GET")
+            .arg(format!("key:{key:08}"))
+            .query(&mut con)
+            .expect("get");
+        assert_eq!(got, value(key));
+    }
+    assert!(server.terminate().success());
+}
