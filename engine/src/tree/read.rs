@@ -328,14 +328,7 @@ impl<'t> LeafReads<'t> {
         let Some(leaf) = evicted_leaf(self.tree, key, Waiting::NoWait)? else {
             return Ok(None);
         };
-        if self.started.contains(&leaf.0) {
-            return Ok(Some(leaf.0));
-        }
-        if !self.stream.has_room() || !self.stream.start(leaf)? {
-            return Ok(None);
-        }
-        self.started.insert(leaf.0);
-        Ok(Some(leaf.0))
+        Ok(self.start_leaf(leaf.0)?.then_some(leaf.0))
     }
 
     /// Starts reading the leaf `token` names (from [`NoWait::LeafEvicted`]) if it is still

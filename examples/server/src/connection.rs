@@ -280,8 +280,8 @@ async fn turn(
                 Handler::Engine(function) => {
                     // Inline only while nothing of this turn waits for the executor: a read
                     // behind one of the client's own writes must see it.
-                    let read = fast::read_fn(spec).filter(|_| fast_reads);
-                    if let Some(read) = read.filter(|_| engine_commands.is_empty()) {
+                    let inline = fast_reads && engine_commands.is_empty();
+                    if let Some(read) = fast::read_fn(spec).filter(|_| inline) {
                         let served = fast::serve(reader, state, spec, read, &request, &mut leaves);
                         // A read behind one waiting for its leaves is served after it, in
                         // order (its answer now is dropped); its own leaves, if any, go to
@@ -289,6 +289,7 @@ async fn turn(
                         let behind = !waiting.is_empty();
                         match served {
                             fast::Served::Reply(reply) if !behind => {
+                                state.fast_reads_total.fetch_add(1, Ordering::Relaxed);
                                 slots.push(Slot {
                                     protocol: client.protocol,
                                     reply: Some(reply),
@@ -392,6 +393,7 @@ async fn serve_after_leaf_reads(
                 fast::Served::Reply(reply) => {
                     slots[*slot].reply = Some(reply);
                     served += 1;
+                    state.fast_reads_total.fetch_add(1, Ordering::Relaxed);
                     state.miss_reads.fetch_add(1, Ordering::Relaxed);
                 }
                 fast::Served::NeedsLeaves => break,

@@ -67,6 +67,8 @@ pub fn enabled(state: &ServerState) -> bool {
 
 /// What `serve` did with a read.
 pub enum Served {
+    /// Its answer (counted in `fast_reads` by the caller once it is kept: a read behind one
+    /// waiting for its leaves is answered again later).
     Reply(Reply),
     /// Its leaves are evicted: they were appended to the caller's list; serve it again once
     /// they are in.
@@ -113,7 +115,6 @@ pub fn serve<'r>(
         {
             break;
         }
-        state.fast_reads_total.fetch_add(1, Ordering::Relaxed);
         return Served::Reply(match outcome {
             Ok(Ok(reply)) => reply,
             Ok(Err(CommandError::Reply(reply))) => reply,
